@@ -1,0 +1,46 @@
+#pragma once
+// The one small interface every device source implements (as nvtop does per
+// vendor): discover, static info, sample, per-field availability, shutdown.
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "gpucluster/core/device.hpp"
+#include "gpucluster/core/sample.hpp"
+
+namespace gpucluster {
+
+// Which optional gauges a device can report.
+struct FieldAvailability {
+  bool utilization = false;
+  bool power = false;
+  bool temperature = false;
+  bool clock = false;
+};
+
+struct Discovery {
+  std::vector<DeviceInfo> devices;
+  std::string note;  // why nothing was found, or what was skipped; empty when all is well
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string_view name() const noexcept = 0;
+  // Finds devices; the host of their keys is `host`. Throws Error if the source is broken.
+  virtual Discovery discover(const std::string& host) = 0;
+  // Reads one device (by local id). Throws Error on failure; must not block long.
+  virtual Sample sample(const std::string& local_id) = 0;
+  virtual FieldAvailability available_fields(const std::string& local_id) const = 0;
+  // Releases the source. Called once; must not throw.
+  virtual void shutdown() noexcept = 0;
+};
+
+using BackendPtr = std::unique_ptr<Backend>;
+
+// This machine's host name (gethostname), "localhost" if unknown.
+std::string local_host_name();
+
+}  // namespace gpucluster

@@ -1,0 +1,43 @@
+#pragma once
+// Fleet files: a JSON description of a host's devices and their current
+// metrics (field names follow the seed's protocol), for demos and tests.
+//   {"host": "lab-1", "devices": [{"device_id": "cuda:0", "name": ..., "vendor": ...,
+//     "device_type": "cuda", "memory_bytes": N, "compute_units": N, "memory_bandwidth_gbps": X,
+//     "metrics": {"memory_used_bytes": N, "memory_total_bytes": N (default memory_bytes),
+//                 "compute_utilization_percent": X, "power_watts": X,
+//                 "temperature_celsius": X, "clock_rate_mhz": X}}]}
+// A metric left out is unavailable. Optional device fields: uuid, pci_bus_id,
+// compute_capability, max_clock_mhz, driver_version, power_limit_watts,
+// temperature_slowdown_celsius, temperature_shutdown_celsius, available, error_message.
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "gpucluster/core/device.hpp"
+#include "gpucluster/core/sample.hpp"
+
+namespace gpucluster {
+
+struct FleetDevice {
+  DeviceInfo info;
+  Sample metrics;  // timestamp is filled in when sampled
+  bool has_metrics = false;
+  bool available = true;
+  std::string error_message;
+};
+
+struct Fleet {
+  std::string host;
+  std::vector<FleetDevice> devices;
+};
+
+// Throws InputError naming the JSON path (e.g. "devices[1].metrics.power_watts"),
+// or ValidationError for metrics that break a sample rule.
+Fleet parse_fleet(const nlohmann::json& document);
+Fleet load_fleet(const std::filesystem::path& path);
+
+}  // namespace gpucluster

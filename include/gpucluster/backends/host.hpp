@@ -1,0 +1,49 @@
+#pragma once
+// The host CPU as a device, from /proc and /sys: memory and utilization on any
+// Linux machine; temperature, power (RAPL energy deltas) and clock when readable.
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <mutex>
+#include <optional>
+
+#include "gpucluster/backends/backend.hpp"
+
+namespace gpucluster {
+
+struct HostBackendPaths {
+  std::filesystem::path proc_root = "/proc";
+  std::filesystem::path sys_root = "/sys";
+};
+
+class HostBackend final : public Backend {
+ public:
+  explicit HostBackend(HostBackendPaths paths = {});
+  std::string_view name() const noexcept override { return "host"; }
+  Discovery discover(const std::string& host) override;
+  Sample sample(const std::string& local_id) override;
+  FieldAvailability available_fields(const std::string& local_id) const override;
+  void shutdown() noexcept override {}
+
+  static constexpr const char* kLocalId = "cpu:0";
+
+ private:
+  struct CpuTimes {
+    std::uint64_t busy = 0;
+    std::uint64_t total = 0;
+  };
+  std::optional<CpuTimes> read_cpu_times() const;
+  std::optional<float> read_temperature_celsius() const;
+  std::optional<float> read_clock_mhz() const;
+  std::optional<std::uint64_t> read_energy_microjoules() const;
+
+  HostBackendPaths paths_;
+  mutable std::mutex mutex_;
+  std::optional<CpuTimes> last_cpu_;
+  std::optional<std::uint64_t> last_energy_uj_;
+  std::optional<std::chrono::steady_clock::time_point> last_energy_time_;
+  FieldAvailability fields_;
+};
+
+}  // namespace gpucluster

@@ -1,0 +1,25 @@
+#pragma once
+// JSON forms of the library's objects, shared by the CLI's --json and the agent.
+// Field names follow the seed protocol; an unavailable field is null, never 0.
+
+#include <nlohmann/json.hpp>
+
+#include "gpucluster/core/device.hpp"
+#include "gpucluster/core/sample.hpp"
+#include "gpucluster/scheduling/distribution.hpp"
+#include "gpucluster/scheduling/scoring.hpp"
+#include "gpucluster/telemetry/store.hpp"
+
+namespace gpucluster {
+
+nlohmann::json to_json(const DeviceInfo& info);
+nlohmann::json to_json(const Sample& sample);  // protocol "metrics" field names
+// Device object of `devices --json`: fleet fields + id, host, available, score, metrics.
+nlohmann::json to_json(const DeviceState& state, const std::optional<RankedDevice>& ranked);
+nlohmann::json to_json(const ClusterAggregate& aggregate);
+nlohmann::json to_json(const WindowStats& stats);
+nlohmann::json to_json(const Selection& selection);
+nlohmann::json to_json(const RankedDevice& ranked);
+nlohmann::json to_json(const Plan& plan);
+
+}  // namespace gpucluster

@@ -1,0 +1,131 @@
+#pragma once
+// The manager ties it together: backends discover and sample devices into the
+// telemetry store; callers select devices and plan work from live telemetry.
+//
+// Lifecycle (seed fixes #2, #5, #6): construction fully succeeds or throws.
+// created → running (start) → draining (shutdown begins) → stopped. Every public
+// operation is counted while in flight; shutdown refuses new ones, waits for the
+// counted ones (no sleeps), stops the sampler, shuts every backend down (one
+// failing does not skip the others) and frees all telemetry. Calls after
+// shutdown throw ShutDownError.
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gpucluster/backends/backend.hpp"
+#include "gpucluster/core/errors.hpp"
+#include "gpucluster/scheduling/distribution.hpp"
+#include "gpucluster/scheduling/scoring.hpp"
+#include "gpucluster/telemetry/store.hpp"
+
+namespace gpucluster {
+
+enum class ManagerState : std::uint8_t { created, running, draining, stopped };
+const char* to_string(ManagerState state) noexcept;
+
+struct ManagerConfig {
+  HistoryLimits history;
+  ValidationLimits validation;
+  ScoringConfig scoring;
+  std::chrono::nanoseconds sample_interval = std::chrono::seconds{1};
+  std::string host;                  // empty: this machine's host name
+  std::function<Timestamp()> clock;  // empty: system clock (tests inject their own)
+};
+
+// What a backend found at start, for `status` and diagnostics.
+struct BackendReport {
+  std::string backend;
+  std::size_t devices = 0;
+  std::string note;   // why nothing was found, when nothing was
+  std::string error;  // discovery failed
+};
+
+// A plan request in caller terms; the manager fills in devices and free memory.
+struct PlanRequest {
+  Strategy strategy = Strategy::uniform;
+  std::uint64_t items = 0;                              // uniform, capacity
+  std::vector<std::pair<std::string, double>> weights;  // capacity; empty → compute units
+  std::optional<std::uint64_t> max_per_device;
+  std::uint64_t layers = 0;                  // memory
+  std::optional<std::uint64_t> layer_bytes;  // memory
+};
+
+class Manager {
+ public:
+  explicit Manager(ManagerConfig config = {}, std::vector<BackendPtr> backends = {});
+  ~Manager();
+  Manager(const Manager&) = delete;
+  Manager& operator=(const Manager&) = delete;
+
+  // Discovers every backend's devices, takes a first sample and starts the
+  // background sampler (when there are backends and the interval is > 0).
+  void start(bool background_sampling = true);
+  // One sampling pass over every backend device (also what the sampler runs).
+  void sample_now();
+  ManagerState state() const noexcept { return state_.load(); }
+  const std::string& host() const noexcept { return host_; }
+  Timestamp now() const;
+
+  void register_device(DeviceInfo info);  // registers or updates static info
+  bool unregister_device(const DeviceKey& key);
+  void record(const DeviceKey& key, const Sample& sample);  // throws ValidationError, UnknownDeviceError
+  void set_availability(const DeviceKey& key, bool available, std::string reason = {});
+
+  std::vector<DeviceState> devices() const;
+  DeviceState device(const DeviceKey& key) const;  // throws UnknownDeviceError
+  std::vector<Sample> history(const DeviceKey& key, std::size_t limit = SIZE_MAX) const;
+  WindowStats window_stats(const DeviceKey& key) const;
+  ClusterAggregate aggregate() const;
+  std::vector<RankedDevice> rank(std::uint64_t min_free_memory_bytes = 0) const;
+  Selection select(std::uint64_t min_free_memory_bytes = 0) const;
+  Plan plan(const PlanRequest& request) const;
+  // Resolves "cuda:0" (this manager's host) or "host/cuda:0".
+  DeviceKey resolve_key(std::string_view text) const;
+
+  std::vector<BackendReport> backend_reports() const;
+  std::array<std::uint64_t, kRejectReasonCount> rejected_samples() const;
+  std::uint64_t backend_errors() const noexcept { return backend_errors_.load(); }
+
+  // Idempotent; safe while other threads call in. Blocks until in-flight calls end.
+  void shutdown();
+
+ private:
+  class OperationGuard;
+  OperationGuard enter(const char* operation) const;
+  void sampler_loop();
+  void count_rejection(RejectReason reason) const;
+
+  ManagerConfig config_;
+  std::string host_;
+  std::vector<BackendPtr> backends_;
+  struct BackendDevice {
+    Backend* backend;
+    DeviceKey key;
+  };
+  std::vector<BackendDevice> backend_devices_;  // written in start() before the sampler runs
+  std::vector<BackendReport> reports_;
+  TelemetryStore store_;
+
+  std::atomic<ManagerState> state_{ManagerState::created};
+  mutable std::atomic<std::int64_t> in_flight_{0};
+  mutable std::array<std::atomic<std::uint64_t>, kRejectReasonCount> rejected_{};
+  std::atomic<std::uint64_t> backend_errors_{0};
+
+  std::mutex lifecycle_mutex_;  // serialises start/shutdown
+  std::mutex sampler_mutex_;
+  std::condition_variable sampler_wake_;
+  bool stop_sampler_ = false;
+  std::thread sampler_;
+};
+
+}  // namespace gpucluster

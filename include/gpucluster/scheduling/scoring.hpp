@@ -1,0 +1,69 @@
+#pragma once
+// Device scoring and selection (the seed's formula, from live telemetry only).
+//   score = (w_mem * free/total + w_compute * (1 - util/100)) * thermal_penalty
+//   thermal_penalty = 1 up to the threshold, then max(min_penalty, 1 - (T - threshold)/span)
+// A gauge that is unavailable is left out and the remaining weights are
+// renormalised: unavailable is never read as 0 % busy or 0 °C.
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "gpucluster/core/device.hpp"
+#include "gpucluster/telemetry/store.hpp"
+
+namespace gpucluster {
+
+struct ScoringConfig {
+  double memory_weight = 0.6;
+  double compute_weight = 0.4;
+  double thermal_threshold_celsius = 80.0;  // used when the device has no slowdown temperature
+  double thermal_span_celsius = 40.0;
+  double min_thermal_penalty = 0.1;
+  std::chrono::nanoseconds staleness = std::chrono::seconds{10};  // older latest sample → stale
+};
+
+// Throws InputError if weights are negative/non-finite/all zero, span ≤ 0, etc.
+void validate_scoring_config(const ScoringConfig& config);
+
+struct ScoreBreakdown {
+  double score = 0;                          // clamped to [0, 1]
+  double memory_free_ratio = 0;              // free / total
+  std::optional<double> compute_idle_ratio;  // 1 - util/100; nullopt when utilization is unavailable
+  double thermal_penalty = 1;                // 1 when temperature is unavailable or below threshold
+  bool temperature_known = false;
+  double thermal_threshold_celsius = 0;  // the threshold that applied
+};
+
+// Scores one sample of one device.
+ScoreBreakdown score_sample(const DeviceInfo& info, const Sample& sample, const ScoringConfig& config) noexcept;
+
+enum class Eligibility : std::uint8_t { eligible, unavailable, no_sample, stale, insufficient_memory, zero_score };
+const char* to_string(Eligibility eligibility) noexcept;
+
+struct RankedDevice {
+  DeviceKey key;
+  Eligibility eligibility = Eligibility::no_sample;
+  std::string reason;                       // why not eligible; empty when eligible
+  std::optional<ScoreBreakdown> breakdown;  // nullopt without a sample
+  std::int64_t memory_free_bytes = 0;
+};
+
+// Every device with its score; eligible ones first by score (desc), then by key.
+std::vector<RankedDevice> rank_devices(std::span<const DeviceState> devices, const ScoringConfig& config, Timestamp now,
+                                       std::uint64_t min_free_memory_bytes = 0);
+
+struct Selection {
+  std::optional<DeviceKey> device;  // nullopt when none qualifies
+  double score = 0;
+  std::string reason;
+};
+
+// The best eligible device (ties by key), or the reason none qualifies. O(devices).
+Selection select_device(std::span<const DeviceState> devices, const ScoringConfig& config, Timestamp now,
+                        std::uint64_t min_free_memory_bytes = 0);
+
+}  // namespace gpucluster

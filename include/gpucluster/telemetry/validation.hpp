@@ -1,0 +1,37 @@
+#pragma once
+// Sample validation: every rule a stored sample must satisfy (seed fix #3 and
+// the Python design's NaN/ordering bugs). Pure functions; no state.
+
+#include <optional>
+#include <string>
+
+#include "gpucluster/core/errors.hpp"
+#include "gpucluster/core/sample.hpp"
+
+namespace gpucluster {
+
+struct ValidationLimits {
+  double min_temperature_celsius = -273.15;  // absolute zero
+  double max_temperature_celsius = 250.0;    // no silicon reports more and lives
+  double max_power_watts = 100'000.0;        // far above any single accelerator
+  double max_clock_mhz = 100'000.0;
+};
+
+// A failed rule, without the cost of an exception on the hot path.
+struct ValidationFailure {
+  const char* field;
+  double value;
+  const char* rule;
+  RejectReason reason;
+};
+
+// Checks every field; does not check ordering or registration (the store does).
+std::optional<ValidationFailure> check_sample(const Sample& sample, const ValidationLimits& limits = {}) noexcept;
+
+// Builds the typed error for a failure on a named device.
+ValidationError make_validation_error(const std::string& device, const ValidationFailure& failure);
+
+// Throws ValidationError if check_sample fails.
+void validate_sample(const std::string& device, const Sample& sample, const ValidationLimits& limits = {});
+
+}  // namespace gpucluster

@@ -1,0 +1,57 @@
+#include "gpucluster/core/errors.hpp"
+
+#include <fmt/format.h>
+
+namespace gpucluster {
+
+InputError::InputError(std::string field, std::string value, std::string rule)
+    : InputError(fmt::format("invalid {}: {} ({})", field, value, rule), std::move(field), std::move(value),
+                 std::move(rule)) {}
+
+InputError::InputError(std::string message, std::string field, std::string value, std::string rule)
+    : Error(std::move(message)), field_(std::move(field)), value_(std::move(value)), rule_(std::move(rule)) {}
+
+const char* to_string(RejectReason reason) noexcept {
+  switch (reason) {
+    case RejectReason::not_finite: return "not_finite";
+    case RejectReason::out_of_range: return "out_of_range";
+    case RejectReason::used_exceeds_total: return "used_exceeds_total";
+    case RejectReason::out_of_order: return "out_of_order";
+    case RejectReason::unknown_device: return "unknown_device";
+  }
+  return "unknown";
+}
+
+ValidationError::ValidationError(std::string device, std::string field, std::string value, std::string rule,
+                                 RejectReason reason)
+    : InputError(fmt::format("invalid sample for {}: {} = {} ({})", device, field, value, rule), std::move(field),
+                 std::move(value), std::move(rule)),
+      device_(std::move(device)),
+      reason_(reason) {}
+
+UnknownDeviceError::UnknownDeviceError(std::string device)
+    : Error(fmt::format("unknown device: {} is not registered", device)), device_(std::move(device)) {}
+
+ShutDownError::ShutDownError(const std::string& operation)
+    : Error(fmt::format("cannot {}: the manager is shut down", operation)) {}
+
+namespace {
+std::string describe_shortfalls(const std::vector<MemoryShortfall>& shortfalls, std::uint64_t total_needed,
+                                std::uint64_t total_free) {
+  std::string text = fmt::format("insufficient memory: the model needs {} bytes, the devices have {} bytes free",
+                                 total_needed, total_free);
+  for (const MemoryShortfall& s : shortfalls) {
+    text += fmt::format("; {} falls short by {} bytes ({} layers need {} bytes, {} free)", s.device, s.short_bytes(),
+                        s.layers, s.needed_bytes, s.free_bytes);
+  }
+  return text;
+}
+}  // namespace
+
+InsufficientMemoryError::InsufficientMemoryError(std::vector<MemoryShortfall> shortfalls,
+                                                 std::uint64_t total_needed_bytes, std::uint64_t total_free_bytes)
+    : PlanError(describe_shortfalls(shortfalls, total_needed_bytes, total_free_bytes), "layers",
+                std::to_string(total_needed_bytes), "the model must fit in the devices' free memory"),
+      shortfalls_(std::move(shortfalls)) {}
+
+}  // namespace gpucluster
