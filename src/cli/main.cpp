@@ -1,3 +1,309 @@
-int main() {
-  return 0;
+// gpucluster command-line interface. Exit status: 0 success, 2 bad input or
+// usage (one-line error on stderr), 3 when no device qualifies, 1 otherwise.
+
+#include <charconv>
+#include <cstdio>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
+
+#include "gpucluster/backends/host.hpp"
+#include "gpucluster/backends/simulated.hpp"
+#include "gpucluster/core/units.hpp"
+#include "gpucluster/json.hpp"
+#include "gpucluster/manager.hpp"
+#include "output.hpp"
+
+namespace gpucluster::cli {
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitNoDevice = 3;
+
+// Options every command shares.
+struct CommonOptions {
+  std::string fleet_path;
+  std::string backends;  // empty: auto
+  bool json = false;
+  std::string log_level = "warn";
+};
+
+struct PlanOptions {
+  std::uint64_t items = 0;
+  std::string strategy = "uniform";
+  std::vector<std::string> weights;
+  std::optional<std::uint64_t> max_per_device;
+  std::uint64_t layers = 0;
+  std::string layer_bytes;
+};
+
+// Counts are whole numbers >= 0; CLI11 alone would wrap "-3" into a huge unsigned value.
+const CLI::Validator kCount(
+    [](std::string& text) -> std::string {
+      const bool digits = !text.empty() && text.find_first_not_of("0123456789") == std::string::npos;
+      return digits ? std::string{} : "must be a whole number >= 0, got \"" + text + "\"";
+    },
+    "COUNT");
+
+void add_common_options(CLI::App& command, CommonOptions& options) {
+  command.add_option("--fleet", options.fleet_path, "Simulated fleet file (JSON); see examples/")
+      ->check(CLI::ExistingFile);
+  command.add_option("--backend", options.backends,
+                     "Backends, comma-separated: auto, host, simulated (default: auto; simulated when --fleet "
+                     "is given)");
+  command.add_flag("--json", options.json, "Machine-readable JSON output");
+  command.add_option("--log-level", options.log_level, "trace, debug, info, warn, error or off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+}
+
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> parts;
+  std::size_t begin = 0;
+  while (begin <= text.size()) {
+    const std::size_t comma = text.find(',', begin);
+    const std::size_t end = comma == std::string::npos ? text.size() : comma;
+    if (end > begin) parts.push_back(text.substr(begin, end - begin));
+    if (comma == std::string::npos) break;
+    begin = comma + 1;
+  }
+  return parts;
+}
+
+std::vector<BackendPtr> make_backends(const CommonOptions& options) {
+  std::vector<std::string> names = split_list(options.backends);
+  if (names.empty()) names.push_back(options.fleet_path.empty() ? "auto" : "simulated");
+  bool host = false, simulated = false;
+  for (const std::string& name : names) {
+    if (name == "auto") {
+      host = true;
+      simulated = !options.fleet_path.empty();
+    } else if (name == "host") {
+      host = true;
+    } else if (name == "simulated") {
+      simulated = true;
+    } else {
+      throw InputError("--backend", name, "must be one of auto, host, simulated");
+    }
+  }
+  if (simulated && options.fleet_path.empty()) {
+    throw InputError("--backend", "simulated", "needs a fleet file: give --fleet FILE");
+  }
+  std::vector<BackendPtr> backends;
+  if (host) backends.push_back(std::make_unique<HostBackend>());
+  if (simulated) backends.push_back(std::make_unique<SimulatedBackend>(load_fleet(options.fleet_path)));
+  return backends;
+}
+
+std::unique_ptr<Manager> start_manager(const CommonOptions& options) {
+  auto manager = std::make_unique<Manager>(ManagerConfig{}, make_backends(options));
+  manager->start(/*background_sampling=*/false);
+  return manager;
+}
+
+void print_json(const nlohmann::json& document) {
+  std::cout << document.dump(2) << '\n';
+}
+
+nlohmann::json devices_json(const Manager& manager) {
+  const std::vector<RankedDevice> ranked = manager.rank();
+  nlohmann::json array = nlohmann::json::array();
+  for (const DeviceState& state : manager.devices()) {
+    std::optional<RankedDevice> mine;
+    for (const RankedDevice& r : ranked) {
+      if (r.key == state.info->key) mine = r;
+    }
+    array.push_back(to_json(state, mine));
+  }
+  return array;
+}
+
+int run_devices(const CommonOptions& options) {
+  const auto manager = start_manager(options);
+  if (options.json) {
+    print_json(devices_json(*manager));
+  } else {
+    std::cout << devices_table(manager->devices(), manager->rank());
+  }
+  return kExitOk;
+}
+
+int run_select(const CommonOptions& options, const std::string& min_memory, bool explain) {
+  const std::uint64_t min_free = min_memory.empty() ? 0 : parse_size_bytes(min_memory, "--min-memory");
+  const auto manager = start_manager(options);
+  const Selection selection = manager->select(min_free);
+  if (options.json) {
+    nlohmann::json out = to_json(selection);
+    if (explain) {
+      out["ranking"] = nlohmann::json::array();
+      for (const RankedDevice& r : manager->rank(min_free)) out["ranking"].push_back(to_json(r));
+    }
+    print_json(out);
+  } else {
+    if (explain) std::cout << ranking_table(manager->rank(min_free)) << '\n';
+    if (selection.device) {
+      std::cout << fmt::format("{} (score {:.3f}): {}\n", selection.device->str(), selection.score, selection.reason);
+    } else {
+      std::cout << fmt::format("no device: {}\n", selection.reason);
+    }
+  }
+  return selection.device ? kExitOk : kExitNoDevice;
+}
+
+std::pair<std::string, double> parse_weight(const std::string& text) {
+  const auto equals = text.rfind('=');
+  if (equals == std::string::npos || equals == 0) {
+    throw InputError("--weight", text, "must be ID=WEIGHT, e.g. cuda:0=2.5");
+  }
+  const std::string number = text.substr(equals + 1);
+  double weight = 0;
+  const auto [end, error] = std::from_chars(number.data(), number.data() + number.size(), weight);
+  if (error != std::errc{} || end != number.data() + number.size()) {
+    throw InputError("--weight", text, "the weight must be a number");
+  }
+  return {text.substr(0, equals), weight};
+}
+
+int run_plan(const CommonOptions& options, const PlanOptions& plan_options) {
+  const std::optional<Strategy> strategy = parse_strategy(plan_options.strategy);
+  if (!strategy) throw InputError("--strategy", plan_options.strategy, "must be uniform, capacity or memory");
+  PlanRequest request;
+  request.strategy = *strategy;
+  request.items = plan_options.items;
+  request.max_per_device = plan_options.max_per_device;
+  request.layers = plan_options.layers;
+  for (const std::string& weight : plan_options.weights) request.weights.push_back(parse_weight(weight));
+  if (!plan_options.layer_bytes.empty()) {
+    request.layer_bytes = parse_size_bytes(plan_options.layer_bytes, "--layer-bytes");
+  }
+  if (*strategy == Strategy::memory && request.layers == 0) {
+    throw InputError("--layers", "0", "the memory strategy needs --layers L (L > 0)");
+  }
+  if (*strategy != Strategy::capacity && !request.weights.empty()) {
+    throw InputError("--weight", plan_options.weights.front(), "weights apply only to --strategy capacity");
+  }
+  const auto manager = start_manager(options);
+  const Plan plan = manager->plan(request);
+  if (options.json) {
+    print_json(to_json(plan));
+  } else {
+    std::cout << plan_table(plan);
+  }
+  return kExitOk;
+}
+
+int run_status(const CommonOptions& options, const std::string& duration_text) {
+  const auto duration = parse_duration(duration_text, "--duration");
+  const auto manager = start_manager(options);
+  std::this_thread::sleep_for(duration);  // utilization and power are rates over this window
+  manager->sample_now();
+  const Selection best = manager->select();
+  if (options.json) {
+    nlohmann::json backends = nlohmann::json::array();
+    for (const BackendReport& r : manager->backend_reports()) {
+      backends.push_back({{"backend", r.backend},
+                          {"devices", r.devices},
+                          {"note", r.note.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.note)},
+                          {"error", r.error.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.error)}});
+    }
+    print_json({{"host", manager->host()},
+                {"backends", backends},
+                {"devices", devices_json(*manager)},
+                {"cluster", to_json(manager->aggregate())},
+                {"best", to_json(best)}});
+    return kExitOk;
+  }
+  std::cout << fmt::format("gpucluster status on {}\n\nBackends:\n{}\nDevices:\n", manager->host(),
+                           backends_lines(manager->backend_reports()));
+  std::cout << devices_table(manager->devices(), manager->rank()) << '\n';
+  std::cout << "Cluster: " << aggregate_line(manager->aggregate());
+  if (best.device) {
+    std::cout << fmt::format("Best device: {} (score {:.3f}; {})\n", best.device->str(), best.score, best.reason);
+  } else {
+    std::cout << fmt::format("Best device: none ({})\n", best.reason);
+  }
+  return kExitOk;
+}
+
+void configure_logging(const std::string& level) {
+  auto logger = spdlog::stderr_color_mt("gpucluster");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(level));
+}
+
+int run(int argc, char** argv) {
+  CLI::App app{"gpucluster: discover GPUs, watch their telemetry, pick a device and split work across devices"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "gpucluster 0.1.0");
+  CommonOptions common;
+  PlanOptions plan_options;
+  std::string min_memory, duration = "1s";
+  bool explain = false;
+
+  auto* devices = app.add_subcommand("devices", "List devices and their latest telemetry");
+  add_common_options(*devices, common);
+
+  auto* select = app.add_subcommand("select", "Pick the best device (exit 3 when none qualifies)");
+  add_common_options(*select, common);
+  select->add_option("--min-memory", min_memory, "Free memory the job needs: 8GiB, 8G, 8000000000");
+  select->add_flag("--explain", explain, "Show every device's score and why it was or was not chosen");
+
+  auto* plan = app.add_subcommand("plan", "Split work items (or a model's layers) across devices");
+  add_common_options(*plan, common);
+  plan->add_option("--items", plan_options.items, "Number of work items N (items are 0..N-1)")->check(kCount);
+  plan->add_option("--strategy", plan_options.strategy, "uniform, capacity or memory")
+      ->check(CLI::IsMember({"uniform", "capacity", "memory"}));
+  plan->add_option("--weight", plan_options.weights,
+                   "ID=W capacity weight (repeatable; default: the devices' compute units)");
+  plan->add_option("--max-per-device", plan_options.max_per_device, "Cap per device; the rest is reported unassigned")
+      ->check(kCount);
+  plan->add_option("--layers", plan_options.layers, "Model layers L (memory strategy)")->check(kCount);
+  plan->add_option("--layer-bytes", plan_options.layer_bytes, "Bytes per layer, e.g. 1.5GiB (memory strategy)");
+
+  auto* status = app.add_subcommand("status", "Discover this machine's devices, sample them and summarise");
+  add_common_options(*status, common);
+  status->add_option("--duration", duration, "How long to sample before reporting (default 1s)");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "gpucluster: " << e.what() << " (see gpucluster --help)\n";
+    return kExitUsage;
+  }
+  configure_logging(common.log_level);
+
+  try {
+    if (*devices) return run_devices(common);
+    if (*select) return run_select(common, min_memory, explain);
+    if (*plan) return run_plan(common, plan_options);
+    if (*status) return run_status(common, duration);
+  } catch (const InputError& e) {
+    std::cerr << "gpucluster: " << e.what() << '\n';
+    return kExitUsage;
+  } catch (const std::exception& e) {
+    std::cerr << "gpucluster: error: " << e.what() << '\n';
+    return kExitFailure;
+  }
+  return kExitUsage;
+}
+
+}  // namespace
+}  // namespace gpucluster::cli
+
+int main(int argc, char** argv) {
+  return gpucluster::cli::run(argc, argv);
 }

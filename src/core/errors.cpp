@@ -5,11 +5,14 @@
 namespace gpucluster {
 
 InputError::InputError(std::string field, std::string value, std::string rule)
-    : InputError(fmt::format("invalid {}: {} ({})", field, value, rule), std::move(field), std::move(value),
-                 std::move(rule)) {}
+    : Error(fmt::format("invalid {}: {} ({})", field, value, rule)),
+      field_(std::move(field)),
+      value_(std::move(value)),
+      rule_(std::move(rule)) {}
 
-InputError::InputError(std::string message, std::string field, std::string value, std::string rule)
-    : Error(std::move(message)), field_(std::move(field)), value_(std::move(value)), rule_(std::move(rule)) {}
+InputError::InputError(const std::string& message, const std::string& field, const std::string& value,
+                       const std::string& rule)
+    : Error(message), field_(field), value_(value), rule_(rule) {}
 
 const char* to_string(RejectReason reason) noexcept {
   switch (reason) {
@@ -24,8 +27,7 @@ const char* to_string(RejectReason reason) noexcept {
 
 ValidationError::ValidationError(std::string device, std::string field, std::string value, std::string rule,
                                  RejectReason reason)
-    : InputError(fmt::format("invalid sample for {}: {} = {} ({})", device, field, value, rule), std::move(field),
-                 std::move(value), std::move(rule)),
+    : InputError(fmt::format("invalid sample for {}: {} = {} ({})", device, field, value, rule), field, value, rule),
       device_(std::move(device)),
       reason_(reason) {}
 

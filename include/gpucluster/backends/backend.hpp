@@ -34,8 +34,9 @@ class Backend {
   // Reads one device (by local id). Throws Error on failure; must not block long.
   virtual Sample sample(const std::string& local_id) = 0;
   virtual FieldAvailability available_fields(const std::string& local_id) const = 0;
-  // Releases the source. Called once; must not throw.
-  virtual void shutdown() noexcept = 0;
+  // Releases the source. Called once by the manager; if it throws, the manager
+  // logs the error and still shuts the other backends down.
+  virtual void shutdown() = 0;
 };
 
 using BackendPtr = std::unique_ptr<Backend>;

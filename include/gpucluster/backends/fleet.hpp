@@ -6,9 +6,15 @@
 //     "metrics": {"memory_used_bytes": N, "memory_total_bytes": N (default memory_bytes),
 //                 "compute_utilization_percent": X, "power_watts": X,
 //                 "temperature_celsius": X, "clock_rate_mhz": X}}]}
-// A metric left out is unavailable. Optional device fields: uuid, pci_bus_id,
-// compute_capability, max_clock_mhz, driver_version, power_limit_watts,
-// temperature_slowdown_celsius, temperature_shutdown_celsius, available, error_message.
+// Required: devices, and per device device_id and memory_bytes (and memory_used_bytes
+// when "metrics" is given). "host" is optional: empty means the machine's own host.
+// A metric left out (or null) is unavailable. Optional device fields: name, vendor,
+// device_type (default unknown), uuid, pci_bus_id, compute_capability, max_clock_mhz,
+// driver_version, power_limit_watts, temperature_slowdown_celsius,
+// temperature_shutdown_celsius, supports_fp64, supports_tensor_cores, available
+// (default true), error_message. Byte counts are integers >= 0; device ids are unique.
+// A device without "metrics" samples as memory_used_bytes 0 of memory_bytes with
+// every gauge unavailable (memory is the one field a sample must carry).
 
 #include <filesystem>
 #include <optional>

@@ -24,7 +24,8 @@ class InputError : public Error {
   const std::string& rule() const noexcept { return rule_; }
 
  protected:
-  InputError(std::string message, std::string field, std::string value, std::string rule);
+  // Arguments by reference: callers format the message from the same strings.
+  InputError(const std::string& message, const std::string& field, const std::string& value, const std::string& rule);
 
  private:
   std::string field_;

@@ -2,16 +2,17 @@
 // The telemetry store: registered devices, their availability and a bounded
 // history of validated samples each (seed fix #1: bounded, O(1) append).
 // Thread-safe: a shared lock guards the device map, a mutex per device its
-// history, so recording for different devices never contends.
+// history, so recording for different devices never contends. Lock order:
+// map, then one device; never two devices at once.
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <shared_mutex>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "gpucluster/core/device.hpp"
@@ -77,7 +78,8 @@ class TelemetryStore {
   Handle handle(const DeviceKey& key) const;  // throws UnknownDeviceError
   std::size_t device_count() const;
 
-  // Validates, then stores. Throws ValidationError (nothing stored) or UnknownDeviceError.
+  // Validates, then stores. Throws ValidationError (nothing stored); an unregistered
+  // device is a ValidationError with reason unknown_device.
   void record(const Handle& handle, const Sample& sample);
   void record(const DeviceKey& key, const Sample& sample);
 
@@ -99,7 +101,7 @@ class TelemetryStore {
   HistoryLimits limits_;
   ValidationLimits validation_;
   mutable std::shared_mutex map_mutex_;
-  std::unordered_map<DeviceKey, Handle, DeviceKeyHash> devices_;
+  std::map<DeviceKey, Handle> devices_;  // ordered: states() comes out sorted by key
 };
 
 }  // namespace gpucluster

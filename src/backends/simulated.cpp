@@ -1,0 +1,60 @@
+#include "gpucluster/backends/simulated.hpp"
+
+#include <algorithm>
+#include <utility>
+
+#include <fmt/format.h>
+
+#include "gpucluster/core/errors.hpp"
+
+namespace gpucluster {
+
+SimulatedBackend::SimulatedBackend(Fleet fleet) : fleet_(std::move(fleet)) {}
+
+Discovery SimulatedBackend::discover(const std::string& host) {
+  const std::string& device_host = fleet_.host.empty() ? host : fleet_.host;
+  Discovery discovery;
+  discovery.devices.reserve(fleet_.devices.size());
+  for (const FleetDevice& device : fleet_.devices) {
+    DeviceInfo info = device.info;
+    info.key.host = device_host;
+    info.backend = "simulated";
+    discovery.devices.push_back(std::move(info));
+  }
+  if (discovery.devices.empty()) discovery.note = "the fleet lists no devices";
+  return discovery;
+}
+
+Sample SimulatedBackend::sample(const std::string& local_id) {
+  const FleetDevice& device = find(local_id);
+  if (!device.available) {
+    throw Error(fmt::format("simulated device {} is unavailable: {}", local_id,
+                            device.error_message.empty() ? "no reason given" : device.error_message));
+  }
+  Sample sample = device.metrics;
+  if (!device.has_metrics) {
+    // Memory is the one field a sample must carry; with no metrics the device reads as idle and empty,
+    // and every gauge is unavailable.
+    sample = Sample{};
+    sample.memory_total_bytes = static_cast<std::int64_t>(device.info.memory_total_bytes);
+  }
+  sample.timestamp = now_timestamp();
+  return sample;
+}
+
+FieldAvailability SimulatedBackend::available_fields(const std::string& local_id) const {
+  const FleetDevice& device = find(local_id);
+  if (!device.available || !device.has_metrics) return FieldAvailability{};
+  const Sample& metrics = device.metrics;
+  return FieldAvailability{metrics.utilization_percent.has_value(), metrics.power_watts.has_value(),
+                           metrics.temperature_celsius.has_value(), metrics.clock_mhz.has_value()};
+}
+
+const FleetDevice& SimulatedBackend::find(const std::string& local_id) const {
+  const auto it = std::find_if(fleet_.devices.begin(), fleet_.devices.end(),
+                               [&](const FleetDevice& device) { return device.info.key.local_id == local_id; });
+  if (it == fleet_.devices.end()) throw UnknownDeviceError(local_id);
+  return *it;
+}
+
+}  // namespace gpucluster

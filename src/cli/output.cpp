@@ -1,0 +1,123 @@
+#include "output.hpp"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "gpucluster/core/units.hpp"
+
+namespace gpucluster::cli {
+
+namespace {
+
+constexpr const char* kUnavailable = "n/a";
+
+std::string gauge(const std::optional<float>& value, const char* format) {
+  return value ? fmt::format(fmt::runtime(format), *value) : kUnavailable;
+}
+
+std::string gauge(const std::optional<double>& value, const char* format) {
+  return value ? fmt::format(fmt::runtime(format), *value) : kUnavailable;
+}
+
+const RankedDevice* find_ranked(const std::vector<RankedDevice>& ranked, const DeviceKey& key) {
+  const auto it = std::find_if(ranked.begin(), ranked.end(), [&](const RankedDevice& r) { return r.key == key; });
+  return it == ranked.end() ? nullptr : &*it;
+}
+
+std::string state_text(const DeviceState& state, const RankedDevice* ranked) {
+  if (!state.available) return "unavailable: " + state.unavailable_reason;
+  if (ranked == nullptr || ranked->eligibility == Eligibility::eligible) return "ok";
+  if (ranked->eligibility == Eligibility::insufficient_memory) return "ok";
+  return ranked->reason;
+}
+
+std::string truncate(std::string text, std::size_t width) {
+  if (text.size() <= width) return text;
+  return text.substr(0, width - 1) + "~";
+}
+
+}  // namespace
+
+std::string devices_table(const std::vector<DeviceState>& devices, const std::vector<RankedDevice>& ranked) {
+  if (devices.empty()) return "(no devices)\n";
+  std::size_t id_width = 6;
+  for (const DeviceState& d : devices) id_width = std::max(id_width, d.info->key.str().size());
+  std::string out =
+      fmt::format("{:<{}}  {:<28}  {:<8}  {:>21}  {:>6}  {:>8}  {:>9}  {:>9}  {:>5}  {}\n", "DEVICE", id_width, "NAME",
+                  "KIND", "MEMORY USED / TOTAL", "UTIL", "TEMP", "POWER", "CLOCK", "SCORE", "STATE");
+  for (const DeviceState& d : devices) {
+    const RankedDevice* r = find_ranked(ranked, d.info->key);
+    std::string memory = kUnavailable, util = kUnavailable, temp = kUnavailable, power = kUnavailable,
+                clock = kUnavailable;
+    if (d.latest) {
+      memory = format_bytes(static_cast<std::uint64_t>(d.latest->memory_used_bytes)) + " / " +
+               format_bytes(static_cast<std::uint64_t>(d.latest->memory_total_bytes));
+      util = gauge(d.latest->utilization_percent, "{:.1f}%");
+      temp = gauge(d.latest->temperature_celsius, "{:.1f}C");
+      power = gauge(d.latest->power_watts, "{:.1f} W");
+      clock = gauge(d.latest->clock_mhz, "{:.0f} MHz");
+    }
+    const std::string score = r != nullptr && r->breakdown ? fmt::format("{:.3f}", r->breakdown->score) : kUnavailable;
+    out += fmt::format("{:<{}}  {:<28}  {:<8}  {:>21}  {:>6}  {:>8}  {:>9}  {:>9}  {:>5}  {}\n", d.info->key.str(),
+                       id_width, truncate(d.info->name, 28), to_string(d.info->kind), memory, util, temp, power, clock,
+                       score, state_text(d, r));
+  }
+  return out;
+}
+
+std::string ranking_table(const std::vector<RankedDevice>& ranked) {
+  std::string out = fmt::format("{:<4}  {:<24}  {:>6}  {:>7}  {:>8}  {:>7}  {}\n", "RANK", "DEVICE", "SCORE", "MEMORY",
+                                "COMPUTE", "THERMAL", "ELIGIBILITY");
+  std::size_t rank = 1;
+  for (const RankedDevice& r : ranked) {
+    const std::string position = r.eligibility == Eligibility::eligible ? std::to_string(rank++) : "-";
+    if (!r.breakdown) {
+      out += fmt::format("{:<4}  {:<24}  {:>6}  {:>7}  {:>8}  {:>7}  {}\n", position, r.key.str(), kUnavailable,
+                         kUnavailable, kUnavailable, kUnavailable, r.reason);
+      continue;
+    }
+    const ScoreBreakdown& b = *r.breakdown;
+    out += fmt::format("{:<4}  {:<24}  {:>6.3f}  {:>7.3f}  {:>8}  {:>7}  {}\n", position, r.key.str(), b.score,
+                       b.memory_free_ratio, gauge(b.compute_idle_ratio, "{:.3f}"),
+                       b.temperature_known ? fmt::format("{:.3f}", b.thermal_penalty) : kUnavailable,
+                       r.eligibility == Eligibility::eligible ? "eligible" : r.reason);
+  }
+  return out;
+}
+
+std::string aggregate_line(const ClusterAggregate& a) {
+  return fmt::format(
+      "{} device(s), {} reporting; memory {} used of {} ({} available); utilization {}; temperature {}; power {}\n",
+      a.device_count, a.devices_with_samples, format_bytes(a.used_memory_bytes), format_bytes(a.total_memory_bytes),
+      format_bytes(a.available_memory_bytes), gauge(a.average_utilization_percent, "{:.1f}% avg"),
+      gauge(a.average_temperature_celsius, "{:.1f}C avg"), gauge(a.total_power_watts, "{:.1f} W total"));
+}
+
+std::string plan_table(const Plan& plan) {
+  const bool layers = plan.strategy == Strategy::memory;
+  std::string out =
+      fmt::format("{} plan of {} {}\n", to_string(plan.strategy), plan.total_items, layers ? "layers" : "items");
+  out += fmt::format("{:<24}  {:>12}  {:>12}  {:>12}\n", "DEVICE", "START", "COUNT", "END");
+  for (const Assignment& a : plan.assignments) {
+    out += fmt::format("{:<24}  {:>12}  {:>12}  {:>12}\n", a.device.str(), a.start, a.count, a.start + a.count);
+  }
+  out += fmt::format("unassigned: {}\n", plan.unassigned);
+  return out;
+}
+
+std::string backends_lines(const std::vector<BackendReport>& reports) {
+  std::string out;
+  for (const BackendReport& r : reports) {
+    if (!r.error.empty()) {
+      out += fmt::format("  {:<10} error: {}\n", r.backend, r.error);
+    } else if (r.devices == 0) {
+      out += fmt::format("  {:<10} no devices{}\n", r.backend, r.note.empty() ? "" : ": " + r.note);
+    } else {
+      out += fmt::format("  {:<10} {} device(s){}\n", r.backend, r.devices, r.note.empty() ? "" : " (" + r.note + ")");
+    }
+  }
+  return out;
+}
+
+}  // namespace gpucluster::cli

@@ -1,0 +1,142 @@
+#include "gpucluster/json.hpp"
+
+#include <cstdlib>
+
+#include <fmt/format.h>
+
+namespace gpucluster {
+
+namespace {
+
+using nlohmann::json;
+
+// float → the shortest decimal that round-trips, so 41.3f prints as 41.3.
+double tidy(float value) {
+  return std::strtod(fmt::format("{}", value).c_str(), nullptr);
+}
+
+template <class T>
+json optional_json(const std::optional<T>& value) {
+  if (!value) return nullptr;
+  if constexpr (std::is_same_v<T, float>) {
+    return tidy(*value);
+  } else {
+    return *value;
+  }
+}
+
+json breakdown_json(const ScoreBreakdown& b) {
+  return json{{"score", b.score},
+              {"memory_free_ratio", b.memory_free_ratio},
+              {"compute_idle_ratio", optional_json(b.compute_idle_ratio)},
+              {"thermal_penalty", b.thermal_penalty},
+              {"temperature_known", b.temperature_known},
+              {"thermal_threshold_celsius", b.thermal_threshold_celsius}};
+}
+
+json field_stats_json(const FieldStats& s) {
+  if (s.count == 0) return nullptr;
+  return json{{"count", s.count}, {"min", s.min}, {"mean", s.mean}, {"max", s.max}, {"last", s.last}};
+}
+
+}  // namespace
+
+json to_json(const DeviceInfo& info) {
+  return json{{"id", info.key.str()},
+              {"host", info.key.host},
+              {"device_id", info.key.local_id},
+              {"name", info.name},
+              {"vendor", info.vendor},
+              {"device_type", std::string(to_string(info.kind))},
+              {"backend", info.backend},
+              {"uuid", optional_json(info.uuid)},
+              {"pci_bus_id", optional_json(info.pci_bus_id)},
+              {"memory_bytes", info.memory_total_bytes},
+              {"compute_units", optional_json(info.compute_units)},
+              {"compute_capability", optional_json(info.compute_capability)},
+              {"max_clock_mhz", optional_json(info.max_clock_mhz)},
+              {"memory_bandwidth_gbps", optional_json(info.memory_bandwidth_gbps)},
+              {"driver_version", optional_json(info.driver_version)},
+              {"power_limit_watts", optional_json(info.power_limit_watts)},
+              {"temperature_slowdown_celsius", optional_json(info.temperature_slowdown_celsius)},
+              {"temperature_shutdown_celsius", optional_json(info.temperature_shutdown_celsius)},
+              {"supports_fp64", optional_json(info.supports_fp64)},
+              {"supports_tensor_cores", optional_json(info.supports_tensor_cores)}};
+}
+
+json to_json(const Sample& sample) {
+  return json{{"timestamp", to_seconds(sample.timestamp)},
+              {"memory_used_bytes", sample.memory_used_bytes},
+              {"memory_total_bytes", sample.memory_total_bytes},
+              {"compute_utilization_percent", optional_json(sample.utilization_percent)},
+              {"power_watts", optional_json(sample.power_watts)},
+              {"temperature_celsius", optional_json(sample.temperature_celsius)},
+              {"clock_rate_mhz", optional_json(sample.clock_mhz)}};
+}
+
+json to_json(const DeviceState& state, const std::optional<RankedDevice>& ranked) {
+  json out = to_json(*state.info);
+  out["available"] = state.available;
+  out["error_message"] = state.available ? json(nullptr) : json(state.unavailable_reason);
+  out["metrics"] = state.latest ? to_json(*state.latest) : json(nullptr);
+  if (ranked && ranked->breakdown) {
+    out["score"] = ranked->breakdown->score;
+    out["eligibility"] = to_string(ranked->eligibility);
+    out["score_breakdown"] = breakdown_json(*ranked->breakdown);
+  } else {
+    out["score"] = nullptr;
+    out["eligibility"] = ranked ? json(to_string(ranked->eligibility)) : json(nullptr);
+  }
+  return out;
+}
+
+json to_json(const ClusterAggregate& a) {
+  return json{{"device_count", a.device_count},
+              {"devices_with_samples", a.devices_with_samples},
+              {"total_memory_bytes", a.total_memory_bytes},
+              {"used_memory_bytes", a.used_memory_bytes},
+              {"available_memory_bytes", a.available_memory_bytes},
+              {"average_utilization_percent", optional_json(a.average_utilization_percent)},
+              {"average_temperature_celsius", optional_json(a.average_temperature_celsius)},
+              {"total_power_watts", optional_json(a.total_power_watts)},
+              {"timestamp", a.timestamp ? json(to_seconds(*a.timestamp)) : json(nullptr)}};
+}
+
+json to_json(const WindowStats& s) {
+  return json{{"samples", s.samples},
+              {"first_timestamp", s.first ? json(to_seconds(*s.first)) : json(nullptr)},
+              {"last_timestamp", s.last ? json(to_seconds(*s.last)) : json(nullptr)},
+              {"memory_used_bytes", field_stats_json(s.memory_used_bytes)},
+              {"compute_utilization_percent", field_stats_json(s.utilization_percent)},
+              {"power_watts", field_stats_json(s.power_watts)},
+              {"temperature_celsius", field_stats_json(s.temperature_celsius)},
+              {"clock_rate_mhz", field_stats_json(s.clock_mhz)}};
+}
+
+json to_json(const Selection& selection) {
+  return json{{"device", selection.device ? json(selection.device->str()) : json(nullptr)},
+              {"score", selection.score},
+              {"reason", selection.reason}};
+}
+
+json to_json(const RankedDevice& r) {
+  return json{{"device", r.key.str()},
+              {"eligibility", to_string(r.eligibility)},
+              {"reason", r.reason},
+              {"memory_free_bytes", r.memory_free_bytes},
+              {"score", r.breakdown ? json(r.breakdown->score) : json(nullptr)},
+              {"breakdown", r.breakdown ? breakdown_json(*r.breakdown) : json(nullptr)}};
+}
+
+json to_json(const Plan& plan) {
+  json assignments = json::array();
+  for (const Assignment& a : plan.assignments) {
+    assignments.push_back(json{{"device", a.device.str()}, {"start", a.start}, {"count", a.count}});
+  }
+  return json{{"strategy", std::string(to_string(plan.strategy))},
+              {"total_items", plan.total_items},
+              {"assignments", std::move(assignments)},
+              {"unassigned", plan.unassigned}};
+}
+
+}  // namespace gpucluster

@@ -1,0 +1,329 @@
+#include "gpucluster/manager.hpp"
+
+#include <utility>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+namespace gpucluster {
+
+const char* to_string(ManagerState state) noexcept {
+  switch (state) {
+    case ManagerState::created: return "created";
+    case ManagerState::running: return "running";
+    case ManagerState::draining: return "draining";
+    case ManagerState::stopped: return "stopped";
+  }
+  return "unknown";
+}
+
+// Counts one public operation in flight; shutdown waits for the count to reach 0.
+class Manager::OperationGuard {
+ public:
+  explicit OperationGuard(const Manager& manager) noexcept : manager_(&manager) {}
+  OperationGuard(OperationGuard&& other) noexcept : manager_(std::exchange(other.manager_, nullptr)) {}
+  OperationGuard(const OperationGuard&) = delete;
+  OperationGuard& operator=(const OperationGuard&) = delete;
+  OperationGuard& operator=(OperationGuard&&) = delete;
+  ~OperationGuard() {
+    if (manager_ == nullptr) return;
+    // Only a draining shutdown waits on the counter, so only then wake it.
+    if (manager_->in_flight_.fetch_sub(1) == 1 && manager_->state_.load() == ManagerState::draining) {
+      manager_->in_flight_.notify_all();
+    }
+  }
+
+ private:
+  const Manager* manager_;
+};
+
+namespace {
+std::string resolve_host(const ManagerConfig& config) {
+  return config.host.empty() ? local_host_name() : config.host;
+}
+}  // namespace
+
+Manager::Manager(ManagerConfig config, std::vector<BackendPtr> backends)
+    : config_(std::move(config)),
+      host_(resolve_host(config_)),
+      backends_(std::move(backends)),
+      store_(config_.history, config_.validation) {
+  validate_scoring_config(config_.scoring);
+  if (config_.sample_interval.count() < 0) {
+    throw InputError("sample_interval", fmt::format("{}ns", config_.sample_interval.count()), "must be >= 0");
+  }
+  for (const BackendPtr& backend : backends_) {
+    if (!backend) throw InputError("backends", "null", "every backend must be non-null");
+  }
+}
+
+Manager::~Manager() {
+  shutdown();
+}
+
+Manager::OperationGuard Manager::enter(const char* operation) const {
+  // Count first, then check: a shutdown that flips the state after our check
+  // still sees us in the counter and waits.
+  in_flight_.fetch_add(1);
+  OperationGuard guard(*this);
+  const ManagerState state = state_.load();
+  if (state == ManagerState::draining || state == ManagerState::stopped) throw ShutDownError(operation);
+  return guard;
+}
+
+Timestamp Manager::now() const {
+  return config_.clock ? config_.clock() : now_timestamp();
+}
+
+void Manager::start(bool background_sampling) {
+  std::lock_guard lifecycle(lifecycle_mutex_);
+  const ManagerState state = state_.load();
+  if (state == ManagerState::running) return;
+  if (state != ManagerState::created) throw ShutDownError("start");
+  for (const BackendPtr& backend : backends_) {
+    BackendReport report{std::string(backend->name()), 0, {}, {}};
+    try {
+      Discovery discovery = backend->discover(host_);
+      report.note = std::move(discovery.note);
+      for (DeviceInfo& info : discovery.devices) {
+        const DeviceKey key = info.key;
+        store_.add_device(std::move(info));
+        backend_devices_.push_back(BackendDevice{backend.get(), key});
+        ++report.devices;
+      }
+    } catch (const std::exception& e) {
+      report.error = e.what();
+      spdlog::warn("backend {} failed to discover devices: {}", backend->name(), e.what());
+    }
+    reports_.push_back(std::move(report));
+  }
+  state_.store(ManagerState::running);
+  sample_now();
+  if (background_sampling && config_.sample_interval.count() > 0 && !backend_devices_.empty()) {
+    sampler_ = std::thread([this] { sampler_loop(); });
+  }
+}
+
+void Manager::sample_now() {
+  const OperationGuard guard = enter("sample");
+  for (const BackendDevice& device : backend_devices_) {
+    Sample sample;
+    try {
+      sample = device.backend->sample(device.key.local_id);
+    } catch (const std::exception& e) {
+      backend_errors_.fetch_add(1);
+      spdlog::warn("{}: {} backend failed to sample: {}", device.key.str(), device.backend->name(), e.what());
+      if (store_.contains(device.key)) store_.set_availability(device.key, false, e.what());
+      continue;
+    }
+    try {
+      store_.record(device.key, sample);
+      store_.set_availability(device.key, true);
+    } catch (const ValidationError& e) {
+      count_rejection(e.reason());
+      spdlog::warn("rejected sample from {} backend: {}", device.backend->name(), e.what());
+    } catch (const UnknownDeviceError&) {
+      // Unregistered by a caller since discovery: nothing to record.
+    }
+  }
+}
+
+void Manager::sampler_loop() {
+  std::unique_lock lock(sampler_mutex_);
+  while (!stop_sampler_) {
+    if (sampler_wake_.wait_for(lock, config_.sample_interval, [this] { return stop_sampler_; })) break;
+    lock.unlock();
+    try {
+      sample_now();
+    } catch (const ShutDownError&) {
+      lock.lock();
+      break;
+    }
+    lock.lock();
+  }
+}
+
+void Manager::count_rejection(RejectReason reason) const {
+  rejected_[static_cast<std::size_t>(reason)].fetch_add(1, std::memory_order_relaxed);
+}
+
+void Manager::register_device(DeviceInfo info) {
+  const OperationGuard guard = enter("register a device");
+  store_.add_device(std::move(info));
+}
+
+bool Manager::unregister_device(const DeviceKey& key) {
+  const OperationGuard guard = enter("unregister a device");
+  return store_.remove_device(key);
+}
+
+void Manager::record(const DeviceKey& key, const Sample& sample) {
+  const OperationGuard guard = enter("record a sample");
+  try {
+    store_.record(key, sample);
+  } catch (const ValidationError& e) {
+    count_rejection(e.reason());
+    throw;
+  }
+}
+
+void Manager::set_availability(const DeviceKey& key, bool available, std::string reason) {
+  const OperationGuard guard = enter("set availability");
+  store_.set_availability(key, available, std::move(reason));
+}
+
+std::vector<DeviceState> Manager::devices() const {
+  const OperationGuard guard = enter("list devices");
+  return store_.states();
+}
+
+DeviceState Manager::device(const DeviceKey& key) const {
+  const OperationGuard guard = enter("read a device");
+  std::optional<DeviceState> state = store_.state(key);
+  if (!state) throw UnknownDeviceError(key.str());
+  return std::move(*state);
+}
+
+std::vector<Sample> Manager::history(const DeviceKey& key, std::size_t limit) const {
+  const OperationGuard guard = enter("read history");
+  return store_.history(key, limit);
+}
+
+WindowStats Manager::window_stats(const DeviceKey& key) const {
+  const OperationGuard guard = enter("read statistics");
+  return store_.window_stats(key);
+}
+
+ClusterAggregate Manager::aggregate() const {
+  const OperationGuard guard = enter("aggregate");
+  return store_.aggregate();
+}
+
+std::vector<RankedDevice> Manager::rank(std::uint64_t min_free_memory_bytes) const {
+  const OperationGuard guard = enter("rank devices");
+  const std::vector<DeviceState> states = store_.states();
+  return rank_devices(states, config_.scoring, now(), min_free_memory_bytes);
+}
+
+Selection Manager::select(std::uint64_t min_free_memory_bytes) const {
+  const OperationGuard guard = enter("select a device");
+  const std::vector<DeviceState> states = store_.states();
+  return select_device(states, config_.scoring, now(), min_free_memory_bytes);
+}
+
+DeviceKey Manager::resolve_key(std::string_view text) const {
+  if (text.find('/') != std::string_view::npos) return parse_device_key(text, host_);
+  DeviceKey local{host_, std::string(text)};
+  if (store_.contains(local)) return local;
+  // A bare local id that exactly one device (on any host) has, e.g. a fleet's cuda:0.
+  std::optional<DeviceKey> match;
+  for (const DeviceState& state : store_.states()) {
+    if (state.info->key.local_id != text) continue;
+    if (match) return local;  // ambiguous: the caller must name the host
+    match = state.info->key;
+  }
+  return match.value_or(local);
+}
+
+namespace {
+
+bool usable(const DeviceState& state, const ScoringConfig& scoring, Timestamp now) {
+  return state.available && state.latest && now - state.latest->timestamp <= scoring.staleness;
+}
+
+std::vector<WeightedDevice> weights_from_compute_units(const std::vector<const DeviceState*>& devices) {
+  std::vector<WeightedDevice> weighted;
+  for (const DeviceState* state : devices) {
+    if (!state->info->compute_units) {
+      throw PlanError("weights", state->info->key.str(),
+                      "this device's compute units are unknown; give explicit weights");
+    }
+    weighted.push_back({state->info->key, static_cast<double>(*state->info->compute_units)});
+  }
+  return weighted;
+}
+
+}  // namespace
+
+Plan Manager::plan(const PlanRequest& request) const {
+  const OperationGuard guard = enter("plan work");
+  const std::vector<DeviceState> states = store_.states();
+  const Timestamp current = now();
+  std::vector<const DeviceState*> usable_devices;
+  for (const DeviceState& state : states) {
+    if (usable(state, config_.scoring, current)) usable_devices.push_back(&state);
+  }
+  if (usable_devices.empty()) {
+    throw PlanError("devices", fmt::format("0 usable of {} registered", states.size()),
+                    "a plan needs at least one available device with fresh telemetry");
+  }
+  switch (request.strategy) {
+    case Strategy::uniform: {
+      std::vector<DeviceKey> keys;
+      for (const DeviceState* state : usable_devices) keys.push_back(state->info->key);
+      return plan_uniform(keys, request.items, request.max_per_device);
+    }
+    case Strategy::capacity: {
+      if (request.weights.empty()) {
+        return plan_capacity(weights_from_compute_units(usable_devices), request.items, request.max_per_device);
+      }
+      std::vector<WeightedDevice> weighted;
+      for (const auto& [id, weight] : request.weights) {
+        const DeviceKey key = resolve_key(id);
+        const auto it =
+            std::find_if(states.begin(), states.end(), [&](const DeviceState& s) { return s.info->key == key; });
+        if (it == states.end()) throw PlanError(fmt::format("weights[{}]", id), id, "names no registered device");
+        if (!usable(*it, config_.scoring, current)) {
+          throw PlanError(fmt::format("weights[{}]", id), id, "the device is unavailable or its telemetry is stale");
+        }
+        weighted.push_back({key, weight});
+      }
+      return plan_capacity(weighted, request.items, request.max_per_device);
+    }
+    case Strategy::memory: {
+      std::vector<MemoryDevice> memory;
+      for (const DeviceState* state : usable_devices) {
+        memory.push_back({state->info->key, static_cast<std::uint64_t>(state->latest->memory_free_bytes())});
+      }
+      return plan_memory(memory, request.layers, request.layer_bytes);
+    }
+  }
+  throw PlanError("strategy", std::to_string(static_cast<int>(request.strategy)), "unknown strategy");
+}
+
+std::vector<BackendReport> Manager::backend_reports() const {
+  const OperationGuard guard = enter("report backends");
+  return reports_;
+}
+
+std::array<std::uint64_t, kRejectReasonCount> Manager::rejected_samples() const {
+  std::array<std::uint64_t, kRejectReasonCount> counts{};
+  for (std::size_t i = 0; i < counts.size(); ++i) counts[i] = rejected_[i].load(std::memory_order_relaxed);
+  return counts;
+}
+
+void Manager::shutdown() {
+  std::lock_guard lifecycle(lifecycle_mutex_);
+  if (state_.load() == ManagerState::stopped) return;
+  state_.store(ManagerState::draining);
+  // Wait for every counted operation; new ones are refused from here on.
+  for (std::int64_t count = in_flight_.load(); count != 0; count = in_flight_.load()) in_flight_.wait(count);
+  {
+    std::lock_guard lock(sampler_mutex_);
+    stop_sampler_ = true;
+  }
+  sampler_wake_.notify_all();
+  if (sampler_.joinable()) sampler_.join();
+  for (const BackendPtr& backend : backends_) {
+    try {
+      backend->shutdown();
+    } catch (const std::exception& e) {  // one failing backend must not skip the others
+      spdlog::error("backend {} failed to shut down: {}", backend->name(), e.what());
+    }
+  }
+  backend_devices_.clear();
+  store_.clear();
+  state_.store(ManagerState::stopped);
+}
+
+}  // namespace gpucluster

@@ -1,0 +1,430 @@
+#include "gpucluster/scheduling/distribution.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <type_traits>
+
+#include <fmt/format.h>
+
+namespace gpucluster {
+
+namespace {
+
+using u64 = std::uint64_t;
+__extension__ typedef unsigned __int128 u128;  // __extension__: GCC/Clang builtin, silences -Wpedantic
+
+constexpr u64 kU64Max = std::numeric_limits<u64>::max();
+// 2^64 as a double: integral weights below it convert to u64 exactly.
+constexpr double kTwoPow64 = 18446744073709551616.0;
+
+u64 saturate_u64(u128 value) noexcept {
+  return value > kU64Max ? kU64Max : static_cast<u64>(value);
+}
+
+// ---------------------------------------------------------------------------
+// Validation
+
+// `name_of(i)` is only called on failure, so the happy path formats nothing.
+template <class NameOf>
+void validate_weights(std::span<const double> weights, NameOf name_of) {
+  bool any_positive = false;
+  for (std::size_t i = 0; i < weights.size(); ++i) {
+    const double weight = weights[i];
+    if (!std::isfinite(weight)) throw PlanError(name_of(i), fmt::format("{}", weight), "must be a finite number");
+    if (weight < 0) throw PlanError(name_of(i), fmt::format("{}", weight), "must be >= 0");
+    any_positive = any_positive || weight > 0;
+  }
+  if (!any_positive) {
+    throw PlanError("weights", "0", "their total must be > 0: at least one device needs a positive weight");
+  }
+}
+
+void require_devices(std::size_t count) {
+  if (count == 0) throw PlanError("devices", "[]", "at least one device is needed to plan work");
+}
+
+// Open addressing over hashes: O(devices), no per-key allocation. A plan that
+// lists a device twice would hand it two ranges, so it is rejected.
+template <class T, class KeyOf>
+void require_distinct(std::span<const T> devices, KeyOf key_of) {
+  if (devices.size() < 2) return;
+  std::size_t slots = 16;
+  while (slots < devices.size() * 2) slots *= 2;
+  const std::size_t mask = slots - 1;
+  std::vector<std::size_t> table(slots, 0);  // index + 1; 0 = empty
+  std::vector<std::size_t> hashes(devices.size());
+  const DeviceKeyHash hasher;
+  for (std::size_t i = 0; i < devices.size(); ++i) {
+    const DeviceKey& key = key_of(devices[i]);
+    const std::size_t hash = hasher(key);
+    hashes[i] = hash;
+    std::size_t slot = hash & mask;
+    for (; table[slot] != 0; slot = (slot + 1) & mask) {
+      const std::size_t other = table[slot] - 1;
+      if (hashes[other] == hash && key_of(devices[other]) == key) {
+        throw PlanError("devices", key.str(), fmt::format("must be distinct: listed at positions {} and {}", other, i));
+      }
+    }
+    table[slot] = i + 1;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Largest-remainder apportionment
+
+// Adds `delta` (+1 or -1) to the `amount` candidates that `before` ranks first;
+// `before` is a strict total order (index breaks ties), so the choice is stable.
+// O(candidates) per round via nth_element; more than one round only happens
+// when floating rounding leaves more leftovers than candidates.
+template <class Before>
+void adjust_first(std::vector<std::size_t>& candidates, u64 amount, std::span<u64> counts, int delta, Before before) {
+  while (amount > 0 && !candidates.empty()) {
+    if (amount >= candidates.size()) {
+      for (const std::size_t i : candidates) counts[i] = delta > 0 ? counts[i] + 1 : counts[i] - 1;
+      amount -= candidates.size();
+      if (delta < 0) std::erase_if(candidates, [&](std::size_t i) { return counts[i] == 0; });
+      continue;
+    }
+    const auto nth = candidates.begin() + static_cast<std::ptrdiff_t>(amount);
+    std::nth_element(candidates.begin(), nth, candidates.end(), before);
+    for (auto it = candidates.begin(); it != nth; ++it) counts[*it] = delta > 0 ? counts[*it] + 1 : counts[*it] - 1;
+    amount = 0;
+  }
+}
+
+// Exact: quota_i = n*w_i/S with n*w_i < 2^128 and S < 2^128 (d < 2^64 weights
+// each < 2^64), so floors and remainders are exact and integral quotas are hit.
+void apportion_into(std::span<const u64> weights, u64 n, std::span<u64> counts) {
+  u128 total = 0;
+  for (const u64 weight : weights) total += weight;
+  std::vector<u128> remainders(weights.size());
+  u64 assigned = 0;
+  for (std::size_t i = 0; i < weights.size(); ++i) {
+    const u128 scaled = static_cast<u128>(n) * weights[i];
+    const u128 quotient = scaled / total;  // ≤ n, fits u64
+    counts[i] = static_cast<u64>(quotient);
+    remainders[i] = scaled - quotient * total;
+    assigned += counts[i];
+  }
+  const u64 leftover = n - assigned;  // < number of non-zero remainders
+  if (leftover == 0) return;
+  std::vector<std::size_t> candidates;
+  candidates.reserve(weights.size());
+  for (std::size_t i = 0; i < weights.size(); ++i) {
+    if (remainders[i] > 0) candidates.push_back(i);
+  }
+  adjust_first(candidates, leftover, counts, +1, [&](std::size_t a, std::size_t b) {
+    return remainders[a] != remainders[b] ? remainders[a] > remainders[b] : a < b;
+  });
+}
+
+// Floating: quotas in long double (64-bit mantissa, so relative error ~1e-19),
+// floors, leftovers by largest fractional part, then an exact fix-up of the total.
+void apportion_into(std::span<const double> weights, u64 n, std::span<u64> counts) {
+  long double total = 0;
+  for (const double weight : weights) total += weight;
+  const long double items = static_cast<long double>(n);
+  const long double per_weight = items / total;
+  std::vector<long double> fractions(weights.size(), 0);
+  u128 assigned = 0;
+  for (std::size_t i = 0; i < weights.size(); ++i) {
+    const long double quota = weights[i] * per_weight;
+    if (quota >= items) {
+      counts[i] = n;
+    } else {
+      const long double floor = std::floor(quota);
+      counts[i] = static_cast<u64>(floor);
+      fractions[i] = quota - floor;
+    }
+    assigned += counts[i];
+  }
+  std::vector<std::size_t> candidates;
+  candidates.reserve(weights.size());
+  if (assigned > n) {  // rounding pushed floors over n (only for n near 2^64): take back the smallest fractions
+    for (std::size_t i = 0; i < weights.size(); ++i) {
+      if (counts[i] > 0) candidates.push_back(i);
+    }
+    adjust_first(candidates, static_cast<u64>(assigned - n), counts, -1, [&](std::size_t a, std::size_t b) {
+      return fractions[a] != fractions[b] ? fractions[a] < fractions[b] : a > b;
+    });
+    return;
+  }
+  const u64 leftover = n - static_cast<u64>(assigned);
+  if (leftover == 0) return;
+  for (std::size_t i = 0; i < weights.size(); ++i) {
+    if (weights[i] > 0) candidates.push_back(i);  // zero weight never gets an item
+  }
+  adjust_first(candidates, leftover, counts, +1, [&](std::size_t a, std::size_t b) {
+    return fractions[a] != fractions[b] ? fractions[a] > fractions[b] : a < b;
+  });
+}
+
+// Integral weights below 2^64 take the exact path.
+std::optional<std::vector<u64>> integral_weights(std::span<const double> weights) {
+  for (const double weight : weights) {
+    if (weight >= kTwoPow64 || weight != std::trunc(weight)) return std::nullopt;
+  }
+  std::vector<u64> integral(weights.size());
+  for (std::size_t i = 0; i < weights.size(); ++i) integral[i] = static_cast<u64>(weights[i]);
+  return integral;
+}
+
+// Weights already validated.
+std::vector<u64> apportion_validated(std::span<const double> weights, u64 n) {
+  std::vector<u64> counts(weights.size(), 0);
+  if (auto integral = integral_weights(weights)) {
+    apportion_into(std::span<const u64>(*integral), n, counts);
+  } else {
+    apportion_into(weights, n, counts);
+  }
+  return counts;
+}
+
+// ---------------------------------------------------------------------------
+// Water-filling with caps
+
+// The sum type of a weight type: exact for integers, long double for doubles.
+template <class W>
+using WeightSum = std::conditional_t<std::is_same_v<W, u64>, u128, long double>;
+
+// Does an index fill up at the current level, i.e. remaining*w/W_total >= cap?
+bool saturates(u64 remaining, double weight, u64 cap, long double total) {
+  return cap <= remaining && static_cast<long double>(remaining) * weight >= static_cast<long double>(cap) * total;
+}
+
+// Exact: compares remaining*w (< 2^128) with cap*total (up to 2^192).
+bool saturates(u64 remaining, u64 weight, u64 cap, u128 total) {
+  if (cap > remaining) return false;
+  const u128 lhs = static_cast<u128>(remaining) * weight;
+  const u128 low = static_cast<u128>(cap) * static_cast<u64>(total);
+  const u128 high = static_cast<u128>(cap) * static_cast<u64>(total >> 64) + (low >> 64);
+  if ((high >> 64) != 0) return false;  // cap*total ≥ 2^128 > lhs
+  const u128 rhs = (high << 64) | static_cast<u64>(low);
+  return lhs >= rhs;
+}
+
+// Capped indices take their cap; the rest share what is left in proportion
+// (max-min fair). Sorting by cap/weight finds the saturated set in one pass.
+template <class W>
+std::vector<u64> water_fill(std::span<const W> weights, u64 n, std::span<const u64> caps) {
+  std::vector<u64> counts(weights.size(), 0);
+  std::vector<std::size_t> open;  // indices that can still take items
+  u128 capacity = 0;
+  for (std::size_t i = 0; i < weights.size(); ++i) {
+    if (weights[i] > 0 && caps[i] > 0) {
+      open.push_back(i);
+      capacity += caps[i];
+    }
+  }
+  if (capacity <= n) {  // everyone full; the caller reports the rest as unassigned
+    for (const std::size_t i : open) counts[i] = caps[i];
+    return counts;
+  }
+  u64 remaining = n;
+  std::vector<long double> fill_level(weights.size(), 0);
+  for (const std::size_t i : open) {
+    fill_level[i] = static_cast<long double>(caps[i]) / static_cast<long double>(weights[i]);
+  }
+  std::vector<WeightSum<W>> suffix;
+  std::vector<W> sub_weights;
+  std::vector<u64> sub_counts;
+  while (!open.empty() && remaining > 0) {
+    std::sort(open.begin(), open.end(), [&](std::size_t a, std::size_t b) {
+      return fill_level[a] != fill_level[b] ? fill_level[a] < fill_level[b] : a < b;
+    });
+    suffix.assign(open.size() + 1, WeightSum<W>{0});
+    for (std::size_t k = open.size(); k-- > 0;) suffix[k] = suffix[k + 1] + weights[open[k]];
+    std::size_t filled = 0;
+    while (filled < open.size() && saturates(remaining, weights[open[filled]], caps[open[filled]], suffix[filled])) {
+      counts[open[filled]] = caps[open[filled]];
+      remaining -= caps[open[filled]];
+      ++filled;
+    }
+    open.erase(open.begin(), open.begin() + static_cast<std::ptrdiff_t>(filled));
+    if (open.empty() || remaining == 0) break;
+
+    // Share the rest among the unsaturated, in their original order (stable ties).
+    std::sort(open.begin(), open.end());
+    sub_weights.resize(open.size());
+    for (std::size_t k = 0; k < open.size(); ++k) sub_weights[k] = weights[open[k]];
+    sub_counts.assign(open.size(), 0);
+    apportion_into(std::span<const W>(sub_weights), remaining, sub_counts);
+    bool over_cap = false;
+    for (std::size_t k = 0; k < open.size(); ++k) over_cap = over_cap || sub_counts[k] > caps[open[k]];
+    if (!over_cap) {
+      for (std::size_t k = 0; k < open.size(); ++k) counts[open[k]] = sub_counts[k];
+      break;
+    }
+    // Rounding (a +1 leftover, or a level compared in long double) pushed some
+    // past their caps: fill those and share again among the others.
+    std::vector<std::size_t> still_open;
+    for (std::size_t k = 0; k < open.size(); ++k) {
+      const std::size_t i = open[k];
+      if (sub_counts[k] >= caps[i]) {
+        counts[i] = caps[i];
+        remaining -= caps[i];
+      } else {
+        still_open.push_back(i);
+      }
+    }
+    open = std::move(still_open);
+  }
+  return counts;
+}
+
+std::vector<u64> apportion_capped_validated(std::span<const double> weights, u64 n, std::span<const u64> caps) {
+  if (auto integral = integral_weights(weights)) return water_fill(std::span<const u64>(*integral), n, caps);
+  return water_fill(weights, n, caps);
+}
+
+// ---------------------------------------------------------------------------
+// Plans
+
+template <class T, class KeyOf>
+Plan make_plan(Strategy strategy, u64 total_items, std::span<const T> devices, KeyOf key_of,
+               std::span<const u64> counts) {
+  Plan plan;
+  plan.strategy = strategy;
+  plan.total_items = total_items;
+  plan.assignments.reserve(devices.size());
+  u64 start = 0;
+  for (std::size_t i = 0; i < devices.size(); ++i) {
+    plan.assignments.push_back(Assignment{key_of(devices[i]), start, counts[i]});
+    start += counts[i];
+  }
+  plan.unassigned = total_items - start;
+  return plan;
+}
+
+const DeviceKey& key_of_key(const DeviceKey& key) {
+  return key;
+}
+const DeviceKey& key_of_weighted(const WeightedDevice& device) {
+  return device.device;
+}
+const DeviceKey& key_of_memory(const MemoryDevice& device) {
+  return device.device;
+}
+
+[[noreturn]] void throw_insufficient(std::span<const MemoryDevice> devices, std::span<const u64> proportional,
+                                     std::span<const u64> caps, u64 layers, u64 layer_bytes, u128 total_free) {
+  std::vector<MemoryShortfall> shortfalls;
+  for (std::size_t i = 0; i < devices.size(); ++i) {
+    if (proportional[i] <= caps[i]) continue;
+    shortfalls.push_back(MemoryShortfall{devices[i].device.str(), proportional[i],
+                                         saturate_u64(static_cast<u128>(proportional[i]) * layer_bytes),
+                                         devices[i].free_memory_bytes});
+  }
+  throw InsufficientMemoryError(std::move(shortfalls), saturate_u64(static_cast<u128>(layers) * layer_bytes),
+                                saturate_u64(total_free));
+}
+
+}  // namespace
+
+std::string_view to_string(Strategy strategy) noexcept {
+  switch (strategy) {
+    case Strategy::uniform: return "uniform";
+    case Strategy::capacity: return "capacity";
+    case Strategy::memory: return "memory";
+  }
+  return "unknown";
+}
+
+std::optional<Strategy> parse_strategy(std::string_view text) noexcept {
+  if (text == "uniform") return Strategy::uniform;
+  if (text == "capacity") return Strategy::capacity;
+  if (text == "memory") return Strategy::memory;
+  return std::nullopt;
+}
+
+std::vector<std::uint64_t> apportion(std::span<const double> weights, std::uint64_t n) {
+  validate_weights(weights, [](std::size_t i) { return fmt::format("weights[{}]", i); });
+  return apportion_validated(weights, n);
+}
+
+std::vector<std::uint64_t> apportion_capped(std::span<const double> weights, std::uint64_t n,
+                                            std::span<const std::uint64_t> caps) {
+  if (caps.size() != weights.size()) {
+    throw PlanError("caps", std::to_string(caps.size()),
+                    fmt::format("must have one entry per weight ({})", weights.size()));
+  }
+  validate_weights(weights, [](std::size_t i) { return fmt::format("weights[{}]", i); });
+  return apportion_capped_validated(weights, n, caps);
+}
+
+Plan plan_uniform(std::span<const DeviceKey> devices, std::uint64_t items,
+                  std::optional<std::uint64_t> max_per_device) {
+  require_devices(devices.size());
+  require_distinct(devices, key_of_key);
+  const u64 device_count = devices.size();
+  const u64 cap = max_per_device.value_or(kU64Max);
+  std::vector<u64> counts(devices.size(), 0);
+  if (static_cast<u128>(cap) * device_count < items) {
+    std::fill(counts.begin(), counts.end(), cap);  // every device full; the rest is unassigned
+  } else {
+    // ceil(items/d) ≤ cap here, so the even split already respects the cap.
+    const u64 base = items / device_count;
+    const u64 extra = items % device_count;
+    for (std::size_t i = 0; i < counts.size(); ++i) counts[i] = base + (i < extra ? 1 : 0);
+  }
+  return make_plan(Strategy::uniform, items, devices, key_of_key, counts);
+}
+
+Plan plan_capacity(std::span<const WeightedDevice> devices, std::uint64_t items,
+                   std::optional<std::uint64_t> max_per_device) {
+  require_devices(devices.size());
+  require_distinct(devices, key_of_weighted);
+  std::vector<double> weights(devices.size());
+  for (std::size_t i = 0; i < devices.size(); ++i) weights[i] = devices[i].weight;
+  validate_weights(weights, [&](std::size_t i) { return fmt::format("weights[{}]", devices[i].device.str()); });
+  std::vector<u64> counts;
+  if (max_per_device) {
+    const std::vector<u64> caps(devices.size(), *max_per_device);
+    counts = apportion_capped_validated(weights, items, caps);
+  } else {
+    counts = apportion_validated(weights, items);
+  }
+  return make_plan(Strategy::capacity, items, devices, key_of_weighted, counts);
+}
+
+Plan plan_memory(std::span<const MemoryDevice> devices, std::uint64_t layers,
+                 std::optional<std::uint64_t> layer_bytes) {
+  require_devices(devices.size());
+  require_distinct(devices, key_of_memory);
+  std::vector<u64> free_bytes(devices.size());
+  u128 total_free = 0;
+  for (std::size_t i = 0; i < devices.size(); ++i) {
+    free_bytes[i] = devices[i].free_memory_bytes;
+    total_free += free_bytes[i];
+  }
+  std::vector<u64> counts(devices.size(), 0);
+  if (layers == 0) return make_plan(Strategy::memory, layers, devices, key_of_memory, counts);
+  const u64 bytes_per_layer = layer_bytes.value_or(0);
+  if (total_free == 0) {
+    if (bytes_per_layer > 0) {
+      throw InsufficientMemoryError({}, saturate_u64(static_cast<u128>(layers) * bytes_per_layer), 0);
+    }
+    throw PlanError("free_memory_bytes", "0", "at least one device needs free memory to place layers");
+  }
+  // The seed's placement: floors of the shares, leftovers by largest fraction (exact).
+  apportion_into(std::span<const u64>(free_bytes), layers, counts);
+  if (bytes_per_layer == 0) return make_plan(Strategy::memory, layers, devices, key_of_memory, counts);
+
+  std::vector<u64> caps(devices.size());
+  u128 capacity = 0;
+  bool fits = true;
+  for (std::size_t i = 0; i < devices.size(); ++i) {
+    caps[i] = free_bytes[i] / bytes_per_layer;  // count*layer_bytes ≤ free ⇔ count ≤ caps, no overflow
+    capacity += caps[i];
+    fits = fits && counts[i] <= caps[i];
+  }
+  if (fits) return make_plan(Strategy::memory, layers, devices, key_of_memory, counts);
+  if (capacity < layers) throw_insufficient(devices, counts, caps, layers, bytes_per_layer, total_free);
+  // Rounding overflowed a device but the whole model fits: rebalance under the caps.
+  const std::vector<u64> rebalanced = water_fill(std::span<const u64>(free_bytes), layers, caps);
+  return make_plan(Strategy::memory, layers, devices, key_of_memory, rebalanced);
+}
+
+}  // namespace gpucluster

@@ -1,0 +1,180 @@
+#include "gpucluster/scheduling/scoring.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "gpucluster/core/errors.hpp"
+#include "gpucluster/core/units.hpp"
+
+namespace gpucluster {
+
+void validate_scoring_config(const ScoringConfig& config) {
+  const auto require = [](double value, const char* field, bool ok, const char* rule) {
+    if (!std::isfinite(value) || !ok) throw InputError(field, fmt::format("{}", value), rule);
+  };
+  require(config.memory_weight, "scoring.memory_weight", config.memory_weight >= 0, "must be finite and >= 0");
+  require(config.compute_weight, "scoring.compute_weight", config.compute_weight >= 0, "must be finite and >= 0");
+  require(config.memory_weight + config.compute_weight, "scoring.memory_weight + scoring.compute_weight",
+          config.memory_weight + config.compute_weight > 0, "must be > 0");
+  require(config.thermal_threshold_celsius, "scoring.thermal_threshold_celsius", true, "must be finite");
+  require(config.thermal_span_celsius, "scoring.thermal_span_celsius", config.thermal_span_celsius > 0,
+          "must be finite and > 0");
+  require(config.min_thermal_penalty, "scoring.min_thermal_penalty",
+          config.min_thermal_penalty >= 0 && config.min_thermal_penalty <= 1, "must be within [0, 1]");
+  if (config.staleness.count() <= 0) {
+    throw InputError("scoring.staleness", fmt::format("{}ns", config.staleness.count()), "must be positive");
+  }
+}
+
+ScoreBreakdown score_sample(const DeviceInfo& info, const Sample& sample, const ScoringConfig& config) noexcept {
+  ScoreBreakdown b;
+  b.memory_free_ratio = sample.memory_total_bytes > 0 ? static_cast<double>(sample.memory_free_bytes()) /
+                                                            static_cast<double>(sample.memory_total_bytes)
+                                                      : 0.0;
+  double weighted = config.memory_weight * b.memory_free_ratio;
+  double weight_sum = config.memory_weight;
+  if (sample.utilization_percent) {
+    b.compute_idle_ratio = 1.0 - static_cast<double>(*sample.utilization_percent) / 100.0;
+    weighted += config.compute_weight * *b.compute_idle_ratio;
+    weight_sum += config.compute_weight;
+  }
+  b.thermal_threshold_celsius = info.temperature_slowdown_celsius.value_or(config.thermal_threshold_celsius);
+  if (sample.temperature_celsius) {
+    b.temperature_known = true;
+    const double over = static_cast<double>(*sample.temperature_celsius) - b.thermal_threshold_celsius;
+    if (over > 0) b.thermal_penalty = std::max(config.min_thermal_penalty, 1.0 - over / config.thermal_span_celsius);
+  }
+  const double base = weight_sum > 0 ? weighted / weight_sum : 0.0;
+  b.score = std::clamp(base * b.thermal_penalty, 0.0, 1.0);
+  return b;
+}
+
+const char* to_string(Eligibility eligibility) noexcept {
+  switch (eligibility) {
+    case Eligibility::eligible: return "eligible";
+    case Eligibility::unavailable: return "unavailable";
+    case Eligibility::no_sample: return "no_sample";
+    case Eligibility::stale: return "stale";
+    case Eligibility::insufficient_memory: return "insufficient_memory";
+    case Eligibility::zero_score: return "zero_score";
+  }
+  return "unknown";
+}
+
+namespace {
+
+struct Assessment {
+  Eligibility eligibility;
+  ScoreBreakdown breakdown;
+};
+
+// The one place that decides whether a device may be selected.
+Assessment assess(const DeviceState& state, const ScoringConfig& config, Timestamp now,
+                  std::uint64_t min_free_memory_bytes) noexcept {
+  if (!state.latest) return {state.available ? Eligibility::no_sample : Eligibility::unavailable, {}};
+  const ScoreBreakdown breakdown = score_sample(*state.info, *state.latest, config);
+  if (!state.available) return {Eligibility::unavailable, breakdown};
+  if (now - state.latest->timestamp > config.staleness) return {Eligibility::stale, breakdown};
+  if (static_cast<std::uint64_t>(state.latest->memory_free_bytes()) < min_free_memory_bytes) {
+    return {Eligibility::insufficient_memory, breakdown};
+  }
+  if (breakdown.score <= 0) return {Eligibility::zero_score, breakdown};
+  return {Eligibility::eligible, breakdown};
+}
+
+std::string explain(const DeviceState& state, Eligibility eligibility, Timestamp now, std::uint64_t min_free) {
+  switch (eligibility) {
+    case Eligibility::eligible: return {};
+    case Eligibility::unavailable:
+      return state.unavailable_reason.empty() ? "marked unavailable" : "unavailable: " + state.unavailable_reason;
+    case Eligibility::no_sample: return "no telemetry sample yet";
+    case Eligibility::stale:
+      return fmt::format("stale: newest sample is {:.1f} s old",
+                         std::chrono::duration<double>(now - state.latest->timestamp).count());
+    case Eligibility::insufficient_memory:
+      return fmt::format("{} free, {} required",
+                         format_bytes(static_cast<std::uint64_t>(state.latest->memory_free_bytes())),
+                         format_bytes(min_free));
+    case Eligibility::zero_score: return "score is 0";
+  }
+  return {};
+}
+
+bool better(double score, const DeviceKey& key, double best_score, const DeviceKey& best_key) {
+  if (score != best_score) return score > best_score;
+  return key < best_key;
+}
+
+}  // namespace
+
+std::vector<RankedDevice> rank_devices(std::span<const DeviceState> devices, const ScoringConfig& config, Timestamp now,
+                                       std::uint64_t min_free_memory_bytes) {
+  std::vector<RankedDevice> ranked;
+  ranked.reserve(devices.size());
+  for (const DeviceState& state : devices) {
+    const Assessment a = assess(state, config, now, min_free_memory_bytes);
+    RankedDevice r;
+    r.key = state.info->key;
+    r.eligibility = a.eligibility;
+    r.reason = explain(state, a.eligibility, now, min_free_memory_bytes);
+    if (state.latest) {
+      r.breakdown = a.breakdown;
+      r.memory_free_bytes = state.latest->memory_free_bytes();
+    }
+    ranked.push_back(std::move(r));
+  }
+  std::stable_sort(ranked.begin(), ranked.end(), [](const RankedDevice& x, const RankedDevice& y) {
+    const bool x_ok = x.eligibility == Eligibility::eligible, y_ok = y.eligibility == Eligibility::eligible;
+    if (x_ok != y_ok) return x_ok;
+    const double xs = x.breakdown ? x.breakdown->score : -1.0, ys = y.breakdown ? y.breakdown->score : -1.0;
+    return better(xs, x.key, ys, y.key);
+  });
+  return ranked;
+}
+
+Selection select_device(std::span<const DeviceState> devices, const ScoringConfig& config, Timestamp now,
+                        std::uint64_t min_free_memory_bytes) {
+  const DeviceState* best = nullptr;
+  double best_score = 0;
+  std::array<std::size_t, 6> rejected{};
+  for (const DeviceState& state : devices) {
+    const Assessment a = assess(state, config, now, min_free_memory_bytes);
+    if (a.eligibility != Eligibility::eligible) {
+      ++rejected[static_cast<std::size_t>(a.eligibility)];
+      continue;
+    }
+    if (best == nullptr || better(a.breakdown.score, state.info->key, best_score, best->info->key)) {
+      best = &state;
+      best_score = a.breakdown.score;
+    }
+  }
+  Selection selection;
+  if (best != nullptr) {
+    selection.device = best->info->key;
+    selection.score = best_score;
+    selection.reason = fmt::format(
+        "highest score {:.3f} among {} eligible of {} devices", best_score,
+        devices.size() - (rejected[1] + rejected[2] + rejected[3] + rejected[4] + rejected[5]), devices.size());
+    return selection;
+  }
+  if (devices.empty()) {
+    selection.reason = "no devices registered";
+    return selection;
+  }
+  std::string parts;
+  for (std::size_t i = 1; i < rejected.size(); ++i) {
+    if (rejected[i] == 0) continue;
+    if (!parts.empty()) parts += ", ";
+    parts += fmt::format("{} {}", rejected[i], to_string(static_cast<Eligibility>(i)));
+  }
+  selection.reason = fmt::format("no device qualifies among {}: {}", devices.size(), parts);
+  if (rejected[static_cast<std::size_t>(Eligibility::insufficient_memory)] > 0) {
+    selection.reason += fmt::format(" (need {} free)", format_bytes(min_free_memory_bytes));
+  }
+  return selection;
+}
+
+}  // namespace gpucluster
