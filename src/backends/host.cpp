@@ -17,6 +17,7 @@
 #include <spdlog/spdlog.h>
 
 #include "gpucluster/core/errors.hpp"
+#include "gpucluster/telemetry/validation.hpp"
 
 namespace gpucluster {
 
@@ -28,9 +29,9 @@ namespace {
 constexpr std::size_t kMaxSysfsBytes = 4096;
 // /proc/cpuinfo on a machine with hundreds of CPUs runs to a few MiB.
 constexpr std::size_t kMaxProcBytes = std::size_t{16} << 20;
-// Sensors that report beyond these bounds are broken; their reading is unavailable, not stored.
-constexpr double kMinPlausibleCelsius = -273.15;
-constexpr double kMaxPlausibleCelsius = 250.0;
+// A reading outside what validation accepts comes from a broken sensor or file: it is
+// unavailable, rather than a value that would get the whole sample (memory too) rejected.
+constexpr ValidationLimits kPlausible{};
 
 // The whole file, or nullopt when it cannot be read or is larger than max_bytes.
 std::optional<std::string> read_text(const fs::path& path, std::size_t max_bytes) {
@@ -204,7 +205,7 @@ std::string model_name(std::string_view cpuinfo) {
 std::optional<float> plausible_celsius(std::optional<std::int64_t> millicelsius) {
   if (!millicelsius) return std::nullopt;
   const double celsius = static_cast<double>(*millicelsius) / 1000.0;
-  if (celsius < kMinPlausibleCelsius || celsius > kMaxPlausibleCelsius) return std::nullopt;
+  if (celsius < kPlausible.min_temperature_celsius || celsius > kPlausible.max_temperature_celsius) return std::nullopt;
   return static_cast<float>(celsius);
 }
 
@@ -235,6 +236,10 @@ std::optional<float> hwmon_celsius(const fs::path& sys_root) {
     if (const auto celsius = read_millicelsius_file(hwmon / "temp1_input")) return celsius;
   }
   return std::nullopt;
+}
+
+bool plausible_mhz(double mhz) {
+  return mhz > 0 && mhz <= kPlausible.max_clock_mhz;
 }
 
 std::optional<float> mean(const std::vector<double>& values) {
@@ -316,7 +321,7 @@ std::optional<float> HostBackend::read_clock_mhz() const {
   std::vector<double> mhz;
   for (const fs::path& cpu : numbered_entries(paths_.sys_root / "devices" / "system" / "cpu", "cpu")) {
     const auto khz = read_u64(cpu / "cpufreq" / "scaling_cur_freq");
-    if (khz && *khz > 0) mhz.push_back(static_cast<double>(*khz) / 1000.0);
+    if (khz && plausible_mhz(static_cast<double>(*khz) / 1000.0)) mhz.push_back(static_cast<double>(*khz) / 1000.0);
   }
   if (!mhz.empty()) return mean(mhz);
   // Virtual machines often lack cpufreq; /proc/cpuinfo still reports each CPU's clock.
@@ -324,7 +329,7 @@ std::optional<float> HostBackend::read_clock_mhz() const {
   if (!cpuinfo) return std::nullopt;
   for (const std::string_view value : values_for_key(*cpuinfo, "cpu MHz")) {
     const auto parsed = parse_number<double>(value);
-    if (parsed && *parsed > 0) mhz.push_back(*parsed);
+    if (parsed && plausible_mhz(*parsed)) mhz.push_back(*parsed);
   }
   return mean(mhz);
 }

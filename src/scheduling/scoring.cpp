@@ -66,23 +66,17 @@ const char* to_string(Eligibility eligibility) noexcept {
 
 namespace {
 
-struct Assessment {
-  Eligibility eligibility;
-  ScoreBreakdown breakdown;
-};
-
-// The one place that decides whether a device may be selected.
-Assessment assess(const DeviceState& state, const ScoringConfig& config, Timestamp now,
-                  std::uint64_t min_free_memory_bytes) noexcept {
-  if (!state.latest) return {state.available ? Eligibility::no_sample : Eligibility::unavailable, {}};
-  const ScoreBreakdown breakdown = score_sample(*state.info, *state.latest, config);
-  if (!state.available) return {Eligibility::unavailable, breakdown};
-  if (now - state.latest->timestamp > config.staleness) return {Eligibility::stale, breakdown};
+// The one place that decides whether a device may be selected. Cheap filters
+// first; the score is computed only for devices that pass them.
+Eligibility filter(const DeviceState& state, const ScoringConfig& config, Timestamp now,
+                   std::uint64_t min_free_memory_bytes) noexcept {
+  if (!state.available) return Eligibility::unavailable;
+  if (!state.latest) return Eligibility::no_sample;
+  if (now - state.latest->timestamp > config.staleness) return Eligibility::stale;
   if (static_cast<std::uint64_t>(state.latest->memory_free_bytes()) < min_free_memory_bytes) {
-    return {Eligibility::insufficient_memory, breakdown};
+    return Eligibility::insufficient_memory;
   }
-  if (breakdown.score <= 0) return {Eligibility::zero_score, breakdown};
-  return {Eligibility::eligible, breakdown};
+  return Eligibility::eligible;
 }
 
 std::string explain(const DeviceState& state, Eligibility eligibility, Timestamp now, std::uint64_t min_free) {
@@ -115,15 +109,15 @@ std::vector<RankedDevice> rank_devices(std::span<const DeviceState> devices, con
   std::vector<RankedDevice> ranked;
   ranked.reserve(devices.size());
   for (const DeviceState& state : devices) {
-    const Assessment a = assess(state, config, now, min_free_memory_bytes);
     RankedDevice r;
     r.key = state.info->key;
-    r.eligibility = a.eligibility;
-    r.reason = explain(state, a.eligibility, now, min_free_memory_bytes);
+    r.eligibility = filter(state, config, now, min_free_memory_bytes);
     if (state.latest) {
-      r.breakdown = a.breakdown;
+      r.breakdown = score_sample(*state.info, *state.latest, config);
       r.memory_free_bytes = state.latest->memory_free_bytes();
+      if (r.eligibility == Eligibility::eligible && r.breakdown->score <= 0) r.eligibility = Eligibility::zero_score;
     }
+    r.reason = explain(state, r.eligibility, now, min_free_memory_bytes);
     ranked.push_back(std::move(r));
   }
   std::stable_sort(ranked.begin(), ranked.end(), [](const RankedDevice& x, const RankedDevice& y) {
@@ -141,14 +135,19 @@ Selection select_device(std::span<const DeviceState> devices, const ScoringConfi
   double best_score = 0;
   std::array<std::size_t, 6> rejected{};
   for (const DeviceState& state : devices) {
-    const Assessment a = assess(state, config, now, min_free_memory_bytes);
-    if (a.eligibility != Eligibility::eligible) {
-      ++rejected[static_cast<std::size_t>(a.eligibility)];
+    const Eligibility eligibility = filter(state, config, now, min_free_memory_bytes);
+    if (eligibility != Eligibility::eligible) {
+      ++rejected[static_cast<std::size_t>(eligibility)];
       continue;
     }
-    if (best == nullptr || better(a.breakdown.score, state.info->key, best_score, best->info->key)) {
+    const double score = score_sample(*state.info, *state.latest, config).score;
+    if (score <= 0) {
+      ++rejected[static_cast<std::size_t>(Eligibility::zero_score)];
+      continue;
+    }
+    if (best == nullptr || better(score, state.info->key, best_score, best->info->key)) {
       best = &state;
-      best_score = a.breakdown.score;
+      best_score = score;
     }
   }
   Selection selection;

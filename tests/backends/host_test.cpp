@@ -353,7 +353,7 @@ TEST(HostBackend, MissingOptionalSourcesAreUnavailableNotZero) {
 
 TEST(HostBackend, MalformedFilesAreUnavailableNotZero) {
   const std::string huge = "99999999999999999999999999\n";
-  for (const std::string bad :
+  for (const std::string& bad :
        {std::string(""), std::string("abc\n"), std::string("12x\n"), huge, std::string(10000, '7')}) {
     FakeTree tree;
     tree.write("proc/meminfo", kMeminfo);

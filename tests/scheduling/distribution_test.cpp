@@ -256,7 +256,9 @@ TEST(PlanUniform, CapCountsTheRestAsUnassigned) {
 
 TEST(PlanUniform, CapThatHoldsEverythingChangesNothing) {
   const auto devices = keys(3);
-  EXPECT_EQ(plan_uniform(devices, 10, 4), plan_uniform(devices, 10));
+  const Plan capped = plan_uniform(devices, 10, 4);
+  EXPECT_EQ(capped.assignments, plan_uniform(devices, 10).assignments);
+  EXPECT_EQ(capped.unassigned, 0u);
   EXPECT_EQ(plan_uniform(devices, 10, 0).unassigned, 10u);
 }
 
@@ -542,7 +544,9 @@ TEST(DistributionProperty, CappedCountsRespectCapsAndFillFairly) {
     u64 assigned = 0;
     for (std::size_t i = 0; i < device_count; ++i) {
       ASSERT_LE(counts[i], caps[i]) << "device " << i;
-      if (weights[i] == 0) ASSERT_EQ(counts[i], 0u) << "device " << i;
+      if (weights[i] == 0) {
+        ASSERT_EQ(counts[i], 0u) << "device " << i;
+      }
       if (weights[i] > 0) capacity += caps[i];
       assigned += counts[i];
     }
@@ -640,7 +644,9 @@ TEST(DistributionProperty, MemoryShardsFitOrTheErrorIsJustified) {
     ASSERT_EQ(plan.unassigned, 0u);
     for (std::size_t i = 0; i < device_count; ++i) {
       ASSERT_LE(plan.assignments[i].count, free_bytes[i] / layer_bytes) << "device " << i << " overflows";
-      if (free_bytes[i] == 0) ASSERT_EQ(plan.assignments[i].count, 0u);
+      if (free_bytes[i] == 0) {
+        ASSERT_EQ(plan.assignments[i].count, 0u);
+      }
     }
     if (proportional_fits) {
       ++fitted;

@@ -1,0 +1,561 @@
+#include "gpucluster/telemetry/store.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "gpucluster/core/errors.hpp"
+
+namespace gpucluster {
+namespace {
+
+using std::chrono::seconds;
+
+Timestamp at(std::int64_t s) {
+  return Timestamp{seconds{s}};
+}
+
+DeviceInfo make_info(const std::string& host, const std::string& local_id, const std::string& name = "GPU") {
+  DeviceInfo info;
+  info.key = DeviceKey{host, local_id};
+  info.name = name;
+  info.kind = DeviceKind::cuda;
+  info.memory_total_bytes = 10000;
+  return info;
+}
+
+Sample make_sample(std::int64_t t, std::int64_t used = 1000, std::int64_t total = 10000) {
+  Sample s;
+  s.timestamp = at(t);
+  s.memory_used_bytes = used;
+  s.memory_total_bytes = total;
+  s.utilization_percent = 50.0f;
+  s.power_watts = 100.0f;
+  s.temperature_celsius = 65.0f;
+  s.clock_mhz = 2500.0f;
+  return s;
+}
+
+std::vector<std::int64_t> seconds_of(const std::vector<Sample>& history) {
+  std::vector<std::int64_t> out;
+  for (const Sample& s : history) {
+    out.push_back(std::chrono::duration_cast<seconds>(s.timestamp.time_since_epoch()).count());
+  }
+  return out;
+}
+
+const DeviceKey kA{"host-a", "cuda:0"};
+
+// The review's verification of fix #1: max 10, record 20 -> exactly the last 10.
+TEST(TelemetryStore, HistoryIsBoundedByCount) {
+  TelemetryStore store(HistoryLimits{10, std::nullopt});
+  store.add_device(make_info("host-a", "cuda:0"));
+  for (int i = 0; i < 20; ++i) store.record(kA, make_sample(i));
+
+  const std::vector<Sample> history = store.history(kA);
+  ASSERT_EQ(history.size(), 10u);
+  EXPECT_EQ(history.front().timestamp, at(10));
+  EXPECT_EQ(history.back().timestamp, at(19));
+  EXPECT_EQ(seconds_of(history), (std::vector<std::int64_t>{10, 11, 12, 13, 14, 15, 16, 17, 18, 19}));
+  EXPECT_EQ(store.limits().max_samples, 10u);
+}
+
+TEST(TelemetryStore, HistoryStaysBoundedOverManyWraps) {
+  TelemetryStore store(HistoryLimits{7, std::nullopt});
+  store.add_device(make_info("host-a", "cuda:0"));
+  for (int i = 0; i < 1000; ++i) {
+    store.record(kA, make_sample(i));
+    ASSERT_LE(store.history(kA).size(), 7u);
+  }
+  EXPECT_EQ(seconds_of(store.history(kA)), (std::vector<std::int64_t>{993, 994, 995, 996, 997, 998, 999}));
+}
+
+TEST(TelemetryStore, HistoryReadsAreChronologicalAndKeepEveryField) {
+  TelemetryStore store;
+  store.add_device(make_info("host-a", "cuda:0"));
+  Sample first = make_sample(1, 100);
+  first.utilization_percent.reset();
+  first.clock_mhz = 1234.5f;
+  store.record(kA, first);
+  store.record(kA, make_sample(2, 200));
+  store.record(kA, make_sample(3, 300));
+
+  const std::vector<Sample> history = store.history(kA);
+  ASSERT_EQ(seconds_of(history), (std::vector<std::int64_t>{1, 2, 3}));
+  EXPECT_EQ(history[0].memory_used_bytes, 100);
+  EXPECT_EQ(history[2].memory_used_bytes, 300);
+  EXPECT_FALSE(history[0].utilization_percent.has_value());
+  ASSERT_TRUE(history[0].clock_mhz.has_value());
+  EXPECT_FLOAT_EQ(*history[0].clock_mhz, 1234.5f);
+  ASSERT_TRUE(history[1].utilization_percent.has_value());
+  EXPECT_FLOAT_EQ(*history[1].utilization_percent, 50.0f);
+}
+
+TEST(TelemetryStore, HistoryLimitReturnsTheNewestInOrder) {
+  TelemetryStore store(HistoryLimits{10, std::nullopt});
+  store.add_device(make_info("host-a", "cuda:0"));
+  for (int i = 0; i < 20; ++i) store.record(kA, make_sample(i));
+
+  EXPECT_EQ(seconds_of(store.history(kA, 3)), (std::vector<std::int64_t>{17, 18, 19}));
+  EXPECT_EQ(seconds_of(store.history(kA, 1)), (std::vector<std::int64_t>{19}));
+  EXPECT_TRUE(store.history(kA, 0).empty());
+  EXPECT_EQ(store.history(kA, 50).size(), 10u);
+}
+
+TEST(TelemetryStore, HistoryOfADeviceWithoutSamplesIsEmpty) {
+  TelemetryStore store;
+  store.add_device(make_info("host-a", "cuda:0"));
+  EXPECT_TRUE(store.history(kA).empty());
+  EXPECT_FALSE(store.latest(kA).has_value());
+}
+
+TEST(TelemetryStore, HistoryIsBoundedByAge) {
+  TelemetryStore store(HistoryLimits{100, std::chrono::nanoseconds{seconds{5}}});
+  store.add_device(make_info("host-a", "cuda:0"));
+  for (int i = 0; i <= 20; ++i) store.record(kA, make_sample(i));
+  // Newest is 20; samples older than 20 - 5 = 15 are dropped, 15 itself is kept.
+  EXPECT_EQ(seconds_of(store.history(kA)), (std::vector<std::int64_t>{15, 16, 17, 18, 19, 20}));
+
+  // A long gap drops everything older, but the newest sample always stays.
+  store.record(kA, make_sample(100));
+  EXPECT_EQ(seconds_of(store.history(kA)), (std::vector<std::int64_t>{100}));
+}
+
+TEST(TelemetryStore, AgeAndCountLimitsBothApply) {
+  TelemetryStore store(HistoryLimits{3, std::chrono::nanoseconds{seconds{100}}});
+  store.add_device(make_info("host-a", "cuda:0"));
+  for (int i = 0; i < 10; ++i) store.record(kA, make_sample(i));
+  EXPECT_EQ(seconds_of(store.history(kA)), (std::vector<std::int64_t>{7, 8, 9}));
+}
+
+TEST(TelemetryStore, InvalidLimitsAreRejected) {
+  EXPECT_THROW(TelemetryStore(HistoryLimits{0, std::nullopt}), InputError);
+  EXPECT_THROW(TelemetryStore(HistoryLimits{10, std::chrono::nanoseconds{0}}), InputError);
+  EXPECT_THROW(TelemetryStore(HistoryLimits{10, std::chrono::nanoseconds{-5}}), InputError);
+  try {
+    TelemetryStore store(HistoryLimits{0, std::nullopt});
+    FAIL() << "max_samples = 0 must be rejected";
+  } catch (const InputError& e) {
+    EXPECT_EQ(e.field(), "history.max_samples");
+  }
+  EXPECT_NO_THROW(TelemetryStore(HistoryLimits{1, std::chrono::nanoseconds{1}}));
+}
+
+TEST(TelemetryStore, LatestIsTheNewestSample) {
+  TelemetryStore store(HistoryLimits{2, std::nullopt});
+  store.add_device(make_info("host-a", "cuda:0"));
+  store.record(kA, make_sample(1, 10));
+  store.record(kA, make_sample(2, 20));
+  store.record(kA, make_sample(3, 30));
+  const std::optional<Sample> latest = store.latest(kA);
+  ASSERT_TRUE(latest.has_value());
+  EXPECT_EQ(latest->timestamp, at(3));
+  EXPECT_EQ(latest->memory_used_bytes, 30);
+  const std::optional<DeviceState> state = store.state(kA);
+  ASSERT_TRUE(state.has_value());
+  ASSERT_TRUE(state->latest.has_value());
+  EXPECT_EQ(state->latest->timestamp, at(3));
+}
+
+TEST(TelemetryStore, OutOfOrderSampleIsRejectedAndHistoryUnchanged) {
+  TelemetryStore store;
+  store.add_device(make_info("host-a", "cuda:0"));
+  store.record(kA, make_sample(10));
+  store.record(kA, make_sample(20));
+  try {
+    store.record(kA, make_sample(15, 4242));
+    FAIL() << "an older sample must be rejected";
+  } catch (const ValidationError& e) {
+    EXPECT_EQ(e.reason(), RejectReason::out_of_order);
+    EXPECT_EQ(e.field(), "timestamp");
+    EXPECT_EQ(e.device(), "host-a/cuda:0");
+    EXPECT_NE(std::string(e.what()).find("timestamp"), std::string::npos);
+  }
+  EXPECT_EQ(seconds_of(store.history(kA)), (std::vector<std::int64_t>{10, 20}));
+  EXPECT_EQ(store.latest(kA)->memory_used_bytes, 1000);
+}
+
+TEST(TelemetryStore, OlderSampleNeverOverwritesTheLatest) {
+  TelemetryStore store;
+  store.add_device(make_info("host-a", "cuda:0"));
+  store.record(kA, make_sample(20, 2000));
+  EXPECT_THROW(store.record(kA, make_sample(5, 500)), ValidationError);
+  EXPECT_EQ(store.latest(kA)->timestamp, at(20));
+  EXPECT_EQ(store.latest(kA)->memory_used_bytes, 2000);
+}
+
+TEST(TelemetryStore, EqualTimestampIsAccepted) {
+  TelemetryStore store;
+  store.add_device(make_info("host-a", "cuda:0"));
+  store.record(kA, make_sample(10, 100));
+  EXPECT_NO_THROW(store.record(kA, make_sample(10, 200)));
+  const std::vector<Sample> history = store.history(kA);
+  ASSERT_EQ(history.size(), 2u);
+  EXPECT_EQ(history[1].memory_used_bytes, 200);
+  EXPECT_EQ(store.latest(kA)->memory_used_bytes, 200);
+}
+
+TEST(TelemetryStore, InvalidSampleIsRejectedAndNothingStored) {
+  TelemetryStore store;
+  store.add_device(make_info("host-a", "cuda:0"));
+  store.record(kA, make_sample(1));
+  Sample bad = make_sample(2);
+  bad.temperature_celsius = std::numeric_limits<float>::quiet_NaN();
+  try {
+    store.record(kA, bad);
+    FAIL() << "NaN temperature must be rejected";
+  } catch (const ValidationError& e) {
+    EXPECT_EQ(e.reason(), RejectReason::not_finite);
+    EXPECT_EQ(e.field(), "temperature_celsius");
+    EXPECT_EQ(e.device(), "host-a/cuda:0");
+  }
+  EXPECT_EQ(seconds_of(store.history(kA)), (std::vector<std::int64_t>{1}));
+}
+
+TEST(TelemetryStore, UnregisteredDeviceIsAValidationError) {
+  TelemetryStore store;
+  try {
+    store.record(DeviceKey{"host-a", "cuda:9"}, make_sample(1));
+    FAIL() << "an unregistered device must be rejected";
+  } catch (const ValidationError& e) {
+    EXPECT_EQ(e.reason(), RejectReason::unknown_device);
+    EXPECT_EQ(e.device(), "host-a/cuda:9");
+  }
+  EXPECT_FALSE(store.contains(DeviceKey{"host-a", "cuda:9"}));
+  EXPECT_EQ(store.device_count(), 0u);
+}
+
+TEST(TelemetryStore, RemovedHandleIsAValidationErrorUnknownDevice) {
+  TelemetryStore store;
+  const TelemetryStore::Handle handle = store.add_device(make_info("host-a", "cuda:0"));
+  store.record(handle, make_sample(1));
+  EXPECT_EQ(store.history(kA).size(), 1u);
+  EXPECT_TRUE(store.remove_device(kA));
+  EXPECT_FALSE(store.remove_device(kA));
+  try {
+    store.record(handle, make_sample(2));
+    FAIL() << "a removed device's handle must be rejected";
+  } catch (const ValidationError& e) {
+    EXPECT_EQ(e.reason(), RejectReason::unknown_device);
+    EXPECT_EQ(e.device(), "host-a/cuda:0");
+  }
+  EXPECT_THROW(store.record(kA, make_sample(3)), ValidationError);
+  EXPECT_FALSE(store.contains(kA));
+  EXPECT_THROW(store.history(kA), UnknownDeviceError);
+  EXPECT_THROW(store.handle(kA), UnknownDeviceError);
+  EXPECT_FALSE(store.state(kA).has_value());
+}
+
+TEST(TelemetryStore, ReAddingARemovedDeviceStartsAFreshHistory) {
+  TelemetryStore store;
+  const TelemetryStore::Handle old_handle = store.add_device(make_info("host-a", "cuda:0"));
+  store.record(kA, make_sample(5));
+  ASSERT_TRUE(store.remove_device(kA));
+  store.add_device(make_info("host-a", "cuda:0"));
+  EXPECT_TRUE(store.history(kA).empty());
+  // An older timestamp than the removed history is fine for the new registration.
+  EXPECT_NO_THROW(store.record(kA, make_sample(1)));
+  // The stale handle still refers to the removed slot.
+  EXPECT_THROW(store.record(old_handle, make_sample(6)), ValidationError);
+  EXPECT_EQ(seconds_of(store.history(kA)), (std::vector<std::int64_t>{1}));
+}
+
+TEST(TelemetryStore, HandleRecordsIntoTheSameHistoryAsTheKey) {
+  TelemetryStore store;
+  store.add_device(make_info("host-a", "cuda:0"));
+  const TelemetryStore::Handle handle = store.handle(kA);
+  store.record(handle, make_sample(1));
+  store.record(kA, make_sample(2));
+  store.record(handle, make_sample(3));
+  EXPECT_EQ(seconds_of(store.history(kA)), (std::vector<std::int64_t>{1, 2, 3}));
+}
+
+TEST(TelemetryStore, SameLocalIdOnTwoHostsAreTwoDevices) {
+  TelemetryStore store;
+  store.add_device(make_info("host-a", "cuda:0"));
+  store.add_device(make_info("host-b", "cuda:0"));
+  EXPECT_EQ(store.device_count(), 2u);
+  store.record(DeviceKey{"host-a", "cuda:0"}, make_sample(1, 111));
+  EXPECT_EQ(store.history(DeviceKey{"host-a", "cuda:0"}).size(), 1u);
+  EXPECT_TRUE(store.history(DeviceKey{"host-b", "cuda:0"}).empty());
+}
+
+TEST(TelemetryStore, StatesAreSortedByKey) {
+  TelemetryStore store;
+  store.add_device(make_info("host-b", "cuda:0"));
+  store.add_device(make_info("host-a", "cuda:1"));
+  store.add_device(make_info("host-a", "cuda:0"));
+  const std::vector<DeviceState> states = store.states();
+  ASSERT_EQ(states.size(), 3u);
+  EXPECT_EQ(states[0].info->key, (DeviceKey{"host-a", "cuda:0"}));
+  EXPECT_EQ(states[1].info->key, (DeviceKey{"host-a", "cuda:1"}));
+  EXPECT_EQ(states[2].info->key, (DeviceKey{"host-b", "cuda:0"}));
+  for (const DeviceState& s : states) {
+    EXPECT_TRUE(s.available);
+    EXPECT_FALSE(s.latest.has_value());
+  }
+}
+
+TEST(TelemetryStore, WindowStatsSkipUnavailableFields) {
+  TelemetryStore store;
+  store.add_device(make_info("host-a", "cuda:0"));
+  Sample s1 = make_sample(1, 1000);
+  s1.utilization_percent = 10.0f;
+  s1.temperature_celsius = 50.0f;
+  s1.power_watts.reset();
+  s1.clock_mhz = 1000.0f;
+  Sample s2 = make_sample(2, 3000);
+  s2.utilization_percent.reset();
+  s2.temperature_celsius = 60.0f;
+  s2.power_watts.reset();
+  s2.clock_mhz = 2000.0f;
+  Sample s3 = make_sample(3, 2000);
+  s3.utilization_percent = 30.0f;
+  s3.temperature_celsius.reset();
+  s3.power_watts.reset();
+  s3.clock_mhz = 3000.0f;
+  store.record(kA, s1);
+  store.record(kA, s2);
+  store.record(kA, s3);
+
+  const WindowStats stats = store.window_stats(kA);
+  EXPECT_EQ(stats.samples, 3u);
+  ASSERT_TRUE(stats.first.has_value());
+  ASSERT_TRUE(stats.last.has_value());
+  EXPECT_EQ(*stats.first, at(1));
+  EXPECT_EQ(*stats.last, at(3));
+
+  EXPECT_EQ(stats.memory_used_bytes.count, 3u);
+  EXPECT_DOUBLE_EQ(stats.memory_used_bytes.min, 1000);
+  EXPECT_DOUBLE_EQ(stats.memory_used_bytes.max, 3000);
+  EXPECT_DOUBLE_EQ(stats.memory_used_bytes.mean, 2000);
+  EXPECT_DOUBLE_EQ(stats.memory_used_bytes.last, 2000);
+
+  EXPECT_EQ(stats.utilization_percent.count, 2u);
+  EXPECT_DOUBLE_EQ(stats.utilization_percent.min, 10);
+  EXPECT_DOUBLE_EQ(stats.utilization_percent.max, 30);
+  EXPECT_DOUBLE_EQ(stats.utilization_percent.mean, 20);  // not (10 + 0 + 30) / 3
+  EXPECT_DOUBLE_EQ(stats.utilization_percent.last, 30);
+
+  EXPECT_EQ(stats.temperature_celsius.count, 2u);
+  EXPECT_DOUBLE_EQ(stats.temperature_celsius.min, 50);
+  EXPECT_DOUBLE_EQ(stats.temperature_celsius.max, 60);
+  EXPECT_DOUBLE_EQ(stats.temperature_celsius.mean, 55);
+  EXPECT_DOUBLE_EQ(stats.temperature_celsius.last, 60);  // last reported, not the last sample
+
+  EXPECT_EQ(stats.power_watts.count, 0u);
+
+  EXPECT_EQ(stats.clock_mhz.count, 3u);
+  EXPECT_DOUBLE_EQ(stats.clock_mhz.min, 1000);
+  EXPECT_DOUBLE_EQ(stats.clock_mhz.max, 3000);
+  EXPECT_DOUBLE_EQ(stats.clock_mhz.mean, 2000);
+  EXPECT_DOUBLE_EQ(stats.clock_mhz.last, 3000);
+}
+
+TEST(TelemetryStore, WindowStatsCoverOnlyTheRetainedWindow) {
+  TelemetryStore store(HistoryLimits{2, std::nullopt});
+  store.add_device(make_info("host-a", "cuda:0"));
+  for (int i = 1; i <= 4; ++i) store.record(kA, make_sample(i, i * 100));
+  const WindowStats stats = store.window_stats(kA);
+  EXPECT_EQ(stats.samples, 2u);
+  EXPECT_EQ(*stats.first, at(3));
+  EXPECT_DOUBLE_EQ(stats.memory_used_bytes.min, 300);
+  EXPECT_DOUBLE_EQ(stats.memory_used_bytes.mean, 350);
+}
+
+TEST(TelemetryStore, WindowStatsOfAnEmptyOrUnknownDevice) {
+  TelemetryStore store;
+  store.add_device(make_info("host-a", "cuda:0"));
+  const WindowStats empty = store.window_stats(kA);
+  EXPECT_EQ(empty.samples, 0u);
+  EXPECT_FALSE(empty.first.has_value());
+  EXPECT_FALSE(empty.last.has_value());
+  EXPECT_EQ(empty.utilization_percent.count, 0u);
+  EXPECT_THROW(store.window_stats(DeviceKey{"host-a", "cuda:7"}), UnknownDeviceError);
+}
+
+TEST(TelemetryStore, AggregateAveragesOnlyOverDevicesThatReport) {
+  TelemetryStore store;
+  store.add_device(make_info("h", "a"));
+  store.add_device(make_info("h", "b"));
+  store.add_device(make_info("h", "c"));  // never reports
+
+  Sample a_old = make_sample(1, 3000, 4000);
+  a_old.utilization_percent = 90.0f;
+  store.record(DeviceKey{"h", "a"}, a_old);
+  Sample a = make_sample(5, 1000, 4000);
+  a.utilization_percent = 50.0f;
+  a.temperature_celsius = 60.0f;
+  a.power_watts = 100.0f;
+  store.record(DeviceKey{"h", "a"}, a);
+
+  Sample b = make_sample(7, 500, 2000);
+  b.utilization_percent = 30.0f;
+  b.temperature_celsius.reset();  // must not pull the average toward 0
+  b.power_watts.reset();
+  store.record(DeviceKey{"h", "b"}, b);
+
+  const ClusterAggregate agg = store.aggregate();
+  EXPECT_EQ(agg.device_count, 3u);
+  EXPECT_EQ(agg.devices_with_samples, 2u);
+  EXPECT_EQ(agg.total_memory_bytes, 6000u);
+  EXPECT_EQ(agg.used_memory_bytes, 1500u);
+  EXPECT_EQ(agg.available_memory_bytes, 4500u);
+  ASSERT_TRUE(agg.average_utilization_percent.has_value());
+  EXPECT_DOUBLE_EQ(*agg.average_utilization_percent, 40.0);  // latest samples only: (50 + 30) / 2
+  ASSERT_TRUE(agg.average_temperature_celsius.has_value());
+  EXPECT_DOUBLE_EQ(*agg.average_temperature_celsius, 60.0);
+  ASSERT_TRUE(agg.total_power_watts.has_value());
+  EXPECT_DOUBLE_EQ(*agg.total_power_watts, 100.0);
+  ASSERT_TRUE(agg.timestamp.has_value());
+  EXPECT_EQ(*agg.timestamp, at(7));
+}
+
+TEST(TelemetryStore, AggregateWithoutAnyPowerIsUnknownNotZero) {
+  TelemetryStore store;
+  store.add_device(make_info("h", "a"));
+  store.add_device(make_info("h", "b"));
+  for (const char* id : {"a", "b"}) {
+    Sample s = make_sample(1);
+    s.power_watts.reset();
+    s.temperature_celsius.reset();
+    s.utilization_percent.reset();
+    store.record(DeviceKey{"h", id}, s);
+  }
+  const ClusterAggregate agg = store.aggregate();
+  EXPECT_EQ(agg.devices_with_samples, 2u);
+  EXPECT_FALSE(agg.total_power_watts.has_value());
+  EXPECT_FALSE(agg.average_temperature_celsius.has_value());
+  EXPECT_FALSE(agg.average_utilization_percent.has_value());
+  EXPECT_EQ(agg.total_memory_bytes, 20000u);
+}
+
+TEST(TelemetryStore, AggregateOfAnEmptyStore) {
+  TelemetryStore store;
+  const ClusterAggregate agg = store.aggregate();
+  EXPECT_EQ(agg.device_count, 0u);
+  EXPECT_EQ(agg.devices_with_samples, 0u);
+  EXPECT_EQ(agg.total_memory_bytes, 0u);
+  EXPECT_EQ(agg.used_memory_bytes, 0u);
+  EXPECT_EQ(agg.available_memory_bytes, 0u);
+  EXPECT_FALSE(agg.average_utilization_percent.has_value());
+  EXPECT_FALSE(agg.average_temperature_celsius.has_value());
+  EXPECT_FALSE(agg.total_power_watts.has_value());
+  EXPECT_FALSE(agg.timestamp.has_value());
+}
+
+TEST(TelemetryStore, SetAvailabilityKeepsTheReasonOnlyWhileUnavailable) {
+  TelemetryStore store;
+  store.add_device(make_info("host-a", "cuda:0"));
+  EXPECT_TRUE(store.state(kA)->available);
+  store.set_availability(kA, false, "Xid 79: fell off the bus");
+  std::optional<DeviceState> state = store.state(kA);
+  ASSERT_TRUE(state.has_value());
+  EXPECT_FALSE(state->available);
+  EXPECT_EQ(state->unavailable_reason, "Xid 79: fell off the bus");
+  store.set_availability(kA, true, "ignored");
+  state = store.state(kA);
+  EXPECT_TRUE(state->available);
+  EXPECT_TRUE(state->unavailable_reason.empty());
+  EXPECT_THROW(store.set_availability(DeviceKey{"host-a", "nope"}, false, "x"), UnknownDeviceError);
+}
+
+TEST(TelemetryStore, UnavailableDeviceStillRecords) {
+  TelemetryStore store;
+  store.add_device(make_info("host-a", "cuda:0"));
+  store.set_availability(kA, false, "down");
+  store.record(kA, make_sample(1));
+  EXPECT_EQ(store.history(kA).size(), 1u);
+  EXPECT_FALSE(store.state(kA)->available);
+}
+
+TEST(TelemetryStore, AddDeviceUpdatesStaticInfoAndKeepsHistory) {
+  TelemetryStore store;
+  const TelemetryStore::Handle first = store.add_device(make_info("host-a", "cuda:0", "old name"));
+  for (int i = 0; i < 3; ++i) store.record(kA, make_sample(i));
+  const std::shared_ptr<const DeviceInfo> old_info = store.state(kA)->info;
+
+  const TelemetryStore::Handle second = store.add_device(make_info("host-a", "cuda:0", "new name"));
+  EXPECT_EQ(first, second);
+  EXPECT_EQ(store.device_count(), 1u);
+  EXPECT_EQ(store.state(kA)->info->name, "new name");
+  EXPECT_EQ(old_info->name, "old name");  // readers keep the copy they took
+  EXPECT_EQ(seconds_of(store.history(kA)), (std::vector<std::int64_t>{0, 1, 2}));
+  // Ordering still applies to the kept history.
+  EXPECT_THROW(store.record(kA, make_sample(1)), ValidationError);
+}
+
+TEST(TelemetryStore, InvalidDeviceInfoIsRejected) {
+  TelemetryStore store;
+  DeviceInfo no_id = make_info("host-a", "");
+  EXPECT_THROW(store.add_device(no_id), InputError);
+  DeviceInfo no_host = make_info("", "cuda:0");
+  EXPECT_THROW(store.add_device(no_host), InputError);
+  DeviceInfo slash = make_info("host/a", "cuda:0");
+  EXPECT_THROW(store.add_device(slash), InputError);
+  DeviceInfo nan_clock = make_info("host-a", "cuda:0");
+  nan_clock.max_clock_mhz = std::nan("");
+  EXPECT_THROW(store.add_device(nan_clock), InputError);
+  EXPECT_EQ(store.device_count(), 0u);
+
+  // A bad update leaves the registered info and history alone.
+  store.add_device(make_info("host-a", "cuda:0", "good"));
+  store.record(kA, make_sample(1));
+  DeviceInfo bad_update = make_info("host-a", "cuda:0", "bad");
+  bad_update.power_limit_watts = -5.0;
+  EXPECT_THROW(store.add_device(bad_update), InputError);
+  EXPECT_EQ(store.state(kA)->info->name, "good");
+  EXPECT_EQ(store.history(kA).size(), 1u);
+}
+
+TEST(TelemetryStore, ClearDropsEveryDeviceAndSample) {
+  TelemetryStore store;
+  const TelemetryStore::Handle handle = store.add_device(make_info("host-a", "cuda:0"));
+  store.add_device(make_info("host-b", "cuda:0"));
+  store.record(kA, make_sample(1));
+  std::weak_ptr<const DeviceInfo> info = store.state(kA)->info;
+  ASSERT_FALSE(info.expired());
+
+  store.clear();
+  EXPECT_EQ(store.device_count(), 0u);
+  EXPECT_TRUE(store.states().empty());
+  EXPECT_FALSE(store.contains(kA));
+  EXPECT_THROW(store.history(kA), UnknownDeviceError);
+  EXPECT_EQ(store.aggregate().device_count, 0u);
+  EXPECT_THROW(store.record(handle, make_sample(2)), ValidationError);
+  try {
+    store.record(kA, make_sample(2));
+    FAIL();
+  } catch (const ValidationError& e) {
+    EXPECT_EQ(e.reason(), RejectReason::unknown_device);
+  }
+  // Only the handle we still hold keeps the info alive.
+  EXPECT_FALSE(info.expired());
+  EXPECT_EQ(handle.use_count(), 1);
+
+  // The store is usable again after clear().
+  store.add_device(make_info("host-a", "cuda:0"));
+  store.record(kA, make_sample(1));
+  EXPECT_EQ(store.history(kA).size(), 1u);
+}
+
+TEST(TelemetryStore, ClearReleasesTheSlots) {
+  TelemetryStore store;
+  store.add_device(make_info("host-a", "cuda:0"));
+  store.record(kA, make_sample(1));
+  std::weak_ptr<const DeviceInfo> info = store.state(kA)->info;
+  std::weak_ptr<TelemetryStore::DeviceSlot> slot = store.handle(kA);
+  ASSERT_FALSE(slot.expired());
+  store.clear();
+  EXPECT_TRUE(slot.expired());
+  EXPECT_TRUE(info.expired());
+}
+
+}  // namespace
+}  // namespace gpucluster
