@@ -10,7 +10,9 @@
 namespace {
 
 // Heap bytes in use (glibc), malloc's own overhead included.
-std::size_t heap_in_use_bytes() { return mallinfo2().uordblks; }
+std::size_t heap_in_use_bytes() {
+  return mallinfo2().uordblks;
+}
 
 gpucluster::DeviceInfo make_device(int index) {
   gpucluster::DeviceInfo info;
@@ -79,7 +81,8 @@ void BM_HistoryBytesPerSample(benchmark::State& state) {
         for (std::size_t s = 0; s < capacity; ++s) store.record(handle, make_sample(static_cast<std::int64_t>(s)));
       }
       const std::size_t growth = heap_in_use_bytes() - before;
-      bytes_per_sample = static_cast<double>(growth) / static_cast<double>(static_cast<std::size_t>(devices) * capacity);
+      bytes_per_sample =
+          static_cast<double>(growth) / static_cast<double>(static_cast<std::size_t>(devices) * capacity);
     }
   }
   state.counters["bytes_per_sample"] = bytes_per_sample;
@@ -88,4 +91,3 @@ void BM_HistoryBytesPerSample(benchmark::State& state) {
 BENCHMARK(BM_HistoryBytesPerSample)->Arg(100)->Arg(1000)->Iterations(3);
 
 }  // namespace
-

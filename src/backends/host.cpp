@@ -321,7 +321,9 @@ std::optional<float> HostBackend::read_clock_mhz() const {
   std::vector<double> mhz;
   for (const fs::path& cpu : numbered_entries(paths_.sys_root / "devices" / "system" / "cpu", "cpu")) {
     const auto khz = read_u64(cpu / "cpufreq" / "scaling_cur_freq");
-    if (khz && plausible_mhz(static_cast<double>(*khz) / 1000.0)) mhz.push_back(static_cast<double>(*khz) / 1000.0);
+    if (!khz) continue;
+    const double value_mhz = static_cast<double>(*khz) / 1000.0;
+    if (plausible_mhz(value_mhz)) mhz.push_back(value_mhz);
   }
   if (!mhz.empty()) return mean(mhz);
   // Virtual machines often lack cpufreq; /proc/cpuinfo still reports each CPU's clock.

@@ -1,7 +1,9 @@
 #include "gpucluster/scheduling/distribution.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -16,8 +18,6 @@ using u64 = std::uint64_t;
 __extension__ typedef unsigned __int128 u128;  // __extension__: GCC/Clang builtin, silences -Wpedantic
 
 constexpr u64 kU64Max = std::numeric_limits<u64>::max();
-// 2^64 as a double: integral weights below it convert to u64 exactly.
-constexpr double kTwoPow64 = 18446744073709551616.0;
 
 u64 saturate_u64(u128 value) noexcept {
   return value > kU64Max ? kU64Max : static_cast<u64>(value);
@@ -43,6 +43,29 @@ void validate_weights(std::span<const double> weights, NameOf name_of) {
 
 void require_devices(std::size_t count) {
   if (count == 0) throw PlanError("devices", "[]", "at least one device is needed to plan work");
+  if (count > std::numeric_limits<std::uint32_t>::max()) {
+    throw PlanError("devices", std::to_string(count), "at most 2^32-1 devices per plan");
+  }
+}
+
+// A cheap hash for the duplicate check only (8 bytes per step; device ids are
+// short): std::hash costs about twice as much and dominated plan time.
+u64 hash_text(u64 hash, std::string_view text) noexcept {
+  constexpr u64 kMultiplier = 0x9e3779b97f4a7c15ULL;
+  for (; text.size() >= 8; text.remove_prefix(8)) {
+    u64 word = 0;
+    std::memcpy(&word, text.data(), 8);
+    hash = (hash ^ word) * kMultiplier;
+    hash ^= hash >> 32;
+  }
+  u64 tail = 0;
+  std::memcpy(&tail, text.data(), text.size());
+  hash = (hash ^ tail ^ (static_cast<u64>(text.size()) << 56)) * kMultiplier;
+  return hash ^ (hash >> 29);
+}
+
+u64 hash_key(const DeviceKey& key) noexcept {
+  return hash_text(hash_text(0x243f6a8885a308d3ULL, key.host), key.local_id);
 }
 
 // Open addressing over hashes: O(devices), no per-key allocation. A plan that
@@ -52,22 +75,21 @@ void require_distinct(std::span<const T> devices, KeyOf key_of) {
   if (devices.size() < 2) return;
   std::size_t slots = 16;
   while (slots < devices.size() * 2) slots *= 2;
-  const std::size_t mask = slots - 1;
-  std::vector<std::size_t> table(slots, 0);  // index + 1; 0 = empty
-  std::vector<std::size_t> hashes(devices.size());
-  const DeviceKeyHash hasher;
+  const u64 mask = slots - 1;
+  std::vector<std::uint32_t> table(slots, 0);  // index + 1; 0 = empty
+  std::vector<u64> hashes(devices.size());
   for (std::size_t i = 0; i < devices.size(); ++i) {
     const DeviceKey& key = key_of(devices[i]);
-    const std::size_t hash = hasher(key);
+    const u64 hash = hash_key(key);
     hashes[i] = hash;
-    std::size_t slot = hash & mask;
+    u64 slot = hash & mask;
     for (; table[slot] != 0; slot = (slot + 1) & mask) {
       const std::size_t other = table[slot] - 1;
       if (hashes[other] == hash && key_of(devices[other]) == key) {
         throw PlanError("devices", key.str(), fmt::format("must be distinct: listed at positions {} and {}", other, i));
       }
     }
-    table[slot] = i + 1;
+    table[slot] = static_cast<std::uint32_t>(i + 1);
   }
 }
 
@@ -94,15 +116,16 @@ void adjust_first(std::vector<std::size_t>& candidates, u64 amount, std::span<u6
   }
 }
 
-// Exact: quota_i = n*w_i/S with n*w_i < 2^128 and S < 2^128 (d < 2^64 weights
-// each < 2^64), so floors and remainders are exact and integral quotas are hit.
-void apportion_into(std::span<const u64> weights, u64 n, std::span<u64> counts) {
+// Exact: quota_i = n*w_i/S with every n*w_i and S below 2^128 (guaranteed by
+// exact_weights or by u64 inputs), so floors and remainders are exact and
+// integral quotas are hit exactly.
+void apportion_into(std::span<const u128> weights, u64 n, std::span<u64> counts) {
   u128 total = 0;
-  for (const u64 weight : weights) total += weight;
+  for (const u128 weight : weights) total += weight;
   std::vector<u128> remainders(weights.size());
   u64 assigned = 0;
   for (std::size_t i = 0; i < weights.size(); ++i) {
-    const u128 scaled = static_cast<u128>(n) * weights[i];
+    const u128 scaled = n * weights[i];
     const u128 quotient = scaled / total;  // ≤ n, fits u64
     counts[i] = static_cast<u64>(quotient);
     remainders[i] = scaled - quotient * total;
@@ -161,21 +184,49 @@ void apportion_into(std::span<const double> weights, u64 n, std::span<u64> count
   });
 }
 
-// Integral weights below 2^64 take the exact path.
-std::optional<std::vector<u64>> integral_weights(std::span<const double> weights) {
-  for (const double weight : weights) {
-    if (weight >= kTwoPow64 || weight != std::trunc(weight)) return std::nullopt;
+// Every finite double is an integer M·2^e. Scaled by the smallest e, the
+// weights become integers with the same ratios; when they are small enough
+// that n*W_i and ΣW fit 128 bits, apportionment is exact for the weights'
+// true values (integral weights, and also 0.29/0.71, ...). Only extreme
+// spreads (say 1e-300 next to 1e300) fall back to the floating path.
+std::optional<std::vector<u128>> exact_weights(std::span<const double> weights, u64 n) {
+  struct Dyadic {
+    u64 mantissa = 0;  // odd, or 0 for a zero weight
+    int exponent = 0;
+  };
+  std::vector<Dyadic> parts(weights.size());
+  int lowest = std::numeric_limits<int>::max();
+  int highest_bit = std::numeric_limits<int>::min();
+  for (std::size_t i = 0; i < weights.size(); ++i) {
+    if (weights[i] == 0) continue;
+    const u64 bits = std::bit_cast<u64>(weights[i]);
+    const int biased = static_cast<int>((bits >> 52) & 0x7ff);
+    u64 mantissa = bits & ((u64{1} << 52) - 1);
+    int exponent = -1074;  // subnormal
+    if (biased != 0) {
+      mantissa |= u64{1} << 52;
+      exponent = biased - 1075;
+    }
+    const int zeros = std::countr_zero(mantissa);
+    parts[i] = Dyadic{mantissa >> zeros, exponent + zeros};
+    lowest = std::min(lowest, parts[i].exponent);
+    highest_bit = std::max(highest_bit, parts[i].exponent + static_cast<int>(std::bit_width(parts[i].mantissa)));
   }
-  std::vector<u64> integral(weights.size());
-  for (std::size_t i = 0; i < weights.size(); ++i) integral[i] = static_cast<u64>(weights[i]);
-  return integral;
+  const int budget =
+      128 - static_cast<int>(std::max(std::bit_width(n), std::bit_width(static_cast<u64>(weights.size()))));
+  if (highest_bit - lowest > budget) return std::nullopt;
+  std::vector<u128> scaled(weights.size(), 0);
+  for (std::size_t i = 0; i < weights.size(); ++i) {
+    if (parts[i].mantissa != 0) scaled[i] = static_cast<u128>(parts[i].mantissa) << (parts[i].exponent - lowest);
+  }
+  return scaled;
 }
 
 // Weights already validated.
 std::vector<u64> apportion_validated(std::span<const double> weights, u64 n) {
   std::vector<u64> counts(weights.size(), 0);
-  if (auto integral = integral_weights(weights)) {
-    apportion_into(std::span<const u64>(*integral), n, counts);
+  if (auto exact = exact_weights(weights, n)) {
+    apportion_into(std::span<const u128>(*exact), n, counts);
   } else {
     apportion_into(weights, n, counts);
   }
@@ -187,17 +238,17 @@ std::vector<u64> apportion_validated(std::span<const double> weights, u64 n) {
 
 // The sum type of a weight type: exact for integers, long double for doubles.
 template <class W>
-using WeightSum = std::conditional_t<std::is_same_v<W, u64>, u128, long double>;
+using WeightSum = std::conditional_t<std::is_same_v<W, u128>, u128, long double>;
 
 // Does an index fill up at the current level, i.e. remaining*w/W_total >= cap?
 bool saturates(u64 remaining, double weight, u64 cap, long double total) {
   return cap <= remaining && static_cast<long double>(remaining) * weight >= static_cast<long double>(cap) * total;
 }
 
-// Exact: compares remaining*w (< 2^128) with cap*total (up to 2^192).
-bool saturates(u64 remaining, u64 weight, u64 cap, u128 total) {
+// Exact: compares remaining*w (< 2^128 as remaining ≤ n) with cap*total (up to 2^192).
+bool saturates(u64 remaining, u128 weight, u64 cap, u128 total) {
   if (cap > remaining) return false;
-  const u128 lhs = static_cast<u128>(remaining) * weight;
+  const u128 lhs = remaining * weight;
   const u128 low = static_cast<u128>(cap) * static_cast<u64>(total);
   const u128 high = static_cast<u128>(cap) * static_cast<u64>(total >> 64) + (low >> 64);
   if ((high >> 64) != 0) return false;  // cap*total ≥ 2^128 > lhs
@@ -275,7 +326,7 @@ std::vector<u64> water_fill(std::span<const W> weights, u64 n, std::span<const u
 }
 
 std::vector<u64> apportion_capped_validated(std::span<const double> weights, u64 n, std::span<const u64> caps) {
-  if (auto integral = integral_weights(weights)) return water_fill(std::span<const u64>(*integral), n, caps);
+  if (auto exact = exact_weights(weights, n)) return water_fill(std::span<const u128>(*exact), n, caps);
   return water_fill(weights, n, caps);
 }
 
@@ -291,7 +342,7 @@ Plan make_plan(Strategy strategy, u64 total_items, std::span<const T> devices, K
   plan.assignments.reserve(devices.size());
   u64 start = 0;
   for (std::size_t i = 0; i < devices.size(); ++i) {
-    plan.assignments.push_back(Assignment{key_of(devices[i]), start, counts[i]});
+    plan.assignments.emplace_back(key_of(devices[i]), start, counts[i]);  // in place: one copy of the key
     start += counts[i];
   }
   plan.unassigned = total_items - start;
@@ -393,7 +444,7 @@ Plan plan_memory(std::span<const MemoryDevice> devices, std::uint64_t layers,
                  std::optional<std::uint64_t> layer_bytes) {
   require_devices(devices.size());
   require_distinct(devices, key_of_memory);
-  std::vector<u64> free_bytes(devices.size());
+  std::vector<u128> free_bytes(devices.size());  // as exact weights: layers*free and Σfree fit 128 bits
   u128 total_free = 0;
   for (std::size_t i = 0; i < devices.size(); ++i) {
     free_bytes[i] = devices[i].free_memory_bytes;
@@ -409,21 +460,22 @@ Plan plan_memory(std::span<const MemoryDevice> devices, std::uint64_t layers,
     throw PlanError("free_memory_bytes", "0", "at least one device needs free memory to place layers");
   }
   // The seed's placement: floors of the shares, leftovers by largest fraction (exact).
-  apportion_into(std::span<const u64>(free_bytes), layers, counts);
+  apportion_into(std::span<const u128>(free_bytes), layers, counts);
   if (bytes_per_layer == 0) return make_plan(Strategy::memory, layers, devices, key_of_memory, counts);
 
   std::vector<u64> caps(devices.size());
   u128 capacity = 0;
   bool fits = true;
   for (std::size_t i = 0; i < devices.size(); ++i) {
-    caps[i] = free_bytes[i] / bytes_per_layer;  // count*layer_bytes ≤ free ⇔ count ≤ caps, no overflow
+    caps[i] =
+        static_cast<u64>(free_bytes[i] / bytes_per_layer);  // count*layer_bytes ≤ free ⇔ count ≤ caps, no overflow
     capacity += caps[i];
     fits = fits && counts[i] <= caps[i];
   }
   if (fits) return make_plan(Strategy::memory, layers, devices, key_of_memory, counts);
   if (capacity < layers) throw_insufficient(devices, counts, caps, layers, bytes_per_layer, total_free);
   // Rounding overflowed a device but the whole model fits: rebalance under the caps.
-  const std::vector<u64> rebalanced = water_fill(std::span<const u64>(free_bytes), layers, caps);
+  const std::vector<u64> rebalanced = water_fill(std::span<const u128>(free_bytes), layers, caps);
   return make_plan(Strategy::memory, layers, devices, key_of_memory, rebalanced);
 }
 

@@ -1,0 +1,241 @@
+// Runs the real gpucluster binary and checks its output and exit codes.
+
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+struct Result {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("gpucluster-cli-" + std::to_string(std::random_device{}()));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  Result run(const std::string& args) const {
+    const fs::path out = dir_ / "stdout", err = dir_ / "stderr";
+    const std::string command =
+        std::string(GPUCLUSTER_CLI_PATH) + " " + args + " >" + out.string() + " 2>" + err.string() + " </dev/null";
+    const int status = std::system(command.c_str());
+    Result result;
+    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    result.out = read_file(out);
+    result.err = read_file(err);
+    return result;
+  }
+
+  fs::path write(const std::string& name, const json& document) const {
+    const fs::path path = dir_ / name;
+    std::ofstream(path) << document.dump();
+    return path;
+  }
+
+  // n identical devices with healthy metrics.
+  fs::path equal_fleet(int n) const {
+    json devices = json::array();
+    for (int i = 0; i < n; ++i) {
+      devices.push_back({{"device_id", "cuda:" + std::to_string(i)},
+                         {"name", "GPU"},
+                         {"vendor", "nvidia"},
+                         {"device_type", "cuda"},
+                         {"memory_bytes", 1 << 30},
+                         {"compute_units", 10},
+                         {"metrics", {{"memory_used_bytes", 0}, {"compute_utilization_percent", 10.0}}}});
+    }
+    return write("equal.json", {{"host", "lab"}, {"devices", devices}});
+  }
+
+  static std::string example(const std::string& name) {
+    return std::string(GPUCLUSTER_SOURCE_DIR) + "/examples/" + name;
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(CliTest, HelpExitsZeroAndNamesCommands) {
+  const Result r = run("--help");
+  EXPECT_EQ(r.exit_code, 0);
+  for (const char* command : {"devices", "select", "plan", "status"}) {
+    EXPECT_NE(r.out.find(command), std::string::npos) << command;
+  }
+  EXPECT_EQ(run("plan --help").exit_code, 0);
+}
+
+TEST_F(CliTest, UsageErrorsExitTwoWithOneLine) {
+  for (const std::string args : {"", "frobnicate", "plan --items -3", "plan --items 1.5", "select --min-memory 8XB",
+                                 "plan --items 4 --strategy magic", "devices --fleet /nonexistent.json"}) {
+    const Result r = run(args);
+    EXPECT_EQ(r.exit_code, 2) << args;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << args << ": " << r.err;
+  }
+}
+
+TEST_F(CliTest, DevicesJsonListsTheFleet) {
+  const Result r = run("devices --json --fleet " + example("fleet-8x-h100.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json devices = json::parse(r.out);
+  ASSERT_EQ(devices.size(), 8U);
+  for (const json& d : devices) {
+    EXPECT_EQ(d["device_type"], "cuda");
+    EXPECT_EQ(d["memory_bytes"], 85899345920ULL);
+    EXPECT_TRUE(d["available"].get<bool>());
+    EXPECT_TRUE(d["score"].is_number());
+    EXPECT_TRUE(d["metrics"]["compute_utilization_percent"].is_number());
+  }
+}
+
+TEST_F(CliTest, UnavailableMetricIsNullNotZero) {
+  const Result r = run("devices --json --fleet " + example("fleet-home.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  bool saw_missing_power = false;
+  for (const json& d : json::parse(r.out)) {
+    if (d["device_type"] == "metal") {
+      EXPECT_TRUE(d["metrics"]["power_watts"].is_null());
+      saw_missing_power = true;
+    }
+  }
+  EXPECT_TRUE(saw_missing_power);
+  const Result table = run("devices --fleet " + example("fleet-home.json"));
+  EXPECT_NE(table.out.find("n/a"), std::string::npos);
+}
+
+TEST_F(CliTest, InvalidFleetMetricIsRejectedWithTheField) {
+  const fs::path fleet =
+      write("bad.json", {{"host", "lab"},
+                         {"devices",
+                          {{{"device_id", "cuda:0"},
+                            {"device_type", "cuda"},
+                            {"memory_bytes", 100},
+                            {"metrics", {{"memory_used_bytes", 1}, {"compute_utilization_percent", 150}}}}}}});
+  const Result r = run("devices --fleet " + fleet.string());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("compute_utilization_percent"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("150"), std::string::npos) << r.err;
+}
+
+TEST_F(CliTest, SelectJsonAndNoDeviceExitsThree) {
+  const std::string fleet = example("fleet-8x-h100.json");
+  Result r = run("select --json --fleet " + fleet);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json selection = json::parse(r.out);
+  EXPECT_TRUE(selection["device"].is_string());
+  EXPECT_GT(selection["score"].get<double>(), 0.0);
+
+  r = run("select --json --min-memory 1TiB --fleet " + fleet);
+  EXPECT_EQ(r.exit_code, 3);
+  selection = json::parse(r.out);
+  EXPECT_TRUE(selection["device"].is_null());
+  EXPECT_NE(selection["reason"].get<std::string>().find("insufficient_memory"), std::string::npos);
+}
+
+TEST_F(CliTest, SelectExplainShowsBreakdown) {
+  const Result r = run("select --explain --fleet " + example("fleet-home.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("THERMAL"), std::string::npos);
+  EXPECT_NE(r.out.find("home/cuda:1"), std::string::npos);
+}
+
+TEST_F(CliTest, CapacityPlanOf19OverTenEqualDevices) {
+  // The Python design gave 10,1,1,...; largest remainder gives nine 2s and one 1.
+  const Result r = run("plan --json --items 19 --strategy capacity --fleet " + equal_fleet(10).string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json plan = json::parse(r.out);
+  EXPECT_EQ(plan["strategy"], "capacity");
+  EXPECT_EQ(plan["unassigned"], 0);
+  ASSERT_EQ(plan["assignments"].size(), 10U);
+  std::uint64_t start = 0;
+  for (std::size_t i = 0; i < 10; ++i) {
+    const json& a = plan["assignments"][i];
+    EXPECT_EQ(a["device"], "lab/cuda:" + std::to_string(i));
+    EXPECT_EQ(a["start"], start);
+    EXPECT_EQ(a["count"], i < 9 ? 2 : 1);
+    start += a["count"].get<std::uint64_t>();
+  }
+}
+
+TEST_F(CliTest, CapacityPlanWithExplicitWeightsIsExact) {
+  const Result r =
+      run("plan --json --items 100 --strategy capacity --weight cuda:0=29 --weight lab/cuda:1=71 --fleet " +
+          equal_fleet(2).string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json plan = json::parse(r.out);
+  EXPECT_EQ(plan["assignments"][0]["count"], 29);
+  EXPECT_EQ(plan["assignments"][1]["count"], 71);
+}
+
+TEST_F(CliTest, CapacityPlanRejectsBadWeights) {
+  const std::string fleet = equal_fleet(2).string();
+  for (const std::string weight : {"cuda:0=-1", "cuda:9=1", "cuda:0=nan", "cuda:0=abc", "nonsense"}) {
+    const Result r = run("plan --items 10 --strategy capacity --weight " + weight + " --fleet " + fleet);
+    EXPECT_EQ(r.exit_code, 2) << weight << ": " << r.err;
+  }
+}
+
+TEST_F(CliTest, CapNeverDropsAnItem) {
+  const Result r =
+      run("plan --json --items 10 --strategy uniform --max-per-device 3 --fleet " + equal_fleet(2).string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json plan = json::parse(r.out);
+  EXPECT_EQ(plan["assignments"][0]["count"], 3);
+  EXPECT_EQ(plan["assignments"][1]["count"], 3);
+  EXPECT_EQ(plan["unassigned"], 4);
+}
+
+TEST_F(CliTest, MemoryPlanThatDoesNotFitNamesTheDevice) {
+  const Result r = run("plan --strategy memory --layers 80 --layer-bytes 1GiB --fleet " + example("fleet-home.json"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("insufficient memory"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("home/cuda:0"), std::string::npos) << r.err;
+}
+
+TEST_F(CliTest, MemoryPlanSplitsLayersContiguously) {
+  const Result r = run("plan --json --strategy memory --layers 80 --fleet " + example("fleet-8x-h100.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json plan = json::parse(r.out);
+  std::uint64_t next = 0;
+  for (const json& a : plan["assignments"]) {
+    EXPECT_EQ(a["start"], next);
+    next += a["count"].get<std::uint64_t>();
+  }
+  EXPECT_EQ(next, 80U);
+}
+
+TEST_F(CliTest, StatusOnThisMachine) {
+  const Result r = run("status --duration 200ms");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("Backends:"), std::string::npos);
+  EXPECT_NE(r.out.find("cpu:0"), std::string::npos);
+  EXPECT_NE(r.out.find("Best device:"), std::string::npos);
+  const Result j = run("status --json --duration 200ms");
+  ASSERT_EQ(j.exit_code, 0) << j.err;
+  const json status = json::parse(j.out);
+  EXPECT_EQ(status["cluster"]["device_count"], 1);
+  EXPECT_GT(status["cluster"]["total_memory_bytes"].get<std::uint64_t>(), 0U);
+  EXPECT_EQ(status["backends"][0]["backend"], "host");
+}
+
+}  // namespace
