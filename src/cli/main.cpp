@@ -34,7 +34,7 @@ struct CommonOptions {
   std::string fleet_path;
   std::string backends;  // empty: auto
   bool json = false;
-  std::string log_level = "warn";
+  std::string log_level = "error";  // the tables already show unavailable devices
 };
 
 struct PlanOptions {
@@ -78,6 +78,18 @@ std::vector<std::string> split_list(const std::string& text) {
   return parts;
 }
 
+// Errors inside a fleet name the JSON path; add the file so the user knows where.
+Fleet load_fleet_file(const std::string& path) {
+  try {
+    return load_fleet(path);
+  } catch (const ValidationError& e) {
+    throw InputError(fmt::format("{}: {}", path, e.what()), path + ": " + e.field(), e.value(), e.rule());
+  } catch (const InputError& e) {
+    if (e.field().rfind(path, 0) == 0) throw;
+    throw InputError(fmt::format("{}: {}", path, e.what()), path + ": " + e.field(), e.value(), e.rule());
+  }
+}
+
 std::vector<BackendPtr> make_backends(const CommonOptions& options) {
   std::vector<std::string> names = split_list(options.backends);
   if (names.empty()) names.push_back(options.fleet_path.empty() ? "auto" : "simulated");
@@ -99,7 +111,7 @@ std::vector<BackendPtr> make_backends(const CommonOptions& options) {
   }
   std::vector<BackendPtr> backends;
   if (host) backends.push_back(std::make_unique<HostBackend>());
-  if (simulated) backends.push_back(std::make_unique<SimulatedBackend>(load_fleet(options.fleet_path)));
+  if (simulated) backends.push_back(std::make_unique<SimulatedBackend>(load_fleet_file(options.fleet_path)));
   return backends;
 }
 

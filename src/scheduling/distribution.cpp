@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <string>
 #include <type_traits>
 
@@ -48,19 +49,29 @@ void require_devices(std::size_t count) {
   }
 }
 
+u64 load_bytes(const char* data, std::size_t count) noexcept {
+  u64 value = 0;
+  std::memcpy(&value, data, count);
+  return value;
+}
+
+// The last 1..7 bytes without a variable-length memcpy (overlapping loads).
+u64 load_tail(const char* data, std::size_t size) noexcept {
+  if (size >= 4) return (load_bytes(data, 4) << 32) | load_bytes(data + size - 4, 4);
+  if (size == 0) return 0;
+  const auto byte = [&](std::size_t i) { return static_cast<u64>(static_cast<unsigned char>(data[i])); };
+  return (byte(0) << 16) | (byte(size / 2) << 8) | byte(size - 1);
+}
+
 // A cheap hash for the duplicate check only (8 bytes per step; device ids are
 // short): std::hash costs about twice as much and dominated plan time.
 u64 hash_text(u64 hash, std::string_view text) noexcept {
   constexpr u64 kMultiplier = 0x9e3779b97f4a7c15ULL;
   for (; text.size() >= 8; text.remove_prefix(8)) {
-    u64 word = 0;
-    std::memcpy(&word, text.data(), 8);
-    hash = (hash ^ word) * kMultiplier;
+    hash = (hash ^ load_bytes(text.data(), 8)) * kMultiplier;
     hash ^= hash >> 32;
   }
-  u64 tail = 0;
-  std::memcpy(&tail, text.data(), text.size());
-  hash = (hash ^ tail ^ (static_cast<u64>(text.size()) << 56)) * kMultiplier;
+  hash = (hash ^ load_tail(text.data(), text.size()) ^ (static_cast<u64>(text.size()) << 56)) * kMultiplier;
   return hash ^ (hash >> 29);
 }
 
@@ -73,16 +84,16 @@ u64 hash_key(const DeviceKey& key) noexcept {
 template <class T, class KeyOf>
 void require_distinct(std::span<const T> devices, KeyOf key_of) {
   if (devices.size() < 2) return;
-  std::size_t slots = 16;
-  while (slots < devices.size() * 2) slots *= 2;
-  const u64 mask = slots - 1;
-  std::vector<std::uint32_t> table(slots, 0);  // index + 1; 0 = empty
-  std::vector<u64> hashes(devices.size());
+  int slot_bits = 4;
+  while ((std::size_t{1} << slot_bits) < devices.size() * 2) ++slot_bits;
+  std::vector<std::uint32_t> table(std::size_t{1} << slot_bits, 0);  // index + 1; 0 = empty
+  const u64 mask = table.size() - 1;
+  const auto hashes = std::make_unique_for_overwrite<u64[]>(devices.size());
   for (std::size_t i = 0; i < devices.size(); ++i) {
     const DeviceKey& key = key_of(devices[i]);
     const u64 hash = hash_key(key);
     hashes[i] = hash;
-    u64 slot = hash & mask;
+    u64 slot = hash >> (64 - slot_bits);  // the multiply mixes into the high bits; the low ones cluster
     for (; table[slot] != 0; slot = (slot + 1) & mask) {
       const std::size_t other = table[slot] - 1;
       if (hashes[other] == hash && key_of(devices[other]) == key) {
@@ -116,20 +127,51 @@ void adjust_first(std::vector<std::size_t>& candidates, u64 amount, std::span<u6
   }
 }
 
+long double to_long_double(u128 value) noexcept {
+  return static_cast<long double>(static_cast<u64>(value >> 64)) * 0x1p64L +
+         static_cast<long double>(static_cast<u64>(value));
+}
+
+struct DivMod {
+  u64 quotient = 0;
+  u128 remainder = 0;
+};
+
+// floor(dividend / divisor) for a quotient known to be ≤ max_quotient: a long
+// double estimate (off by a few units at most) corrected exactly with 128-bit
+// multiplies, several times cheaper than libgcc's 128-bit division.
+DivMod divide(u128 dividend, u128 divisor, long double inverse_divisor, u64 max_quotient) noexcept {
+  const long double estimate = to_long_double(dividend) * inverse_divisor;
+  u64 quotient = 0;
+  if (estimate >= static_cast<long double>(max_quotient)) {
+    quotient = max_quotient;
+  } else if (estimate > 0) {
+    quotient = static_cast<u64>(estimate);
+  }
+  u128 product = 0;
+  while (__builtin_mul_overflow(static_cast<u128>(quotient), divisor, &product) || product > dividend) --quotient;
+  u128 remainder = dividend - product;
+  while (remainder >= divisor) {
+    ++quotient;
+    remainder -= divisor;
+  }
+  return DivMod{quotient, remainder};
+}
+
 // Exact: quota_i = n*w_i/S with every n*w_i and S below 2^128 (guaranteed by
 // exact_weights or by u64 inputs), so floors and remainders are exact and
 // integral quotas are hit exactly.
 void apportion_into(std::span<const u128> weights, u64 n, std::span<u64> counts) {
   u128 total = 0;
   for (const u128 weight : weights) total += weight;
+  const long double inverse_total = 1.0L / to_long_double(total);
   std::vector<u128> remainders(weights.size());
   u64 assigned = 0;
   for (std::size_t i = 0; i < weights.size(); ++i) {
-    const u128 scaled = n * weights[i];
-    const u128 quotient = scaled / total;  // ≤ n, fits u64
-    counts[i] = static_cast<u64>(quotient);
-    remainders[i] = scaled - quotient * total;
-    assigned += counts[i];
+    const DivMod quota = divide(n * weights[i], total, inverse_total, n);
+    counts[i] = quota.quotient;
+    remainders[i] = quota.remainder;
+    assigned += quota.quotient;
   }
   const u64 leftover = n - assigned;  // < number of non-zero remainders
   if (leftover == 0) return;
@@ -189,35 +231,42 @@ void apportion_into(std::span<const double> weights, u64 n, std::span<u64> count
 // that n*W_i and ΣW fit 128 bits, apportionment is exact for the weights'
 // true values (integral weights, and also 0.29/0.71, ...). Only extreme
 // spreads (say 1e-300 next to 1e300) fall back to the floating path.
+struct Dyadic {
+  u64 mantissa = 0;  // odd
+  int exponent = 0;
+};
+
+// A positive finite double as mantissa·2^exponent with an odd mantissa.
+Dyadic decompose(double value) noexcept {
+  const u64 bits = std::bit_cast<u64>(value);
+  const int biased = static_cast<int>((bits >> 52) & 0x7ff);
+  u64 mantissa = bits & ((u64{1} << 52) - 1);
+  int exponent = -1074;  // subnormal
+  if (biased != 0) {
+    mantissa |= u64{1} << 52;
+    exponent = biased - 1075;
+  }
+  const int zeros = std::countr_zero(mantissa);
+  return Dyadic{mantissa >> zeros, exponent + zeros};
+}
+
 std::optional<std::vector<u128>> exact_weights(std::span<const double> weights, u64 n) {
-  struct Dyadic {
-    u64 mantissa = 0;  // odd, or 0 for a zero weight
-    int exponent = 0;
-  };
-  std::vector<Dyadic> parts(weights.size());
   int lowest = std::numeric_limits<int>::max();
   int highest_bit = std::numeric_limits<int>::min();
-  for (std::size_t i = 0; i < weights.size(); ++i) {
-    if (weights[i] == 0) continue;
-    const u64 bits = std::bit_cast<u64>(weights[i]);
-    const int biased = static_cast<int>((bits >> 52) & 0x7ff);
-    u64 mantissa = bits & ((u64{1} << 52) - 1);
-    int exponent = -1074;  // subnormal
-    if (biased != 0) {
-      mantissa |= u64{1} << 52;
-      exponent = biased - 1075;
-    }
-    const int zeros = std::countr_zero(mantissa);
-    parts[i] = Dyadic{mantissa >> zeros, exponent + zeros};
-    lowest = std::min(lowest, parts[i].exponent);
-    highest_bit = std::max(highest_bit, parts[i].exponent + static_cast<int>(std::bit_width(parts[i].mantissa)));
+  for (const double weight : weights) {
+    if (weight == 0) continue;
+    const Dyadic part = decompose(weight);
+    lowest = std::min(lowest, part.exponent);
+    highest_bit = std::max(highest_bit, part.exponent + static_cast<int>(std::bit_width(part.mantissa)));
   }
   const int budget =
       128 - static_cast<int>(std::max(std::bit_width(n), std::bit_width(static_cast<u64>(weights.size()))));
   if (highest_bit - lowest > budget) return std::nullopt;
   std::vector<u128> scaled(weights.size(), 0);
   for (std::size_t i = 0; i < weights.size(); ++i) {
-    if (parts[i].mantissa != 0) scaled[i] = static_cast<u128>(parts[i].mantissa) << (parts[i].exponent - lowest);
+    if (weights[i] == 0) continue;
+    const Dyadic part = decompose(weights[i]);
+    scaled[i] = static_cast<u128>(part.mantissa) << (part.exponent - lowest);
   }
   return scaled;
 }

@@ -415,12 +415,13 @@ std::vector<BackendPtr> counting_backend(int devices, std::shared_ptr<SamplerPro
 
 // sample_now must absorb a device being unregistered at any point of its pass:
 // it is what the background sampler runs, and an exception escaping it there
-// would terminate the process.
-TEST(ManagerConcurrency, SamplingWhileBackendDevicesAreUnregisteredNeverThrows) {
+// would terminate the process. With failing reads, the pass takes the "mark
+// unavailable" path; with good reads, the "record, then mark available" path.
+void sample_while_unregistering(bool failing_reads) {
   constexpr int kDevices = 4;
   constexpr int kPasses = 3000;
   auto probe = std::make_shared<SamplerProbe>();
-  probe->fail_odd_calls = true;  // exercise the failure path (mark unavailable) too
+  probe->fail_odd_calls = failing_reads;
   Manager manager(concurrent_config(), counting_backend(kDevices, probe));
   manager.start(false);
   std::vector<DeviceInfo> infos;
@@ -459,6 +460,14 @@ TEST(ManagerConcurrency, SamplingWhileBackendDevicesAreUnregisteredNeverThrows) 
   EXPECT_EQ(manager.devices().size(), static_cast<std::size_t>(kDevices));
   manager.shutdown();
   EXPECT_EQ(probe->shutdown_calls.load(), 1);
+}
+
+TEST(ManagerConcurrency, FailingSamplesWhileDevicesAreUnregisteredNeverThrow) {
+  sample_while_unregistering(true);
+}
+
+TEST(ManagerConcurrency, GoodSamplesWhileDevicesAreUnregisteredNeverThrow) {
+  sample_while_unregistering(false);
 }
 
 TEST(ManagerConcurrency, BackgroundSamplerWithReadersThenShutdown) {

@@ -580,6 +580,82 @@ TEST(ManagerSampling, FailingSampleMarksTheDeviceUnavailableAndRecovers) {
   EXPECT_EQ(*manager.select().device, key);
 }
 
+// A backend whose sample() is a caller-supplied function.
+class FunctionBackend final : public Backend {
+ public:
+  explicit FunctionBackend(std::function<Sample()> sample) : sample_(std::move(sample)) {}
+  std::string_view name() const noexcept override { return "function"; }
+  Discovery discover(const std::string& host) override {
+    Discovery discovery;
+    DeviceInfo info = make_info(host, "cuda:0");
+    discovery.devices.push_back(info);
+    return discovery;
+  }
+  Sample sample(const std::string& /*local_id*/) override { return sample_(); }
+  FieldAvailability available_fields(const std::string& /*local_id*/) const override { return {}; }
+  void shutdown() override {}
+
+ private:
+  std::function<Sample()> sample_;
+};
+
+// An error whose message is read more than once; on the second read the device
+// is unregistered, as another thread may do at any moment during a sampling pass.
+class DeviceLostError : public std::exception {
+ public:
+  explicit DeviceLostError(std::function<void()> on_second_read) : on_second_read_(std::move(on_second_read)) {}
+  const char* what() const noexcept override {
+    if (++reads_ == 2) {
+      try {
+        on_second_read_();
+      } catch (...) {
+      }
+    }
+    return "device lost";
+  }
+
+ private:
+  std::function<void()> on_second_read_;
+  mutable int reads_ = 0;
+};
+
+// sample_now is what the background sampler runs: a device unregistered while
+// the pass handles its failed read must not make it throw (in the sampler thread
+// that exception would terminate the process).
+TEST(ManagerSampling, DeviceUnregisteredDuringAFailedReadDoesNotEscapeSampleNow) {
+  Manager* manager_ptr = nullptr;
+  std::atomic<bool> fail{false};
+  const DeviceKey key{"h", "cuda:0"};
+  std::vector<BackendPtr> backends;
+  backends.push_back(std::make_unique<FunctionBackend>([&]() -> Sample {
+    if (fail.load()) throw DeviceLostError([&] { manager_ptr->unregister_device(key); });
+    return make_sample(1);
+  }));
+  Manager manager(config_for("h"), std::move(backends));
+  manager_ptr = &manager;
+  manager.start(false);
+  ASSERT_EQ(manager.devices().size(), 1u);
+
+  fail = true;
+  EXPECT_NO_THROW(manager.sample_now());
+  EXPECT_TRUE(manager.devices().empty());
+  EXPECT_NO_THROW(manager.sample_now());  // the device is gone: nothing to do
+}
+
+// A device unregistered by a caller after discovery is not a rejected sample.
+TEST(ManagerSampling, DeviceUnregisteredAfterDiscoveryIsSkipped) {
+  auto probe = std::make_shared<Probe>();
+  Manager manager(config_for("h"), backends_of(make_backend("test", {"cuda:0", "cuda:1"}, probe)));
+  manager.start(false);
+  ASSERT_TRUE(manager.unregister_device(DeviceKey{"h", "cuda:0"}));
+  EXPECT_NO_THROW(manager.sample_now());
+  EXPECT_EQ(manager.devices().size(), 1u);
+  EXPECT_EQ(manager.history(DeviceKey{"h", "cuda:1"}).size(), 2u);
+  EXPECT_THROW(manager.history(DeviceKey{"h", "cuda:0"}), UnknownDeviceError);
+  // Not the backend's fault: not counted as a rejected sample.
+  EXPECT_EQ(manager.rejected_samples()[static_cast<std::size_t>(RejectReason::unknown_device)], 0u);
+}
+
 TEST(ManagerSampling, FailingDiscoveryIsReportedAndOtherBackendsWork) {
   auto broken = std::make_shared<Probe>();
   auto good = std::make_shared<Probe>();

@@ -23,8 +23,8 @@ class InputError : public Error {
   const std::string& value() const noexcept { return value_; }
   const std::string& rule() const noexcept { return rule_; }
 
- protected:
-  // Arguments by reference: callers format the message from the same strings.
+  // With a message of the caller's (e.g. with more context). Arguments by
+  // reference: callers format the message from the same strings.
   InputError(const std::string& message, const std::string& field, const std::string& value, const std::string& rule);
 
  private:
