@@ -104,6 +104,7 @@ class Manager {
   OperationGuard enter(const char* operation) const;
   void sampler_loop();
   void count_rejection(RejectReason reason) const;
+  void mark_unavailable(const DeviceKey& key, const std::string& reason);
 
   ManagerConfig config_;
   std::string host_;

@@ -53,7 +53,9 @@ void require_finite_non_negative(const std::optional<double>& value, const char*
   if (*value < 0) throw InputError(field, fmt::format("{}", *value), "must be >= 0");
 }
 
-void require_id(const std::string& id, const char* field) {
+}  // namespace
+
+void validate_identifier(const std::string& id, const char* field) {
   if (id.empty()) throw InputError(field, "\"\"", "must not be empty");
   if (id.size() > 256) throw InputError(field, id.substr(0, 32) + "...", "must be at most 256 characters");
   if (id.find('/') != std::string::npos) throw InputError(field, id, "must not contain '/'");
@@ -63,11 +65,10 @@ void require_id(const std::string& id, const char* field) {
     }
   }
 }
-}  // namespace
 
 void validate_device_info(const DeviceInfo& info) {
-  require_id(info.key.host, "host");
-  require_id(info.key.local_id, "device_id");
+  validate_identifier(info.key.host, "host");
+  validate_identifier(info.key.local_id, "device_id");
   require_finite_non_negative(info.max_clock_mhz, "max_clock_mhz");
   require_finite_non_negative(info.memory_bandwidth_gbps, "memory_bandwidth_gbps");
   require_finite_non_negative(info.power_limit_watts, "power_limit_watts");

@@ -39,7 +39,9 @@ class Manager::OperationGuard {
 
 namespace {
 std::string resolve_host(const ManagerConfig& config) {
-  return config.host.empty() ? local_host_name() : config.host;
+  std::string host = config.host.empty() ? local_host_name() : config.host;
+  validate_identifier(host, "host");
+  return host;
 }
 }  // namespace
 
@@ -113,18 +115,27 @@ void Manager::sample_now() {
     } catch (const std::exception& e) {
       backend_errors_.fetch_add(1);
       spdlog::warn("{}: {} backend failed to sample: {}", device.key.str(), device.backend->name(), e.what());
-      if (store_.contains(device.key)) store_.set_availability(device.key, false, e.what());
+      mark_unavailable(device.key, e.what());
       continue;
     }
     try {
       store_.record(device.key, sample);
       store_.set_availability(device.key, true);
     } catch (const ValidationError& e) {
+      if (e.reason() == RejectReason::unknown_device) continue;  // unregistered by a caller since discovery
       count_rejection(e.reason());
       spdlog::warn("rejected sample from {} backend: {}", device.backend->name(), e.what());
     } catch (const UnknownDeviceError&) {
-      // Unregistered by a caller since discovery: nothing to record.
+      // Unregistered between recording and marking it available: nothing to do.
     }
+  }
+}
+
+void Manager::mark_unavailable(const DeviceKey& key, const std::string& reason) {
+  try {
+    store_.set_availability(key, false, reason);
+  } catch (const UnknownDeviceError&) {
+    // Unregistered by a caller meanwhile: nothing left to mark.
   }
 }
 
@@ -322,6 +333,7 @@ void Manager::shutdown() {
     }
   }
   backend_devices_.clear();
+  backends_.clear();  // release drivers and handles now, not at destruction
   store_.clear();
   state_.store(ManagerState::stopped);
 }

@@ -127,9 +127,17 @@ void adjust_first(std::vector<std::size_t>& candidates, u64 amount, std::span<u6
   }
 }
 
-long double to_long_double(u128 value) noexcept {
-  return static_cast<long double>(static_cast<u64>(value >> 64)) * 0x1p64L +
-         static_cast<long double>(static_cast<u64>(value));
+double to_double(u128 value) noexcept {
+  return static_cast<double>(static_cast<u64>(value >> 64)) * 0x1p64 + static_cast<double>(static_cast<u64>(value));
+}
+
+// value/divisor rounded down a little further than the floating error can
+// reach (relative error < 2^-50), so quotient*divisor never passes value.
+u64 estimate_below(u128 value, double inverse_divisor, u64 max_quotient) noexcept {
+  const double estimate = to_double(value) * inverse_divisor * (1 - 0x1p-50) - 1;
+  if (!(estimate > 0)) return 0;
+  if (estimate >= static_cast<double>(max_quotient)) return max_quotient;
+  return static_cast<u64>(estimate);
 }
 
 struct DivMod {
@@ -137,20 +145,18 @@ struct DivMod {
   u128 remainder = 0;
 };
 
-// floor(dividend / divisor) for a quotient known to be ≤ max_quotient: a long
-// double estimate (off by a few units at most) corrected exactly with 128-bit
-// multiplies, several times cheaper than libgcc's 128-bit division.
-DivMod divide(u128 dividend, u128 divisor, long double inverse_divisor, u64 max_quotient) noexcept {
-  const long double estimate = to_long_double(dividend) * inverse_divisor;
-  u64 quotient = 0;
-  if (estimate >= static_cast<long double>(max_quotient)) {
-    quotient = max_quotient;
-  } else if (estimate > 0) {
-    quotient = static_cast<u64>(estimate);
+// floor(dividend / divisor) for a quotient known to be ≤ max_quotient: a double
+// estimate from below, a second one on the remainder only for quotients past
+// ~2^49, then at most a few exact steps. libgcc's 128-bit division costs
+// several times more and dominated plan time.
+DivMod divide(u128 dividend, u128 divisor, double inverse_divisor, u64 max_quotient) noexcept {
+  u64 quotient = estimate_below(dividend, inverse_divisor, max_quotient);
+  u128 remainder = dividend - static_cast<u128>(quotient) * divisor;
+  if ((remainder >> 2) >= divisor) {
+    const u64 more = estimate_below(remainder, inverse_divisor, max_quotient - quotient);
+    quotient += more;
+    remainder -= static_cast<u128>(more) * divisor;
   }
-  u128 product = 0;
-  while (__builtin_mul_overflow(static_cast<u128>(quotient), divisor, &product) || product > dividend) --quotient;
-  u128 remainder = dividend - product;
   while (remainder >= divisor) {
     ++quotient;
     remainder -= divisor;
@@ -164,7 +170,7 @@ DivMod divide(u128 dividend, u128 divisor, long double inverse_divisor, u64 max_
 void apportion_into(std::span<const u128> weights, u64 n, std::span<u64> counts) {
   u128 total = 0;
   for (const u128 weight : weights) total += weight;
-  const long double inverse_total = 1.0L / to_long_double(total);
+  const double inverse_total = 1.0 / to_double(total);
   std::vector<u128> remainders(weights.size());
   u64 assigned = 0;
   for (std::size_t i = 0; i < weights.size(); ++i) {

@@ -56,6 +56,7 @@ void accumulate(FieldStats& stats, const std::optional<float>& value) {
 
 TelemetryStore::TelemetryStore(HistoryLimits limits, ValidationLimits validation)
     : limits_(limits), validation_(validation) {
+  validate_limits(validation_);
   if (limits_.max_samples == 0) throw InputError("history.max_samples", "0", "must be at least 1");
   if (limits_.max_age && limits_.max_age->count() <= 0) {
     throw InputError("history.max_age", fmt::format("{}", *limits_.max_age), "must be positive");

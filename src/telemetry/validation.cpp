@@ -9,12 +9,15 @@ namespace gpucluster {
 namespace {
 
 std::optional<ValidationFailure> check_gauge(const std::optional<float>& gauge, const char* field, double min,
-                                             double max, const char* range_rule) noexcept {
+                                             double max, const char* unit) {
   if (!gauge) return std::nullopt;
   const double value = *gauge;
   if (!std::isfinite(value))
     return ValidationFailure{field, value, "must be a finite number", RejectReason::not_finite};
-  if (value < min || value > max) return ValidationFailure{field, value, range_rule, RejectReason::out_of_range};
+  if (value < min || value > max) {
+    return ValidationFailure{field, value, fmt::format("must be within [{}, {}]{}", min, max, unit),
+                             RejectReason::out_of_range};
+  }
   return std::nullopt;
 }
 
@@ -26,7 +29,20 @@ std::string format_value(double value) {
 
 }  // namespace
 
-std::optional<ValidationFailure> check_sample(const Sample& sample, const ValidationLimits& limits) noexcept {
+void validate_limits(const ValidationLimits& limits) {
+  const auto require = [](double min, double max, const char* min_field, const char* max_field) {
+    if (!std::isfinite(min)) throw InputError(min_field, format_value(min), "must be a finite number");
+    if (!std::isfinite(max)) throw InputError(max_field, format_value(max), "must be a finite number");
+    if (min > max)
+      throw InputError(min_field, format_value(min), fmt::format("must not exceed {} ({})", max_field, max));
+  };
+  require(limits.min_temperature_celsius, limits.max_temperature_celsius, "validation.min_temperature_celsius",
+          "validation.max_temperature_celsius");
+  require(0.0, limits.max_power_watts, "validation.max_power_watts", "validation.max_power_watts");
+  require(0.0, limits.max_clock_mhz, "validation.max_clock_mhz", "validation.max_clock_mhz");
+}
+
+std::optional<ValidationFailure> check_sample(const Sample& sample, const ValidationLimits& limits) {
   if (sample.memory_used_bytes < 0) {
     return ValidationFailure{"memory_used_bytes", static_cast<double>(sample.memory_used_bytes), "must be >= 0",
                              RejectReason::out_of_range};
@@ -39,20 +55,17 @@ std::optional<ValidationFailure> check_sample(const Sample& sample, const Valida
     return ValidationFailure{"memory_used_bytes", static_cast<double>(sample.memory_used_bytes),
                              "must not exceed memory_total_bytes", RejectReason::used_exceeds_total};
   }
-  if (auto failure = check_gauge(sample.utilization_percent, "compute_utilization_percent", 0.0, 100.0,
-                                 "must be within [0, 100]")) {
+  if (auto failure = check_gauge(sample.utilization_percent, "compute_utilization_percent", 0.0, 100.0, "")) {
     return failure;
   }
   if (auto failure = check_gauge(sample.temperature_celsius, "temperature_celsius", limits.min_temperature_celsius,
-                                 limits.max_temperature_celsius, "must be within [-273.15, 250] degrees Celsius")) {
+                                 limits.max_temperature_celsius, " degrees Celsius")) {
     return failure;
   }
-  if (auto failure =
-          check_gauge(sample.power_watts, "power_watts", 0.0, limits.max_power_watts, "must be within [0, 100000] W")) {
+  if (auto failure = check_gauge(sample.power_watts, "power_watts", 0.0, limits.max_power_watts, " W")) {
     return failure;
   }
-  if (auto failure = check_gauge(sample.clock_mhz, "clock_rate_mhz", 0.0, limits.max_clock_mhz,
-                                 "must be within [0, 100000] MHz")) {
+  if (auto failure = check_gauge(sample.clock_mhz, "clock_rate_mhz", 0.0, limits.max_clock_mhz, " MHz")) {
     return failure;
   }
   return std::nullopt;

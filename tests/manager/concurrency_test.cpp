@@ -274,8 +274,7 @@ TEST(ManagerConcurrency, RecordReadRegisterThenShutdownUnderLoad) {
       go2.arrive_and_wait();
       for (int i = 0;; ++i) {
         try {
-          check_history(manager.history(DeviceKey{"h", recorder_id((i + reader) % kRecorders)}), failures,
-                        "reader 2");
+          check_history(manager.history(DeviceKey{"h", recorder_id((i + reader) % kRecorders)}), failures, "reader 2");
           manager.aggregate();
           manager.select();
           manager.rank();

@@ -389,9 +389,7 @@ TEST(ManagerLifecycle, DestructorShutsBackendsDownOnce) {
     Manager manager(config_for("h"), backends_of(make_backend("test", {"cuda:0"}, started)));
     manager.start(false);
   }
-  {
-    Manager manager(config_for("h"), backends_of(make_backend("test", {"cuda:0"}, never_started)));
-  }
+  { Manager manager(config_for("h"), backends_of(make_backend("test", {"cuda:0"}, never_started))); }
   EXPECT_EQ(started->shutdown_calls.load(), 1);
   EXPECT_EQ(started->destroyed.load(), 1);
   EXPECT_EQ(never_started->shutdown_calls.load(), 1);
@@ -404,9 +402,9 @@ TEST(ManagerLifecycle, ShutdownReachesEveryBackendEvenWhenOneThrows) {
   auto failing = std::make_shared<Probe>();
   auto last = std::make_shared<Probe>();
   failing->shutdown_fails = true;
-  Manager manager(config_for("h"), backends_of(make_backend("first", {"a:0"}, first),
-                                               make_backend("failing", {"b:0"}, failing),
-                                               make_backend("last", {"c:0"}, last)));
+  Manager manager(config_for("h"),
+                  backends_of(make_backend("first", {"a:0"}, first), make_backend("failing", {"b:0"}, failing),
+                              make_backend("last", {"c:0"}, last)));
   manager.start(false);
   EXPECT_NO_THROW(manager.shutdown());
   EXPECT_EQ(first->shutdown_calls.load(), 1);
@@ -716,9 +714,7 @@ TEST(ManagerRecord, RejectedSamplesAreCountedPerReason) {
   manager.register_device(make_info("h", "cuda:0"));
   manager.record(key, make_sample(10));
 
-  const auto count = [&](RejectReason reason) {
-    return manager.rejected_samples()[static_cast<std::size_t>(reason)];
-  };
+  const auto count = [&](RejectReason reason) { return manager.rejected_samples()[static_cast<std::size_t>(reason)]; };
   for (std::size_t i = 0; i < kRejectReasonCount; ++i) EXPECT_EQ(manager.rejected_samples()[i], 0u);
 
   Sample nan = make_sample(11);
@@ -849,7 +845,7 @@ TEST(ManagerSelection, NeverPicksAStaleDevice) {
   Manager manager(config);
   manager.register_device(make_info("h", "best"));
   manager.register_device(make_info("h", "worse"));
-  manager.record(DeviceKey{"h", "best"}, make_sample(100, 0, 0.0f));       // idle and empty
+  manager.record(DeviceKey{"h", "best"}, make_sample(100, 0, 0.0f));      // idle and empty
   manager.record(DeviceKey{"h", "worse"}, make_sample(115, 900, 90.0f));  // busy and full
 
   clock.set(105);

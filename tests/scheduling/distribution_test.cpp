@@ -16,6 +16,7 @@ namespace gpucluster {
 namespace {
 
 using u64 = std::uint64_t;
+__extension__ typedef unsigned __int128 u128;  // reference arithmetic for exact quotas
 using Counts = std::vector<u64>;
 constexpr u64 kU64Max = std::numeric_limits<u64>::max();
 constexpr u64 kGiB = u64{1} << 30;
@@ -114,9 +115,17 @@ TEST(Strategy, ParseRejectsUnknownNames) {
 TEST(Apportion, NineteenItemsOverTenEqualWeightsGivesNineTwosThenAOne) {
   // The seed gave max(1, int(19*0.1)) = 1 each and dumped the 9 leftovers on one device.
   const Counts expected{2, 2, 2, 2, 2, 2, 2, 2, 2, 1};
-  EXPECT_EQ(apportion(std::vector<double>(10, 1.0), 19), expected);    // exact path
-  EXPECT_EQ(apportion(std::vector<double>(10, 0.1), 19), expected);    // floating path
-  EXPECT_EQ(apportion(std::vector<double>(10, 3e300), 19), expected);  // huge: floating path
+  EXPECT_EQ(apportion(std::vector<double>(10, 1.0), 19), expected);
+  EXPECT_EQ(apportion(std::vector<double>(10, 0.1), 19), expected);
+  EXPECT_EQ(apportion(std::vector<double>(10, 3e300), 19), expected);
+  // A 1e-300 weight widens the spread past 128 bits: the long double path
+  // must break ties the same way.
+  std::vector<double> with_tiny(10, 1.0);
+  with_tiny.push_back(1e-300);
+  Counts expected_with_tiny = expected;
+  expected_with_tiny.push_back(0);
+  EXPECT_EQ(apportion(with_tiny, 19), expected_with_tiny);
+  EXPECT_EQ(apportion(std::vector<double>{1e-300, 1, 1, 1}, 2), (Counts{0, 1, 1, 0}));
 }
 
 TEST(Apportion, IntegralQuotasAreExact) {
@@ -161,6 +170,39 @@ TEST(Apportion, ExtremeMagnitudes) {
   EXPECT_EQ(apportion(std::vector<double>(3, two_pow_63), kU64Max), third);
   const Counts thirds = apportion(std::vector<double>(3, 1.5), kU64Max);
   EXPECT_EQ(thirds, third);
+}
+
+TEST(Apportion, FloatingPathKeepsTheTotalExactNearTwoToThe64) {
+  // A 1e-300 weight next to ~0.5 is too wide a spread for 128-bit integers, so
+  // these take the long double path, where rounding at n ≈ 2^64 once made the
+  // floors add up to more than n. Each count must still be within one of its
+  // exact quota (computed here from the doubles scaled by 2^60; the tiny
+  // weight's share is far below one item) and the total exactly n.
+  const std::vector<std::pair<u64, std::vector<double>>> cases{
+      {18446744073709551507ULL, {0.36209382773800713, 0.60050177369804236, 1e-300}},
+      {18446744073709551420ULL, {0.11296438464912895, 0.18281995813556895, 0.5924475078771706, 1e-300}},
+      {18446744073709550985ULL, {0.54336015424700745, 0.21582331478675396, 0.13020192194255084, 1e-300}},
+  };
+  for (const auto& [n, weights] : cases) {
+    const Counts counts = apportion(weights, n);
+    ASSERT_EQ(counts.size(), weights.size());
+    EXPECT_EQ(counts.back(), 0u);
+    std::vector<u128> scaled;
+    u128 total = 0;
+    for (std::size_t i = 0; i + 1 < weights.size(); ++i) {
+      scaled.push_back(static_cast<u128>(std::ldexp(weights[i], 60)));
+      total += scaled.back();
+    }
+    u128 sum = counts.back();
+    for (std::size_t i = 0; i < scaled.size(); ++i) {
+      const u128 product = static_cast<u128>(n) * scaled[i];
+      const u128 floor = product / total;
+      const bool has_fraction = product % total != 0;
+      EXPECT_TRUE(counts[i] == floor || (has_fraction && counts[i] == floor + 1)) << "n " << n << " device " << i;
+      sum += counts[i];
+    }
+    EXPECT_TRUE(sum == n) << "n " << n;
+  }
 }
 
 TEST(Apportion, RejectsInvalidWeightsNamingIndexValueAndRule) {
@@ -523,6 +565,54 @@ TEST(DistributionProperty, CapacityCountsStayWithinOneOfTheirQuota) {
       ASSERT_LT(std::fabs(static_cast<long double>(count) - quota), 1 + kSlack)
           << "device " << i << " weight " << weights[i] << " quota " << static_cast<double>(quota);
     }
+  }
+}
+
+// Largest remainder computed independently with 128-bit division: floors,
+// then the leftovers to the largest remainders, ties to the earlier index.
+Counts reference_apportion(const std::vector<u128>& weights, u64 n) {
+  u128 total = 0;
+  for (const u128 w : weights) total += w;
+  Counts counts(weights.size());
+  std::vector<u128> remainders(weights.size());
+  u64 assigned = 0;
+  for (std::size_t i = 0; i < weights.size(); ++i) {
+    counts[i] = static_cast<u64>(n * weights[i] / total);
+    remainders[i] = n * weights[i] % total;
+    assigned += counts[i];
+  }
+  std::vector<std::size_t> order(weights.size());
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return remainders[a] > remainders[b]; });
+  for (std::size_t k = 0; k < n - assigned; ++k) ++counts[order[k]];
+  return counts;
+}
+
+TEST(DistributionProperty, ExactPathMatchesIndependentIntegerArithmetic) {
+  // Weights m·2^(shift - scale) with m < 2^40 and shifts within 20 bits are
+  // exact doubles (integral or not) whose ratios fit the 128-bit path even for
+  // n near 2^64, where quotients are largest.
+  std::mt19937_64 rng(4242);
+  for (int trial = 0; trial < 300; ++trial) {
+    const std::size_t device_count = 1 + rng() % 50;
+    const int scale = static_cast<int>(rng() % 80);
+    std::vector<u128> exact(device_count);
+    std::vector<double> weights(device_count);
+    for (std::size_t i = 0; i < device_count; ++i) {
+      if (rng() % 5 == 0) continue;  // zero weight
+      const u64 mantissa = rng() >> (24 + rng() % 40);
+      const int shift = static_cast<int>(rng() % 21);
+      exact[i] = static_cast<u128>(mantissa) << shift;
+      weights[i] = std::ldexp(static_cast<double>(mantissa), shift - scale);
+    }
+    if (std::all_of(exact.begin(), exact.end(), [](u128 w) { return w == 0; })) {
+      exact[0] = 1;
+      weights[0] = std::ldexp(1.0, -scale);
+    }
+    const u64 n = trial % 3 == 0 ? kU64Max - rng() % 1000 : rng() >> (rng() % 64);
+    SCOPED_TRACE(fmt::format("trial {} devices {} items {}", trial, device_count, n));
+    ASSERT_EQ(apportion(weights, n), reference_apportion(exact, n));
   }
 }
 

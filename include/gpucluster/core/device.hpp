@@ -55,6 +55,9 @@ struct DeviceInfo {
   std::optional<bool> supports_tensor_cores;
 };
 
+// A host name or local id: 1–256 characters, no '/', no control characters. Throws InputError.
+void validate_identifier(const std::string& id, const char* field);
+
 // Checks the static fields (non-empty ids, finite optional numbers); throws InputError.
 void validate_device_info(const DeviceInfo& info);
 

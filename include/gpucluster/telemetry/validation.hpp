@@ -17,16 +17,20 @@ struct ValidationLimits {
   double max_clock_mhz = 100'000.0;
 };
 
-// A failed rule, without the cost of an exception on the hot path.
+// Throws InputError unless every limit is finite and each range non-empty.
+void validate_limits(const ValidationLimits& limits);
+
+// A failed rule, without the cost of an exception on the hot path. The rule
+// names the configured limits (it allocates only when a sample fails).
 struct ValidationFailure {
   const char* field;
   double value;
-  const char* rule;
+  std::string rule;
   RejectReason reason;
 };
 
 // Checks every field; does not check ordering or registration (the store does).
-std::optional<ValidationFailure> check_sample(const Sample& sample, const ValidationLimits& limits = {}) noexcept;
+std::optional<ValidationFailure> check_sample(const Sample& sample, const ValidationLimits& limits = {});
 
 // Builds the typed error for a failure on a named device.
 ValidationError make_validation_error(const std::string& device, const ValidationFailure& failure);
