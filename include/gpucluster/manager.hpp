@@ -96,7 +96,8 @@ class Manager {
   std::array<std::uint64_t, kRejectReasonCount> rejected_samples() const;
   std::uint64_t backend_errors() const noexcept { return backend_errors_.load(); }
 
-  // Idempotent; safe while other threads call in. Blocks until in-flight calls end.
+  // Idempotent; safe while other threads call in. Blocks until in-flight calls end,
+  // so it must not be called from inside a backend's discover() or sample().
   void shutdown();
 
  private:

@@ -108,6 +108,8 @@ void Manager::start(bool background_sampling) {
 
 void Manager::sample_now() {
   const OperationGuard guard = enter("sample");
+  // Before start() publishes the discovered devices (by storing `running`) there is nothing to sample.
+  if (state_.load() != ManagerState::running) return;
   for (const BackendDevice& device : backend_devices_) {
     Sample sample;
     try {
@@ -223,6 +225,7 @@ Selection Manager::select(std::uint64_t min_free_memory_bytes) const {
 }
 
 DeviceKey Manager::resolve_key(std::string_view text) const {
+  const OperationGuard guard = enter("resolve a device id");
   if (text.find('/') != std::string_view::npos) return parse_device_key(text, host_);
   DeviceKey local{host_, std::string(text)};
   if (store_.contains(local)) return local;

@@ -164,6 +164,41 @@ DivMod divide(u128 dividend, u128 divisor, double inverse_divisor, u64 max_quoti
   return DivMod{quotient, remainder};
 }
 
+int bit_width(u128 value) noexcept {
+  const auto high = static_cast<u64>(value >> 64);
+  return high != 0 ? 64 + static_cast<int>(std::bit_width(high))
+                   : static_cast<int>(std::bit_width(static_cast<u64>(value)));
+}
+
+// One more item each to the `amount` indices with the largest remainders,
+// ties to the earlier index (amount < the number of non-zero remainders).
+// Remainders are bucketed by their top bits, which is monotone in the
+// remainder, so every bucket above the boundary one wins outright and only the
+// boundary bucket needs exact comparisons: O(d) with few of nth_element's
+// unpredictable branches, which dominated plan time.
+void give_to_largest_remainders(std::span<const u128> remainders, u128 total, u64 amount, std::span<u64> counts) {
+  const int bucket_bits = std::clamp(static_cast<int>(std::bit_width(remainders.size())), 4, 16);
+  const int shift = std::max(0, bit_width(total) - bucket_bits);  // remainder < total
+  const auto bucket_of = [&](std::size_t i) { return static_cast<std::size_t>(remainders[i] >> shift); };
+  std::vector<std::uint32_t> histogram(std::size_t{1} << bucket_bits, 0);
+  for (std::size_t i = 0; i < remainders.size(); ++i) ++histogram[bucket_of(i)];
+  std::size_t boundary = histogram.size() - 1;
+  u64 above = 0;  // indices in buckets above the boundary
+  while (boundary > 0 && above + histogram[boundary] < amount) above += histogram[boundary--];
+  std::vector<std::size_t> boundary_indices;
+  for (std::size_t i = 0; i < remainders.size(); ++i) {
+    const std::size_t bucket = bucket_of(i);
+    if (bucket > boundary) {
+      ++counts[i];
+    } else if (bucket == boundary && remainders[i] > 0) {
+      boundary_indices.push_back(i);
+    }
+  }
+  adjust_first(boundary_indices, amount - above, counts, +1, [&](std::size_t a, std::size_t b) {
+    return remainders[a] != remainders[b] ? remainders[a] > remainders[b] : a < b;
+  });
+}
+
 // Exact: quota_i = n*w_i/S with every n*w_i and S below 2^128 (guaranteed by
 // exact_weights or by u64 inputs), so floors and remainders are exact and
 // integral quotas are hit exactly.
@@ -179,16 +214,8 @@ void apportion_into(std::span<const u128> weights, u64 n, std::span<u64> counts)
     remainders[i] = quota.remainder;
     assigned += quota.quotient;
   }
-  const u64 leftover = n - assigned;  // < number of non-zero remainders
-  if (leftover == 0) return;
-  std::vector<std::size_t> candidates;
-  candidates.reserve(weights.size());
-  for (std::size_t i = 0; i < weights.size(); ++i) {
-    if (remainders[i] > 0) candidates.push_back(i);
-  }
-  adjust_first(candidates, leftover, counts, +1, [&](std::size_t a, std::size_t b) {
-    return remainders[a] != remainders[b] ? remainders[a] > remainders[b] : a < b;
-  });
+  const u64 leftover = n - assigned;  // Σremainders/total < the number of non-zero remainders
+  if (leftover > 0) give_to_largest_remainders(remainders, total, leftover, counts);
 }
 
 // Floating: quotas in long double (64-bit mantissa, so relative error ~1e-19),
@@ -522,8 +549,8 @@ Plan plan_memory(std::span<const MemoryDevice> devices, std::uint64_t layers,
   u128 capacity = 0;
   bool fits = true;
   for (std::size_t i = 0; i < devices.size(); ++i) {
-    caps[i] =
-        static_cast<u64>(free_bytes[i] / bytes_per_layer);  // count*layer_bytes ≤ free ⇔ count ≤ caps, no overflow
+    // count*layer_bytes ≤ free ⇔ count ≤ free/layer_bytes: no product, no overflow.
+    caps[i] = devices[i].free_memory_bytes / bytes_per_layer;
     capacity += caps[i];
     fits = fits && counts[i] <= caps[i];
   }

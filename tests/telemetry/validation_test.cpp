@@ -312,6 +312,36 @@ TEST(Validation, MakeValidationErrorMatchesTheFailure) {
   EXPECT_EQ(e.reason(), RejectReason::out_of_range);
 }
 
+TEST(Validation, LimitsMustBeFiniteAndNonEmpty) {
+  EXPECT_NO_THROW(validate_limits(ValidationLimits{}));
+  const auto expect_rejected_limits = [](void (*edit)(ValidationLimits&), const char* field) {
+    ValidationLimits limits;
+    edit(limits);
+    try {
+      validate_limits(limits);
+      ADD_FAILURE() << "limits accepted; expected a complaint about " << field;
+    } catch (const InputError& e) {
+      EXPECT_TRUE(contains(e.field(), field)) << e.field();
+    }
+  };
+  expect_rejected_limits([](ValidationLimits& l) { l.max_temperature_celsius = std::nan(""); },
+                         "max_temperature_celsius");
+  expect_rejected_limits(
+      [](ValidationLimits& l) { l.min_temperature_celsius = -std::numeric_limits<double>::infinity(); },
+      "min_temperature_celsius");
+  expect_rejected_limits([](ValidationLimits& l) { l.max_power_watts = std::nan(""); }, "max_power_watts");
+  expect_rejected_limits([](ValidationLimits& l) { l.max_clock_mhz = std::numeric_limits<double>::infinity(); },
+                         "max_clock_mhz");
+  expect_rejected_limits(
+      [](ValidationLimits& l) {
+        l.min_temperature_celsius = 100;
+        l.max_temperature_celsius = 50;
+      },
+      "temperature_celsius");
+  expect_rejected_limits([](ValidationLimits& l) { l.max_power_watts = -1; }, "max_power_watts");
+  expect_rejected_limits([](ValidationLimits& l) { l.max_clock_mhz = -1; }, "max_clock_mhz");
+}
+
 TEST(Validation, RejectReasonNames) {
   EXPECT_STREQ(to_string(RejectReason::not_finite), "not_finite");
   EXPECT_STREQ(to_string(RejectReason::out_of_range), "out_of_range");
