@@ -45,9 +45,9 @@ TEST(Json, AggregateWithoutReportsHasNullAverages) {
   ClusterAggregate a;
   a.device_count = 2;
   const nlohmann::json j = to_json(a);
-  for (const char* key : {"device_count", "total_memory_bytes", "used_memory_bytes", "available_memory_bytes",
-                          "average_utilization_percent", "average_temperature_celsius", "total_power_watts",
-                          "timestamp"}) {
+  for (const char* key :
+       {"device_count", "total_memory_bytes", "used_memory_bytes", "available_memory_bytes",
+        "average_utilization_percent", "average_temperature_celsius", "total_power_watts", "timestamp"}) {
     EXPECT_TRUE(j.contains(key)) << key;
   }
   EXPECT_TRUE(j["average_utilization_percent"].is_null());
