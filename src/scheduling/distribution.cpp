@@ -179,15 +179,18 @@ int bit_width(u128 value) noexcept {
 void give_to_largest_remainders(std::span<const u128> remainders, u128 total, u64 amount, std::span<u64> counts) {
   const int bucket_bits = std::clamp(static_cast<int>(std::bit_width(remainders.size())), 4, 16);
   const int shift = std::max(0, bit_width(total) - bucket_bits);  // remainder < total
-  const auto bucket_of = [&](std::size_t i) { return static_cast<std::size_t>(remainders[i] >> shift); };
   std::vector<std::uint32_t> histogram(std::size_t{1} << bucket_bits, 0);
-  for (std::size_t i = 0; i < remainders.size(); ++i) ++histogram[bucket_of(i)];
+  std::vector<std::uint32_t> buckets(remainders.size());  // computed once: the u128 shift is not free
+  for (std::size_t i = 0; i < remainders.size(); ++i) {
+    buckets[i] = static_cast<std::uint32_t>(remainders[i] >> shift);
+    ++histogram[buckets[i]];
+  }
   std::size_t boundary = histogram.size() - 1;
   u64 above = 0;  // indices in buckets above the boundary
   while (boundary > 0 && above + histogram[boundary] < amount) above += histogram[boundary--];
   std::vector<std::size_t> boundary_indices;
   for (std::size_t i = 0; i < remainders.size(); ++i) {
-    const std::size_t bucket = bucket_of(i);
+    const std::size_t bucket = buckets[i];
     if (bucket > boundary) {
       ++counts[i];
     } else if (bucket == boundary && remainders[i] > 0) {
@@ -284,22 +287,22 @@ Dyadic decompose(double value) noexcept {
 }
 
 std::optional<std::vector<u128>> exact_weights(std::span<const double> weights, u64 n) {
+  // Decompose once; the second pass only shifts.
+  std::vector<Dyadic> parts(weights.size());
   int lowest = std::numeric_limits<int>::max();
   int highest_bit = std::numeric_limits<int>::min();
-  for (const double weight : weights) {
-    if (weight == 0) continue;
-    const Dyadic part = decompose(weight);
-    lowest = std::min(lowest, part.exponent);
-    highest_bit = std::max(highest_bit, part.exponent + static_cast<int>(std::bit_width(part.mantissa)));
+  for (std::size_t i = 0; i < weights.size(); ++i) {
+    if (weights[i] == 0) continue;
+    parts[i] = decompose(weights[i]);
+    lowest = std::min(lowest, parts[i].exponent);
+    highest_bit = std::max(highest_bit, parts[i].exponent + static_cast<int>(std::bit_width(parts[i].mantissa)));
   }
   const int budget =
       128 - static_cast<int>(std::max(std::bit_width(n), std::bit_width(static_cast<u64>(weights.size()))));
   if (highest_bit - lowest > budget) return std::nullopt;
-  std::vector<u128> scaled(weights.size(), 0);
+  std::vector<u128> scaled(weights.size());
   for (std::size_t i = 0; i < weights.size(); ++i) {
-    if (weights[i] == 0) continue;
-    const Dyadic part = decompose(weights[i]);
-    scaled[i] = static_cast<u128>(part.mantissa) << (part.exponent - lowest);
+    scaled[i] = parts[i].mantissa == 0 ? 0 : static_cast<u128>(parts[i].mantissa) << (parts[i].exponent - lowest);
   }
   return scaled;
 }

@@ -29,27 +29,51 @@ void validate_scoring_config(const ScoringConfig& config) {
   }
 }
 
-ScoreBreakdown score_sample(const DeviceInfo& info, const Sample& sample, const ScoringConfig& config) noexcept {
+namespace {
+
+// The config folded into shares and reciprocals once per call, so scoring a
+// device costs one division (free/total) on the selection hot path.
+struct ScoreFactors {
+  double memory_share_with_compute;   // w_mem / (w_mem + w_compute)
+  double compute_share_with_compute;  // w_compute / (w_mem + w_compute)
+  double memory_share_alone;          // 1 when w_mem > 0: utilization unavailable, memory decides
+  double inverse_thermal_span;
+  double min_thermal_penalty;
+  double default_threshold_celsius;
+
+  explicit ScoreFactors(const ScoringConfig& config) noexcept
+      : memory_share_with_compute(config.memory_weight / (config.memory_weight + config.compute_weight)),
+        compute_share_with_compute(config.compute_weight / (config.memory_weight + config.compute_weight)),
+        memory_share_alone(config.memory_weight > 0 ? 1.0 : 0.0),
+        inverse_thermal_span(1.0 / config.thermal_span_celsius),
+        min_thermal_penalty(config.min_thermal_penalty),
+        default_threshold_celsius(config.thermal_threshold_celsius) {}
+};
+
+ScoreBreakdown score_with(const DeviceInfo& info, const Sample& sample, const ScoreFactors& f) noexcept {
   ScoreBreakdown b;
   b.memory_free_ratio = sample.memory_total_bytes > 0 ? static_cast<double>(sample.memory_free_bytes()) /
                                                             static_cast<double>(sample.memory_total_bytes)
                                                       : 0.0;
-  double weighted = config.memory_weight * b.memory_free_ratio;
-  double weight_sum = config.memory_weight;
+  double base = f.memory_share_alone * b.memory_free_ratio;
   if (sample.utilization_percent) {
-    b.compute_idle_ratio = 1.0 - static_cast<double>(*sample.utilization_percent) / 100.0;
-    weighted += config.compute_weight * *b.compute_idle_ratio;
-    weight_sum += config.compute_weight;
+    b.compute_idle_ratio = 1.0 - static_cast<double>(*sample.utilization_percent) * 0.01;
+    base = f.memory_share_with_compute * b.memory_free_ratio + f.compute_share_with_compute * *b.compute_idle_ratio;
   }
-  b.thermal_threshold_celsius = info.temperature_slowdown_celsius.value_or(config.thermal_threshold_celsius);
+  b.thermal_threshold_celsius = info.temperature_slowdown_celsius.value_or(f.default_threshold_celsius);
   if (sample.temperature_celsius) {
     b.temperature_known = true;
     const double over = static_cast<double>(*sample.temperature_celsius) - b.thermal_threshold_celsius;
-    if (over > 0) b.thermal_penalty = std::max(config.min_thermal_penalty, 1.0 - over / config.thermal_span_celsius);
+    if (over > 0) b.thermal_penalty = std::max(f.min_thermal_penalty, 1.0 - over * f.inverse_thermal_span);
   }
-  const double base = weight_sum > 0 ? weighted / weight_sum : 0.0;
   b.score = std::clamp(base * b.thermal_penalty, 0.0, 1.0);
   return b;
+}
+
+}  // namespace
+
+ScoreBreakdown score_sample(const DeviceInfo& info, const Sample& sample, const ScoringConfig& config) noexcept {
+  return score_with(info, sample, ScoreFactors(config));
 }
 
 const char* to_string(Eligibility eligibility) noexcept {
@@ -131,6 +155,7 @@ std::vector<RankedDevice> rank_devices(std::span<const DeviceState> devices, con
 
 Selection select_device(std::span<const DeviceState> devices, const ScoringConfig& config, Timestamp now,
                         std::uint64_t min_free_memory_bytes) {
+  const ScoreFactors factors(config);
   const DeviceState* best = nullptr;
   double best_score = 0;
   std::array<std::size_t, 6> rejected{};
@@ -140,7 +165,7 @@ Selection select_device(std::span<const DeviceState> devices, const ScoringConfi
       ++rejected[static_cast<std::size_t>(eligibility)];
       continue;
     }
-    const double score = score_sample(*state.info, *state.latest, config).score;
+    const double score = score_with(*state.info, *state.latest, factors).score;
     if (score <= 0) {
       ++rejected[static_cast<std::size_t>(Eligibility::zero_score)];
       continue;
@@ -154,9 +179,9 @@ Selection select_device(std::span<const DeviceState> devices, const ScoringConfi
   if (best != nullptr) {
     selection.device = best->info->key;
     selection.score = best_score;
-    selection.reason = fmt::format(
-        "highest score {:.3f} among {} eligible of {} devices", best_score,
-        devices.size() - (rejected[1] + rejected[2] + rejected[3] + rejected[4] + rejected[5]), devices.size());
+    // Integers only: the score is in selection.score, and float formatting would dominate small selections.
+    const std::size_t eligible = devices.size() - (rejected[1] + rejected[2] + rejected[3] + rejected[4] + rejected[5]);
+    selection.reason = fmt::format("highest score among {} eligible of {} devices", eligible, devices.size());
     return selection;
   }
   if (devices.empty()) {
