@@ -20,6 +20,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <variant>
 #include <vector>
 
 #include "gpucluster/backends/backend.hpp"
@@ -38,6 +39,10 @@ struct ManagerConfig {
   ValidationLimits validation;
   ScoringConfig scoring;
   std::chrono::nanoseconds sample_interval = std::chrono::seconds{1};
+  // A backend pass running longer than this marks that backend's devices
+  // unavailable (they recover when it answers); also how long shutdown waits
+  // for a backend stuck in a call before leaving it behind.
+  std::chrono::nanoseconds backend_timeout = std::chrono::seconds{5};
   std::string host;                  // empty: this machine's host name
   std::function<Timestamp()> clock;  // empty: system clock (tests inject their own)
 };
@@ -60,6 +65,8 @@ struct PlanRequest {
   std::optional<std::uint64_t> layer_bytes;  // memory
 };
 
+class BackendWorker;
+
 class Manager {
  public:
   explicit Manager(ManagerConfig config = {}, std::vector<BackendPtr> backends = {});
@@ -69,8 +76,11 @@ class Manager {
 
   // Discovers every backend's devices, takes a first sample and starts the
   // background sampler (when there are backends and the interval is > 0).
+  // Each backend is read on its own thread, never on a caller's.
   void start(bool background_sampling = true);
-  // One sampling pass over every backend device (also what the sampler runs).
+  // One sampling pass over every backend's devices; waits at most
+  // backend_timeout, and marks the devices of a backend that did not answer
+  // in time unavailable.
   void sample_now();
   ManagerState state() const noexcept { return state_.load(); }
   const std::string& host() const noexcept { return host_; }
@@ -106,15 +116,13 @@ class Manager {
   void sampler_loop();
   void count_rejection(RejectReason reason) const;
   void mark_unavailable(const DeviceKey& key, const std::string& reason);
+  void apply_outcome(const Backend& backend, const DeviceKey& key, const std::variant<Sample, std::string>& outcome);
+  void mark_backend_late(BackendWorker& worker, const std::string& why);
 
   ManagerConfig config_;
   std::string host_;
-  std::vector<BackendPtr> backends_;
-  struct BackendDevice {
-    Backend* backend;
-    DeviceKey key;
-  };
-  std::vector<BackendDevice> backend_devices_;  // written in start() before the sampler runs
+  std::vector<BackendPtr> backends_;                     // until start() hands them to workers
+  std::vector<std::shared_ptr<BackendWorker>> workers_;  // written in start() before `running` is published
   std::vector<BackendReport> reports_;
   TelemetryStore store_;
 

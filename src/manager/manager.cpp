@@ -1,7 +1,13 @@
 #include "gpucluster/manager.hpp"
 
+#include "backend_worker.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <set>
 #include <utility>
 
+#include <fmt/chrono.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -38,6 +44,26 @@ class Manager::OperationGuard {
 };
 
 namespace {
+// One backend failing to shut down must not skip the others.
+void shut_down_backend(Backend& backend) {
+  try {
+    backend.shutdown();
+  } catch (const std::exception& e) {
+    spdlog::error("backend {} failed to shut down: {}", backend.name(), e.what());
+  }
+}
+
+// "0000:65:00.0" and "00000000:65:00.0" (NVML's 8-digit domain) name the same device.
+std::string normalise_pci_bus_id(std::string id) {
+  std::transform(id.begin(), id.end(), id.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  const auto colon = id.find(':');
+  if (colon != std::string::npos && colon > 4 && id.find(':', colon + 1) != std::string::npos) {
+    const std::string domain = id.substr(0, colon);
+    if (domain.find_first_not_of('0') >= colon - 4) id = id.substr(colon - 4);
+  }
+  return id;
+}
+
 std::string resolve_host(const ManagerConfig& config) {
   std::string host = config.host.empty() ? local_host_name() : config.host;
   validate_identifier(host, "host");
@@ -51,6 +77,9 @@ Manager::Manager(ManagerConfig config, std::vector<BackendPtr> backends)
       backends_(std::move(backends)),
       store_(config_.history, config_.validation) {
   validate_scoring_config(config_.scoring);
+  if (config_.backend_timeout.count() <= 0) {
+    throw InputError("backend_timeout", fmt::format("{}ns", config_.backend_timeout.count()), "must be positive");
+  }
   if (config_.sample_interval.count() < 0) {
     throw InputError("sample_interval", fmt::format("{}ns", config_.sample_interval.count()), "must be >= 0");
   }
@@ -82,55 +111,88 @@ void Manager::start(bool background_sampling) {
   const ManagerState state = state_.load();
   if (state == ManagerState::running) return;
   if (state != ManagerState::created) throw ShutDownError("start");
-  for (const BackendPtr& backend : backends_) {
+  std::set<std::string> seen_pci_bus_ids;
+  for (BackendPtr& backend : backends_) {
     BackendReport report{std::string(backend->name()), 0, {}, {}};
+    std::vector<DeviceKey> keys;
     try {
       Discovery discovery = backend->discover(host_);
       report.note = std::move(discovery.note);
+      std::size_t duplicates = 0;
       for (DeviceInfo& info : discovery.devices) {
-        const DeviceKey key = info.key;
+        // One physical GPU seen by two backends (rocm and sysfs) is kept once:
+        // by the earlier backend, which callers list richest first.
+        if (info.pci_bus_id && !seen_pci_bus_ids.insert(normalise_pci_bus_id(*info.pci_bus_id)).second) {
+          ++duplicates;
+          continue;
+        }
+        keys.push_back(info.key);
         store_.add_device(std::move(info));
-        backend_devices_.push_back(BackendDevice{backend.get(), key});
-        ++report.devices;
+      }
+      report.devices = keys.size();
+      if (duplicates > 0) {
+        report.note += fmt::format("{}{} device(s) already found by an earlier backend",
+                                   report.note.empty() ? "" : "; ", duplicates);
       }
     } catch (const std::exception& e) {
       report.error = e.what();
       spdlog::warn("backend {} failed to discover devices: {}", backend->name(), e.what());
     }
     reports_.push_back(std::move(report));
+    const Backend& source = *backend;
+    auto worker = std::make_shared<BackendWorker>(
+        std::move(backend), std::move(keys),
+        [this, &source](const DeviceKey& key, const SampleOutcome& outcome) { apply_outcome(source, key, outcome); });
+    worker->launch();
+    workers_.push_back(std::move(worker));
   }
-  state_.store(ManagerState::running);
+  backends_.clear();
+  state_.store(ManagerState::running);  // publishes workers_ to sample_now and the sampler
   sample_now();
-  if (background_sampling && config_.sample_interval.count() > 0 && !backend_devices_.empty()) {
+  if (background_sampling && config_.sample_interval.count() > 0 && !workers_.empty()) {
     sampler_ = std::thread([this] { sampler_loop(); });
   }
 }
 
 void Manager::sample_now() {
   const OperationGuard guard = enter("sample");
-  // Before start() publishes the discovered devices (by storing `running`) there is nothing to sample.
-  if (state_.load() != ManagerState::running) return;
-  for (const BackendDevice& device : backend_devices_) {
-    Sample sample;
-    try {
-      sample = device.backend->sample(device.key.local_id);
-    } catch (const std::exception& e) {
-      backend_errors_.fetch_add(1);
-      spdlog::warn("{}: {} backend failed to sample: {}", device.key.str(), device.backend->name(), e.what());
-      mark_unavailable(device.key, e.what());
-      continue;
-    }
-    try {
-      store_.record(device.key, sample);
-      store_.set_availability(device.key, true);
-    } catch (const ValidationError& e) {
-      if (e.reason() == RejectReason::unknown_device) continue;  // unregistered by a caller since discovery
-      count_rejection(e.reason());
-      spdlog::warn("rejected sample from {} backend: {}", device.backend->name(), e.what());
-    } catch (const UnknownDeviceError&) {
-      // Unregistered between recording and marking it available: nothing to do.
+  if (state_.load() != ManagerState::running) return;  // nothing discovered yet
+  const auto deadline = BackendWorker::Clock::now() + config_.backend_timeout;
+  std::vector<std::uint64_t> passes;
+  passes.reserve(workers_.size());
+  for (const auto& worker : workers_) passes.push_back(worker->request_pass());
+  for (std::size_t i = 0; i < workers_.size(); ++i) {
+    if (!workers_[i]->wait_pass(passes[i], deadline)) {
+      mark_backend_late(*workers_[i],
+                        fmt::format("did not answer within {}",
+                                    std::chrono::duration_cast<std::chrono::milliseconds>(config_.backend_timeout)));
     }
   }
+}
+
+void Manager::apply_outcome(const Backend& backend, const DeviceKey& key, const SampleOutcome& outcome) {
+  if (const auto* error = std::get_if<std::string>(&outcome)) {
+    backend_errors_.fetch_add(1);
+    spdlog::warn("{}: {} backend failed to sample: {}", key.str(), backend.name(), *error);
+    mark_unavailable(key, *error);
+    return;
+  }
+  try {
+    store_.record(key, std::get<Sample>(outcome));
+    store_.set_availability(key, true);
+  } catch (const ValidationError& e) {
+    if (e.reason() == RejectReason::unknown_device) return;  // unregistered by a caller since discovery
+    count_rejection(e.reason());
+    spdlog::warn("rejected sample from {} backend: {}", backend.name(), e.what());
+  } catch (const UnknownDeviceError&) {
+    // Unregistered between recording and marking it available: nothing to do.
+  }
+}
+
+void Manager::mark_backend_late(BackendWorker& worker, const std::string& why) {
+  const std::string reason = fmt::format("backend {} {}", worker.backend().name(), why);
+  spdlog::warn("{}", reason);
+  for (const DeviceKey& key : worker.devices()) mark_unavailable(key, reason);
 }
 
 void Manager::mark_unavailable(const DeviceKey& key, const std::string& reason) {
@@ -141,18 +203,26 @@ void Manager::mark_unavailable(const DeviceKey& key, const std::string& reason) 
   }
 }
 
+// Asks every idle backend for a pass each interval; a backend whose pass has
+// run past backend_timeout gets its devices marked unavailable (once per pass).
 void Manager::sampler_loop() {
+  std::vector<bool> reported_late(workers_.size(), false);
   std::unique_lock lock(sampler_mutex_);
-  while (!stop_sampler_) {
-    if (sampler_wake_.wait_for(lock, config_.sample_interval, [this] { return stop_sampler_; })) break;
-    lock.unlock();
-    try {
-      sample_now();
-    } catch (const ShutDownError&) {
-      lock.lock();
-      break;
+  while (!sampler_wake_.wait_for(lock, config_.sample_interval, [this] { return stop_sampler_; })) {
+    for (std::size_t i = 0; i < workers_.size(); ++i) {
+      BackendWorker& worker = *workers_[i];
+      const auto running = worker.running_for();
+      if (running && *running > config_.backend_timeout) {
+        if (!reported_late[i]) {
+          mark_backend_late(worker, fmt::format("has not answered for {}",
+                                                std::chrono::duration_cast<std::chrono::milliseconds>(*running)));
+        }
+        reported_late[i] = true;
+        continue;
+      }
+      reported_late[i] = false;
+      worker.request_pass();
     }
-    lock.lock();
   }
 }
 
@@ -328,15 +398,17 @@ void Manager::shutdown() {
   }
   sampler_wake_.notify_all();
   if (sampler_.joinable()) sampler_.join();
-  for (const BackendPtr& backend : backends_) {
-    try {
-      backend->shutdown();
-    } catch (const std::exception& e) {  // one failing backend must not skip the others
-      spdlog::error("backend {} failed to shut down: {}", backend->name(), e.what());
+  for (const auto& worker : workers_) {
+    if (!worker->stop(config_.backend_timeout)) {
+      spdlog::error("backend {} is stuck in a call; it is left to shut down when the call returns",
+                    worker->backend().name());
+      continue;
     }
+    shut_down_backend(worker->backend());
   }
-  backend_devices_.clear();
-  backends_.clear();  // release drivers and handles now, not at destruction
+  for (const BackendPtr& backend : backends_) shut_down_backend(*backend);  // never started
+  workers_.clear();  // release drivers and handles now, not at destruction
+  backends_.clear();
   store_.clear();
   state_.store(ManagerState::stopped);
 }

@@ -626,7 +626,11 @@ TEST(ManagerSampling, DeviceUnregisteredDuringAFailedReadDoesNotEscapeSampleNow)
   const DeviceKey key{"h", "cuda:0"};
   std::vector<BackendPtr> backends;
   backends.push_back(std::make_unique<FunctionBackend>([&]() -> Sample {
-    if (fail.load()) throw DeviceLostError([&] { manager_ptr->unregister_device(key); });
+    if (fail.load()) {
+      // Unregistered while its read fails: marking it unavailable must not escape.
+      manager_ptr->unregister_device(key);
+      throw DeviceLostError([] {});
+    }
     return make_sample(1);
   }));
   Manager manager(config_for("h"), std::move(backends));

@@ -1,0 +1,98 @@
+#include "backend_worker.hpp"
+
+#include <spdlog/spdlog.h>
+
+namespace gpucluster {
+
+BackendWorker::BackendWorker(BackendPtr backend, std::vector<DeviceKey> devices, Sink sink)
+    : backend_(std::move(backend)), devices_(std::move(devices)), sink_(std::move(sink)) {}
+
+BackendWorker::~BackendWorker() {
+  // Only reached once the thread has ended (it holds a reference while it runs).
+  if (thread_.joinable()) thread_.detach();
+}
+
+void BackendWorker::launch() {
+  thread_ = std::thread([self = shared_from_this()] { self->run(); });
+}
+
+std::uint64_t BackendWorker::request_pass() {
+  std::lock_guard lock(mutex_);
+  if (requested_ > completed_) return requested_;  // one is pending or running
+  ++requested_;
+  wake_.notify_one();
+  return requested_;
+}
+
+bool BackendWorker::wait_pass(std::uint64_t number, Clock::time_point deadline) {
+  std::unique_lock lock(mutex_);
+  return done_.wait_until(lock, deadline, [&] { return completed_ >= number || exited_; }) && completed_ >= number;
+}
+
+std::optional<BackendWorker::Clock::duration> BackendWorker::running_for() const {
+  std::lock_guard lock(mutex_);
+  if (!running_since_) return std::nullopt;
+  return Clock::now() - *running_since_;
+}
+
+void BackendWorker::deliver(const DeviceKey& key, const SampleOutcome& outcome) {
+  std::lock_guard lock(deliver_mutex_);
+  if (delivering_) sink_(key, outcome);
+}
+
+void BackendWorker::run() {
+  std::unique_lock lock(mutex_);
+  while (true) {
+    wake_.wait(lock, [&] { return stop_ || requested_ > completed_; });
+    if (stop_) break;
+    const std::uint64_t number = requested_;
+    running_since_ = Clock::now();
+    lock.unlock();
+    for (const DeviceKey& key : devices_) {
+      SampleOutcome outcome;
+      try {
+        outcome = backend_->sample(key.local_id);
+      } catch (const std::exception& e) {
+        outcome = std::string(e.what());
+      } catch (...) {
+        outcome = std::string("unknown error");
+      }
+      deliver(key, outcome);
+    }
+    lock.lock();
+    completed_ = number;
+    running_since_.reset();
+    done_.notify_all();
+  }
+  exited_ = true;
+  const bool abandoned = abandoned_;
+  done_.notify_all();
+  lock.unlock();
+  if (!abandoned) return;
+  try {
+    backend_->shutdown();
+  } catch (const std::exception& e) {
+    spdlog::error("backend {} failed to shut down after it came back: {}", backend_->name(), e.what());
+  }
+}
+
+bool BackendWorker::stop(Clock::duration drain) {
+  {
+    std::lock_guard fence(deliver_mutex_);  // waits for a sink call in progress
+    delivering_ = false;
+  }
+  std::unique_lock lock(mutex_);
+  stop_ = true;
+  wake_.notify_all();
+  if (done_.wait_for(lock, drain, [&] { return exited_; })) {
+    lock.unlock();
+    if (thread_.joinable()) thread_.join();
+    return true;
+  }
+  abandoned_ = true;  // the thread keeps a reference to this worker and shuts the backend down
+  lock.unlock();
+  thread_.detach();
+  return false;
+}
+
+}  // namespace gpucluster

@@ -1,0 +1,78 @@
+#pragma once
+// One thread per backend, so a backend call that hangs or throws stalls only
+// that backend's devices: the others keep being sampled, and the manager can
+// see how long a pass has been running and mark the stuck devices unavailable.
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <variant>
+#include <vector>
+
+#include "gpucluster/backends/backend.hpp"
+
+namespace gpucluster {
+
+// The result of reading one device: a sample, or the backend's error message.
+using SampleOutcome = std::variant<Sample, std::string>;
+
+class BackendWorker : public std::enable_shared_from_this<BackendWorker> {
+ public:
+  using Clock = std::chrono::steady_clock;
+  // Called on the worker thread for every device read, never after stop() returned.
+  using Sink = std::function<void(const DeviceKey&, const SampleOutcome&)>;
+
+  BackendWorker(BackendPtr backend, std::vector<DeviceKey> devices, Sink sink);
+  ~BackendWorker();
+  BackendWorker(const BackendWorker&) = delete;
+  BackendWorker& operator=(const BackendWorker&) = delete;
+
+  void launch();  // starts the thread (separate from the constructor: shared_from_this)
+
+  // Asks for a pass over every device; returns the pass number to wait for. A
+  // pass already running is not restarted: its number is returned.
+  std::uint64_t request_pass();
+  // Waits until pass `number` has finished or the deadline passes; true if finished.
+  bool wait_pass(std::uint64_t number, Clock::time_point deadline);
+  // How long the current pass has been running; nullopt when idle.
+  std::optional<Clock::duration> running_for() const;
+
+  // Stops delivering results at once, then waits up to `drain` for the thread.
+  // True: the thread ended and the backend may be shut down by the caller.
+  // False: the backend is stuck in a call; the thread is left to end by itself
+  // and shuts the backend down then (the worker keeps itself alive until so).
+  bool stop(Clock::duration drain);
+
+  Backend& backend() noexcept { return *backend_; }
+  const std::vector<DeviceKey>& devices() const noexcept { return devices_; }
+
+ private:
+  void run();
+  void deliver(const DeviceKey& key, const SampleOutcome& outcome);
+
+  BackendPtr backend_;
+  const std::vector<DeviceKey> devices_;
+  Sink sink_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;  // a pass requested, or stop
+  std::condition_variable done_;  // a pass finished, or the thread ended
+  bool stop_ = false;
+  bool exited_ = false;
+  bool abandoned_ = false;  // stop() gave up waiting: the thread shuts the backend down
+  std::uint64_t requested_ = 0;
+  std::uint64_t completed_ = 0;
+  std::optional<Clock::time_point> running_since_;
+
+  std::mutex deliver_mutex_;  // held while the sink runs; stop() takes it to fence delivery
+  bool delivering_ = true;
+  std::thread thread_;
+};
+
+}  // namespace gpucluster

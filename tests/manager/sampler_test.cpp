@@ -1,0 +1,261 @@
+// The background sampler's fault isolation: one backend per thread, so a call
+// that hangs stalls only its own devices, which turn unavailable and recover.
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "gpucluster/manager.hpp"
+
+namespace gpucluster {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A gate the test opens and closes; sample() blocks while it is closed.
+struct Gate {
+  std::mutex mutex;
+  std::condition_variable changed;
+  bool open = true;
+  std::atomic<int> waiting{0};
+  void set(bool value) {
+    {
+      std::lock_guard lock(mutex);
+      open = value;
+    }
+    changed.notify_all();
+  }
+  void pass() {
+    std::unique_lock lock(mutex);
+    ++waiting;
+    changed.wait(lock, [&] { return open; });
+    --waiting;
+  }
+};
+
+class TestBackend final : public Backend {
+ public:
+  TestBackend(std::string name, std::string device, std::shared_ptr<Gate> gate,
+              std::shared_ptr<std::atomic<int>> samples, std::shared_ptr<std::atomic<int>> shutdowns)
+      : name_(std::move(name)),
+        device_(std::move(device)),
+        gate_(std::move(gate)),
+        samples_(std::move(samples)),
+        shutdowns_(std::move(shutdowns)) {}
+  std::string_view name() const noexcept override { return name_; }
+  Discovery discover(const std::string& host) override {
+    DeviceInfo info;
+    info.key = {host, device_};
+    info.kind = DeviceKind::cuda;
+    info.memory_total_bytes = 1000;
+    return Discovery{{info}, {}};
+  }
+  Sample sample(const std::string&) override {
+    gate_->pass();
+    ++*samples_;
+    Sample s;
+    s.timestamp = now_timestamp();
+    s.memory_total_bytes = 1000;
+    s.memory_used_bytes = 10;
+    return s;
+  }
+  FieldAvailability available_fields(const std::string&) const override { return {}; }
+  void shutdown() override { ++*shutdowns_; }
+
+ private:
+  std::string name_, device_;
+  std::shared_ptr<Gate> gate_;
+  std::shared_ptr<std::atomic<int>> samples_, shutdowns_;
+};
+
+struct Rig {
+  std::shared_ptr<Gate> stuck_gate = std::make_shared<Gate>();
+  std::shared_ptr<Gate> good_gate = std::make_shared<Gate>();
+  std::shared_ptr<std::atomic<int>> stuck_samples = std::make_shared<std::atomic<int>>(0);
+  std::shared_ptr<std::atomic<int>> good_samples = std::make_shared<std::atomic<int>>(0);
+  std::shared_ptr<std::atomic<int>> stuck_shutdowns = std::make_shared<std::atomic<int>>(0);
+  std::shared_ptr<std::atomic<int>> good_shutdowns = std::make_shared<std::atomic<int>>(0);
+
+  std::unique_ptr<Manager> make(std::chrono::nanoseconds interval, std::chrono::nanoseconds timeout) {
+    ManagerConfig config;
+    config.host = "h";
+    config.sample_interval = interval;
+    config.backend_timeout = timeout;
+    std::vector<BackendPtr> backends;
+    backends.push_back(std::make_unique<TestBackend>("stuck", "cuda:0", stuck_gate, stuck_samples, stuck_shutdowns));
+    backends.push_back(std::make_unique<TestBackend>("good", "cuda:1", good_gate, good_samples, good_shutdowns));
+    return std::make_unique<Manager>(config, std::move(backends));
+  }
+};
+
+template <class Predicate>
+bool eventually(Predicate predicate, std::chrono::milliseconds limit = 10s) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (predicate()) return true;
+    std::this_thread::sleep_for(2ms);
+  }
+  return predicate();
+}
+
+const DeviceKey kStuck{"h", "cuda:0"}, kGood{"h", "cuda:1"};
+
+TEST(Sampler, AHangingBackendDoesNotStallTheOthersAndRecovers) {
+  Rig rig;
+  auto manager = rig.make(5ms, 100ms);
+  manager->start();
+  ASSERT_TRUE(manager->device(kStuck).available);
+
+  rig.stuck_gate->set(false);  // the next read of cuda:0 hangs
+  ASSERT_TRUE(eventually([&] { return rig.stuck_gate->waiting.load() == 1; }));
+  const int good_before = rig.good_samples->load();
+  ASSERT_TRUE(eventually([&] { return rig.good_samples->load() >= good_before + 5; }))
+      << "the good backend stopped being sampled while the other hung";
+  ASSERT_TRUE(eventually([&] { return !manager->device(kStuck).available; }));
+  const DeviceState stuck = manager->device(kStuck);
+  EXPECT_NE(stuck.unavailable_reason.find("backend stuck has not answered"), std::string::npos)
+      << stuck.unavailable_reason;
+  EXPECT_TRUE(manager->device(kGood).available);
+  ASSERT_TRUE(manager->select().device.has_value());
+  EXPECT_EQ(*manager->select().device, kGood);
+
+  rig.stuck_gate->set(true);  // the backend answers again
+  ASSERT_TRUE(eventually([&] { return manager->device(kStuck).available; }));
+  manager->shutdown();
+  EXPECT_EQ(rig.stuck_shutdowns->load(), 1);
+  EXPECT_EQ(rig.good_shutdowns->load(), 1);
+}
+
+TEST(Sampler, SampleNowWaitsAtMostTheTimeoutAndMarksTheLateBackend) {
+  Rig rig;
+  auto manager = rig.make(0ns, 150ms);  // no background sampling
+  manager->start();
+  rig.stuck_gate->set(false);
+  const auto started = std::chrono::steady_clock::now();
+  manager->sample_now();
+  const auto took = std::chrono::steady_clock::now() - started;
+  EXPECT_GE(took, 150ms);
+  EXPECT_LT(took, 5s);
+  const DeviceState stuck = manager->device(kStuck);
+  EXPECT_FALSE(stuck.available);
+  EXPECT_NE(stuck.unavailable_reason.find("did not answer within 150ms"), std::string::npos)
+      << stuck.unavailable_reason;
+  EXPECT_TRUE(manager->device(kGood).available);
+  rig.stuck_gate->set(true);
+  manager->sample_now();
+  EXPECT_TRUE(manager->device(kStuck).available);
+}
+
+TEST(Sampler, ShutdownLeavesAStuckBackendBehindAndItShutsDownWhenItReturns) {
+  Rig rig;
+  auto manager = rig.make(0ns, 100ms);
+  manager->start();
+  rig.stuck_gate->set(false);
+  EXPECT_NO_THROW(manager->sample_now());  // leaves cuda:0's read hanging
+  ASSERT_EQ(rig.stuck_gate->waiting.load(), 1);
+
+  const auto started = std::chrono::steady_clock::now();
+  manager->shutdown();
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 5s) << "shutdown waited for the hung call";
+  EXPECT_EQ(manager->state(), ManagerState::stopped);
+  EXPECT_EQ(rig.good_shutdowns->load(), 1);
+  EXPECT_EQ(rig.stuck_shutdowns->load(), 0) << "shut down while a call was still inside it";
+  manager.reset();  // the stuck worker must outlive the manager safely
+
+  rig.stuck_gate->set(true);  // the call returns: the worker shuts its backend down itself
+  EXPECT_TRUE(eventually([&] { return rig.stuck_shutdowns->load() == 1; }));
+}
+
+TEST(Sampler, ReadsNeverHappenOnTheCallersThread) {
+  // sample_now on a thread the test owns: the backend sees another thread id.
+  struct ThreadProbe final : Backend {
+    std::thread::id* seen;
+    explicit ThreadProbe(std::thread::id* out) : seen(out) {}
+    std::string_view name() const noexcept override { return "probe"; }
+    Discovery discover(const std::string& host) override {
+      DeviceInfo info;
+      info.key = {host, "x:0"};
+      info.memory_total_bytes = 1;
+      return Discovery{{info}, {}};
+    }
+    Sample sample(const std::string&) override {
+      *seen = std::this_thread::get_id();
+      Sample s;
+      s.timestamp = now_timestamp();
+      s.memory_total_bytes = 1;
+      return s;
+    }
+    FieldAvailability available_fields(const std::string&) const override { return {}; }
+    void shutdown() override {}
+  };
+  std::thread::id seen;
+  std::vector<BackendPtr> backends;
+  backends.push_back(std::make_unique<ThreadProbe>(&seen));
+  ManagerConfig config;
+  config.host = "h";
+  Manager manager(config, std::move(backends));
+  manager.start(false);
+  manager.sample_now();
+  EXPECT_NE(seen, std::this_thread::get_id());
+  EXPECT_NE(seen, std::thread::id{});
+}
+
+}  // namespace
+}  // namespace gpucluster
+
+namespace gpucluster {
+namespace {
+
+// Two backends that both see one GPU (as rocm and sysfs see an AMD card).
+class PciBackend final : public Backend {
+ public:
+  PciBackend(std::string name, std::string id, std::string pci)
+      : name_(std::move(name)), id_(std::move(id)), pci_(std::move(pci)) {}
+  std::string_view name() const noexcept override { return name_; }
+  Discovery discover(const std::string& host) override {
+    DeviceInfo info;
+    info.key = {host, id_};
+    info.pci_bus_id = pci_;
+    info.memory_total_bytes = 1;
+    info.backend = name_;
+    return Discovery{{info}, {}};
+  }
+  Sample sample(const std::string&) override {
+    Sample s;
+    s.timestamp = now_timestamp();
+    s.memory_total_bytes = 1;
+    return s;
+  }
+  FieldAvailability available_fields(const std::string&) const override { return {}; }
+  void shutdown() override {}
+
+ private:
+  std::string name_, id_, pci_;
+};
+
+TEST(Discovery, OnePhysicalGpuIsKeptOnceByTheEarlierBackend) {
+  std::vector<BackendPtr> backends;
+  backends.push_back(std::make_unique<PciBackend>("rocm", "rocm:0", "0000:65:00.0"));
+  backends.push_back(std::make_unique<PciBackend>("sysfs", "card1", "0000:65:00.0"));
+  backends.push_back(std::make_unique<PciBackend>("nvml", "cuda:0", "00000000:B3:00.0"));
+  backends.push_back(std::make_unique<PciBackend>("other", "cuda-again:0", "0000:b3:00.0"));
+  ManagerConfig config;
+  config.host = "h";
+  Manager manager(config, std::move(backends));
+  manager.start(false);
+  const auto devices = manager.devices();
+  ASSERT_EQ(devices.size(), 2U);
+  EXPECT_EQ(devices[0].info->backend, "nvml");
+  EXPECT_EQ(devices[1].info->backend, "rocm");
+  const auto reports = manager.backend_reports();
+  EXPECT_EQ(reports[1].devices, 0U);
+  EXPECT_NE(reports[1].note.find("already found by an earlier backend"), std::string::npos) << reports[1].note;
+  EXPECT_EQ(reports[3].devices, 0U);
+}
+
+}  // namespace
+}  // namespace gpucluster
