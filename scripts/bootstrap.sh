@@ -8,6 +8,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
   clang-format python3 python3-pytest
+  librocm-smi64-1 librocm-smi-dev
 )
 
 missing=()

@@ -1,6 +1,8 @@
 // gpucluster command-line interface. Exit status: 0 success, 2 bad input or
 // usage (one-line error on stderr), 3 when no device qualifies, 1 otherwise.
 
+#include <algorithm>
+#include <array>
 #include <charconv>
 #include <cstdio>
 #include <iostream>
@@ -15,7 +17,10 @@
 #include <CLI/CLI.hpp>
 
 #include "gpucluster/backends/host.hpp"
+#include "gpucluster/backends/nvml.hpp"
+#include "gpucluster/backends/rocm.hpp"
 #include "gpucluster/backends/simulated.hpp"
+#include "gpucluster/backends/sysfs.hpp"
 #include "gpucluster/core/units.hpp"
 #include "gpucluster/json.hpp"
 #include "gpucluster/manager.hpp"
@@ -32,7 +37,8 @@ constexpr int kExitNoDevice = 3;
 // Options every command shares.
 struct CommonOptions {
   std::string fleet_path;
-  std::string backends;  // empty: auto
+  std::string backends;    // empty: auto
+  std::string sysfs_root;  // empty: $GPUCLUSTER_SYSFS_ROOT or /sys
   bool json = false;
   std::string log_level = "error";  // the tables already show unavailable devices
 };
@@ -58,8 +64,9 @@ void add_common_options(CLI::App& command, CommonOptions& options) {
   command.add_option("--fleet", options.fleet_path, "Simulated fleet file (JSON); see examples/")
       ->check(CLI::ExistingFile);
   command.add_option("--backend", options.backends,
-                     "Backends, comma-separated: auto, host, simulated (default: auto; simulated when --fleet "
-                     "is given)");
+                     "Backends, comma-separated: auto, nvml, rocm, sysfs, host, simulated (default: auto = every "
+                     "backend that finds devices; simulated alone when --fleet is given)");
+  command.add_option("--sysfs-root", options.sysfs_root, "Root of sysfs for the sysfs backend (default /sys)");
   command.add_flag("--json", options.json, "Machine-readable JSON output");
   command.add_option("--log-level", options.log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
@@ -90,28 +97,37 @@ Fleet load_fleet_file(const std::string& path) {
   }
 }
 
+// Richest first: one GPU seen by several backends is kept by the first (PCI bus id).
+enum BackendChoice { kNvml, kRocm, kSysfs, kHost, kSimulated, kBackendCount };
+constexpr std::array<const char*, kBackendCount> kBackendNames{"nvml", "rocm", "sysfs", "host", "simulated"};
+
 std::vector<BackendPtr> make_backends(const CommonOptions& options) {
   std::vector<std::string> names = split_list(options.backends);
   if (names.empty()) names.push_back(options.fleet_path.empty() ? "auto" : "simulated");
-  bool host = false, simulated = false;
+  std::array<bool, kBackendCount> chosen{};
   for (const std::string& name : names) {
     if (name == "auto") {
-      host = true;
-      simulated = !options.fleet_path.empty();
-    } else if (name == "host") {
-      host = true;
-    } else if (name == "simulated") {
-      simulated = true;
-    } else {
-      throw InputError("--backend", name, "must be one of auto, host, simulated");
+      chosen[kNvml] = chosen[kRocm] = chosen[kSysfs] = chosen[kHost] = true;
+      chosen[kSimulated] = !options.fleet_path.empty();
+      continue;
     }
+    const auto it = std::find(kBackendNames.begin(), kBackendNames.end(), name);
+    if (it == kBackendNames.end())
+      throw InputError("--backend", name, "must be one of auto, nvml, rocm, sysfs, host, simulated");
+    chosen[static_cast<std::size_t>(it - kBackendNames.begin())] = true;
   }
-  if (simulated && options.fleet_path.empty()) {
+  if (chosen[kSimulated] && options.fleet_path.empty()) {
     throw InputError("--backend", "simulated", "needs a fleet file: give --fleet FILE");
   }
   std::vector<BackendPtr> backends;
-  if (host) backends.push_back(std::make_unique<HostBackend>());
-  if (simulated) backends.push_back(std::make_unique<SimulatedBackend>(load_fleet_file(options.fleet_path)));
+  if (chosen[kNvml]) backends.push_back(std::make_unique<NvmlBackend>());
+  if (chosen[kRocm]) backends.push_back(std::make_unique<RocmBackend>());
+  if (chosen[kSysfs]) {
+    backends.push_back(options.sysfs_root.empty() ? std::make_unique<SysfsBackend>()
+                                                  : std::make_unique<SysfsBackend>(options.sysfs_root));
+  }
+  if (chosen[kHost]) backends.push_back(std::make_unique<HostBackend>());
+  if (chosen[kSimulated]) backends.push_back(std::make_unique<SimulatedBackend>(load_fleet_file(options.fleet_path)));
   return backends;
 }
 

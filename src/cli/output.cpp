@@ -112,7 +112,9 @@ std::string backends_lines(const std::vector<BackendReport>& reports) {
     if (!r.error.empty()) {
       out += fmt::format("  {:<10} error: {}\n", r.backend, r.error);
     } else if (r.devices == 0) {
-      out += fmt::format("  {:<10} no devices{}\n", r.backend, r.note.empty() ? "" : ": " + r.note);
+      const bool says_so = r.note.rfind("no devices", 0) == 0;  // backends often start their note so
+      out += fmt::format("  {:<10} {}\n", r.backend,
+                         says_so ? r.note : "no devices" + (r.note.empty() ? std::string{} : ": " + r.note));
     } else {
       out += fmt::format("  {:<10} {} device(s){}\n", r.backend, r.devices, r.note.empty() ? "" : " (" + r.note + ")");
     }

@@ -36,10 +36,11 @@ class CliTest : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  Result run(const std::string& args) const {
+  // `environment`: VAR=value assignments for the command, as a shell reads them.
+  Result run(const std::string& args, const std::string& environment = {}) const {
     const fs::path out = dir_ / "stdout", err = dir_ / "stderr";
-    const std::string command =
-        std::string(GPUCLUSTER_CLI_PATH) + " " + args + " >" + out.string() + " 2>" + err.string() + " </dev/null";
+    const std::string command = environment + " " + std::string(GPUCLUSTER_CLI_PATH) + " " + args + " >" +
+                                out.string() + " 2>" + err.string() + " </dev/null";
     const int status = std::system(command.c_str());
     Result result;
     result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -235,7 +236,83 @@ TEST_F(CliTest, StatusOnThisMachine) {
   const json status = json::parse(j.out);
   EXPECT_EQ(status["cluster"]["device_count"], 1);
   EXPECT_GT(status["cluster"]["total_memory_bytes"].get<std::uint64_t>(), 0U);
-  EXPECT_EQ(status["backends"][0]["backend"], "host");
+  bool host_reported = false;
+  for (const json& backend : status["backends"]) {
+    if (backend["backend"] == "host") host_reported = backend["devices"] == 1;
+    if (backend["devices"] == 0) {
+      EXPECT_TRUE(backend["note"].is_string()) << backend;  // says why
+    }
+  }
+  EXPECT_TRUE(host_reported) << status["backends"];
+}
+
+TEST_F(CliTest, NvmlDevicesComeFromTheLoadedLibrary) {
+  json devices = json::array();
+  for (int i = 0; i < 8; ++i) {
+    devices.push_back({{"name", "NVIDIA H100 80GB HBM3"},
+                       {"uuid", "GPU-0000000" + std::to_string(i)},
+                       {"pci_bus_id", "00000000:" + std::to_string(10 + i) + ":00.0"},
+                       {"memory_total", 85899345920LL},
+                       {"memory_used", 1073741824LL * i},
+                       {"utilization_gpu", 10 * i},
+                       {"power_mw", 250500},
+                       {"temperature", 40 + i},
+                       {"sm_clock", 1755}});
+  }
+  const fs::path scenario = write("scenario.json", {{"devices", devices}});
+  const std::string environment = "GPUCLUSTER_NVML_LIBRARY=" + std::string(GPUCLUSTER_BUILD_DIR) +
+                                  "/libfake_nvml.so FAKE_NVML_SCENARIO=" + scenario.string();
+  const Result r = run("devices --backend nvml --json", environment);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json listed = json::parse(r.out);
+  ASSERT_EQ(listed.size(), 8U);
+  for (int i = 0; i < 8; ++i) {
+    const json& d = listed[static_cast<std::size_t>(i)];
+    EXPECT_EQ(d["device_id"], "cuda:" + std::to_string(i));
+    EXPECT_EQ(d["name"], "NVIDIA H100 80GB HBM3");
+    EXPECT_EQ(d["uuid"], "GPU-0000000" + std::to_string(i));
+    EXPECT_EQ(d["backend"], "nvml");
+    EXPECT_EQ(d["memory_bytes"], 85899345920ULL);
+    EXPECT_EQ(d["metrics"]["memory_used_bytes"], 1073741824LL * i);
+    EXPECT_DOUBLE_EQ(d["metrics"]["power_watts"].get<double>(), 250.5);  // mW → W
+    EXPECT_DOUBLE_EQ(d["metrics"]["temperature_celsius"].get<double>(), 40 + i);
+    EXPECT_DOUBLE_EQ(d["metrics"]["clock_rate_mhz"].get<double>(), 1755);
+  }
+}
+
+TEST_F(CliTest, StatusSaysWhichBackendsFoundNothingAndWhy) {
+  const Result r = run("status --duration 100ms", "GPUCLUSTER_NVML_LIBRARY=/nonexistent/libnvidia-ml.so.1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("nvml       no devices"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("/nonexistent/libnvidia-ml.so.1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("rocm       no devices"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("sysfs      "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("host       1 device(s)"), std::string::npos) << r.out;
+  EXPECT_EQ(r.err.find("Failed to open drm root"), std::string::npos) << "vendor library noise: " << r.err;
+}
+
+TEST_F(CliTest, SysfsDevicesComeFromTheGivenRoot) {
+  const fs::path device = dir_ / "sys/class/drm/card0/device";
+  fs::create_directories(device / "hwmon/hwmon3");
+  const auto put = [](const fs::path& path, const std::string& text) { std::ofstream(path) << text << '\n'; };
+  put(device / "uevent", "DRIVER=amdgpu\nPCI_SLOT_NAME=0000:03:00.0");
+  put(device / "product_name", "AMD Radeon RX 7900 XTX");
+  put(device / "mem_info_vram_total", "25753026560");
+  put(device / "mem_info_vram_used", "1073741824");
+  put(device / "gpu_busy_percent", "37");
+  put(device / "hwmon/hwmon3/power1_average", "123000000");
+  put(device / "hwmon/hwmon3/temp1_input", "45000");
+  const Result r = run("devices --json --backend sysfs --sysfs-root " + (dir_ / "sys").string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json listed = json::parse(r.out);
+  ASSERT_EQ(listed.size(), 1U) << r.out;
+  EXPECT_EQ(listed[0]["device_type"], "rocm");
+  EXPECT_EQ(listed[0]["name"], "AMD Radeon RX 7900 XTX");
+  EXPECT_EQ(listed[0]["pci_bus_id"], "0000:03:00.0");
+  EXPECT_EQ(listed[0]["memory_bytes"], 25753026560ULL);
+  EXPECT_DOUBLE_EQ(listed[0]["metrics"]["compute_utilization_percent"].get<double>(), 37);
+  EXPECT_DOUBLE_EQ(listed[0]["metrics"]["power_watts"].get<double>(), 123);         // µW → W
+  EXPECT_DOUBLE_EQ(listed[0]["metrics"]["temperature_celsius"].get<double>(), 45);  // m°C → °C
 }
 
 }  // namespace

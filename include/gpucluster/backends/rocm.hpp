@@ -1,0 +1,77 @@
+#pragma once
+// AMD GPUs through ROCm SMI (librocm_smi64, Debian package librocm-smi64-1),
+// loaded at run time with dlopen so one binary builds and runs on machines with
+// and without the AMD driver. No ROCm headers or libraries are needed at build
+// time: the few C types and functions used are declared in rocm.cpp (and
+// checked against <rocm_smi/rocm_smi.h> at compile time when that header is
+// installed).
+//
+// Design notes §2: ROCm SMI stays initialised from discover() until
+// shutdown(); static fields (name, unique id, PCI bus id, VRAM total, power
+// cap, maximum system clock, driver version) are read once in discover();
+// sample() reads only the cheap gauges (VRAM used, busy percent, average
+// power, temperature, current system clock). Units are converted here:
+// power µW → W, temperature m°C → °C, clocks Hz → MHz, memory bytes.
+//
+// Required functions: rsmi_init, rsmi_shut_down, rsmi_num_monitor_devices,
+// rsmi_dev_memory_total_get, rsmi_dev_memory_usage_get, rsmi_status_string.
+// Every other function is optional: a symbol missing from the loaded library
+// makes its fields unavailable.
+//
+// Errors: a missing library, a missing required function, a failed rsmi_init
+// (as on a machine without the amdgpu/KFD driver) or zero devices make
+// discover() find no devices and say why in Discovery::note (never a throw).
+// A gauge answering NOT_SUPPORTED (or NOT_YET_IMPLEMENTED) is unavailable for
+// that device from then on and not asked again; any other error makes
+// sample() throw an Error with rsmi_status_string's text. Thread-safe.
+
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "gpucluster/backends/backend.hpp"
+
+namespace gpucluster {
+
+class RocmBackend final : public Backend {
+ public:
+  static constexpr const char* kDefaultLibrary = "librocm_smi64.so.1";
+  static constexpr const char* kLibraryEnvironmentVariable = "GPUCLUSTER_ROCM_SMI_LIBRARY";
+
+  // The library to load: library_path when non-empty, else
+  // $GPUCLUSTER_ROCM_SMI_LIBRARY when set and non-empty, else
+  // librocm_smi64.so.1 (found by the dynamic loader). Nothing is loaded until
+  // discover().
+  explicit RocmBackend(std::string library_path = {});
+  // Calls shutdown() if it has not been called (errors are logged, not thrown).
+  ~RocmBackend() override;
+  RocmBackend(const RocmBackend&) = delete;
+  RocmBackend& operator=(const RocmBackend&) = delete;
+
+  std::string_view name() const noexcept override { return "rocm"; }
+  // Loads the library and initialises ROCm SMI (once; a failed attempt is
+  // retried by the next call), then lists its GPUs as "rocm:<ROCm SMI index>"
+  // with pci_bus_id like "0000:65:00.0". A device whose VRAM total cannot be
+  // read is skipped and named in the note. Throws Error after shutdown().
+  Discovery discover(const std::string& host) override;
+  // Throws UnknownDeviceError for an id discover() did not report, Error on a
+  // ROCm SMI failure or after shutdown().
+  Sample sample(const std::string& local_id) override;
+  FieldAvailability available_fields(const std::string& local_id) const override;
+  // rsmi_shut_down exactly once (only if rsmi_init succeeded), then dlclose.
+  // Idempotent. Throws Error if rsmi_shut_down fails (the library is closed anyway).
+  void shutdown() override;
+
+  const std::string& library_path() const noexcept { return library_path_; }
+
+ private:
+  struct State;
+  void shutdown_locked();
+
+  std::string library_path_;
+  mutable std::mutex mutex_;
+  std::unique_ptr<State> state_;
+  bool shut_down_ = false;
+};
+
+}  // namespace gpucluster
