@@ -1,11 +1,16 @@
 // gpucluster command-line interface. Exit status: 0 success, 2 bad input or
 // usage (one-line error on stderr), 3 when no device qualifies, 1 otherwise.
 
+#include <sys/resource.h>
 #include <algorithm>
 #include <array>
+
+#include <atomic>
 #include <charconv>
+#include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <numeric>
 #include <optional>
 #include <string>
 #include <thread>
@@ -261,6 +266,57 @@ int run_status(const CommonOptions& options, const std::string& duration_text) {
   return kExitOk;
 }
 
+std::atomic<bool> g_interrupted{false};
+extern "C" void on_interrupt(int) {
+  g_interrupted.store(true);
+}
+
+// Samples in the background until --duration passes or SIGINT/SIGTERM, printing
+// one line (or JSON object) per interval; ends with the sampler's own cost.
+int run_watch(const CommonOptions& options, const std::string& interval_text, const std::string& duration_text,
+              bool quiet) {
+  const auto interval = parse_duration(interval_text, "--interval");
+  if (interval.count() <= 0) throw InputError("--interval", interval_text, "must be positive");
+  const std::chrono::nanoseconds duration =  // max: until interrupted
+      duration_text.empty() ? std::chrono::nanoseconds::max() : parse_duration(duration_text, "--duration");
+  ManagerConfig config;
+  config.sample_interval = interval;
+  Manager manager(config, make_backends(options));
+  std::signal(SIGINT, on_interrupt);
+  std::signal(SIGTERM, on_interrupt);
+  const auto started = std::chrono::steady_clock::now();
+  manager.start(/*background_sampling=*/true);
+  std::uint64_t ticks = 0;
+  while (!g_interrupted.load() && std::chrono::steady_clock::now() - started < duration) {
+    std::this_thread::sleep_for(std::min<std::chrono::nanoseconds>(interval, std::chrono::milliseconds{100}));
+    const auto elapsed = std::chrono::steady_clock::now() - started;
+    if (elapsed < interval * static_cast<std::int64_t>(ticks + 1)) continue;
+    ++ticks;
+    if (quiet) continue;
+    if (options.json) {
+      std::cout << nlohmann::json{{"cluster", to_json(manager.aggregate())}, {"devices", devices_json(manager)}}.dump()
+                << std::endl;
+    } else {
+      std::cout << aggregate_line(manager.aggregate()) << std::flush;
+    }
+  }
+  const std::size_t devices = manager.devices().size();
+  const auto rejected = manager.rejected_samples();
+  const std::uint64_t rejected_total = std::accumulate(rejected.begin(), rejected.end(), std::uint64_t{0});
+  const std::uint64_t errors = manager.backend_errors();
+  manager.shutdown();
+  rusage usage{};
+  ::getrusage(RUSAGE_SELF, &usage);
+  const double cpu_seconds = static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+                             static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) * 1e-6;
+  const double wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  std::cerr << fmt::format(
+      "watch: {} device(s), {} tick(s) in {:.1f} s; {} rejected sample(s), {} backend error(s); process CPU {:.3f} s "
+      "= {:.3f}% of one core\n",
+      devices, ticks, wall_seconds, rejected_total, errors, cpu_seconds, 100.0 * cpu_seconds / wall_seconds);
+  return kExitOk;
+}
+
 void configure_logging(const std::string& level) {
   auto logger = spdlog::stderr_color_mt("gpucluster");
   spdlog::set_default_logger(logger);
@@ -296,6 +352,15 @@ int run(int argc, char** argv) {
   plan->add_option("--layers", plan_options.layers, "Model layers L (memory strategy)")->check(kCount);
   plan->add_option("--layer-bytes", plan_options.layer_bytes, "Bytes per layer, e.g. 1.5GiB (memory strategy)");
 
+  std::string interval = "1s", watch_duration;
+  bool quiet = false;
+  auto* watch =
+      app.add_subcommand("watch", "Sample in the background and print the cluster every interval (Ctrl-C stops)");
+  add_common_options(*watch, common);
+  watch->add_option("--interval", interval, "Sampling interval (default 1s)");
+  watch->add_option("--duration", watch_duration, "Stop after this long (default: until interrupted)");
+  watch->add_flag("--quiet", quiet, "Print only the closing summary (for measuring the sampler's cost)");
+
   auto* status = app.add_subcommand("status", "Discover this machine's devices, sample them and summarise");
   add_common_options(*status, common);
   status->add_option("--duration", duration, "How long to sample before reporting (default 1s)");
@@ -319,6 +384,7 @@ int run(int argc, char** argv) {
     if (*select) return run_select(common, min_memory, explain);
     if (*plan) return run_plan(common, plan_options);
     if (*status) return run_status(common, duration);
+    if (*watch) return run_watch(common, interval, watch_duration, quiet);
   } catch (const InputError& e) {
     std::cerr << "gpucluster: " << e.what() << '\n';
     return kExitUsage;

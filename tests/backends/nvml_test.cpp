@@ -554,5 +554,41 @@ TEST_F(NvmlBackendTest, ManagerReportsAMissingLibraryAndKeepsTheHost) {
   manager.shutdown();
 }
 
+// A call that hangs past the manager's deadline turns the NVML devices
+// unavailable with the reason, never stalls the host backend, and they recover
+// once the call returns.
+TEST_F(NvmlBackendTest, HangingCallMakesDevicesUnavailableUntilItReturns) {
+  json slow = h100(0);
+  slow["hang_ms"] = {{"nvmlDeviceGetPowerUsage", 1500}};
+  write_scenario(scenario_of({slow, h100(1)}));
+  ManagerConfig config;
+  config.host = kHost;
+  config.backend_timeout = std::chrono::milliseconds{300};
+  std::vector<BackendPtr> backends;
+  backends.push_back(std::make_unique<NvmlBackend>());
+  backends.push_back(std::make_unique<HostBackend>());
+  Manager manager(config, std::move(backends));
+  manager.start(false);  // its first pass hangs in cuda:0's power reading
+
+  const DeviceState late = manager.device(DeviceKey{kHost, "cuda:1"});
+  EXPECT_FALSE(late.available);
+  EXPECT_NE(late.unavailable_reason.find("backend nvml did not answer within 300ms"), std::string::npos)
+      << late.unavailable_reason;
+  const DeviceState host = manager.device(DeviceKey{kHost, HostBackend::kLocalId});
+  EXPECT_TRUE(host.available);
+  EXPECT_TRUE(host.latest.has_value()) << "the host backend was stalled by the hanging NVML call";
+
+  // The late pass still completes and its samples bring the devices back.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{10};
+  while (std::chrono::steady_clock::now() < deadline && !manager.device(DeviceKey{kHost, "cuda:1"}).available) {
+    std::this_thread::sleep_for(std::chrono::milliseconds{20});
+  }
+  EXPECT_TRUE(manager.device(DeviceKey{kHost, "cuda:0"}).available);
+  EXPECT_TRUE(manager.device(DeviceKey{kHost, "cuda:1"}).available);
+  EXPECT_TRUE(manager.device(DeviceKey{kHost, "cuda:1"}).latest.has_value());
+  manager.shutdown();
+  EXPECT_EQ(calls_to("nvmlShutdown"), 1U);
+}
+
 }  // namespace
 }  // namespace gpucluster
