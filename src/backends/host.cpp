@@ -18,6 +18,7 @@
 
 #include "gpucluster/core/errors.hpp"
 #include "gpucluster/telemetry/validation.hpp"
+#include "text_file.hpp"
 
 namespace gpucluster {
 
@@ -33,43 +34,9 @@ constexpr std::size_t kMaxProcBytes = std::size_t{16} << 20;
 // unavailable, rather than a value that would get the whole sample (memory too) rejected.
 constexpr ValidationLimits kPlausible{};
 
-// The whole file, or nullopt when it cannot be read or is larger than max_bytes.
-std::optional<std::string> read_text(const fs::path& path, std::size_t max_bytes) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
-  // /proc and /sys report a size of 0, so read in chunks instead of asking for the size.
-  std::string text;
-  std::array<char, 4096> chunk{};
-  while (in) {
-    in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
-    const auto got = static_cast<std::size_t>(in.gcount());
-    if (text.size() + got > max_bytes) return std::nullopt;
-    text.append(chunk.data(), got);
-  }
-  if (in.bad()) return std::nullopt;
-  return text;
-}
-
-std::string_view trim(std::string_view text) {
-  const auto is_space = [](char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; };
-  while (!text.empty() && is_space(text.front())) text.remove_prefix(1);
-  while (!text.empty() && is_space(text.back())) text.remove_suffix(1);
-  return text;
-}
-
-// Strict parses: the whole (trimmed) text must be the number, no overflow.
-template <typename Number>
-std::optional<Number> parse_number(std::string_view text) {
-  text = trim(text);
-  if (text.empty()) return std::nullopt;
-  Number value{};
-  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (error != std::errc{} || end != text.data() + text.size()) return std::nullopt;
-  if constexpr (std::is_floating_point_v<Number>) {
-    if (!std::isfinite(value)) return std::nullopt;
-  }
-  return value;
-}
+using text_file::parse_number;
+using text_file::read_text;
+using text_file::trim;
 
 std::optional<std::uint64_t> read_u64(const fs::path& path) {
   const auto text = read_text(path, kMaxSysfsBytes);

@@ -19,6 +19,7 @@
 
 #include "gpucluster/core/errors.hpp"
 #include "gpucluster/telemetry/validation.hpp"
+#include "text_file.hpp"
 
 namespace gpucluster {
 
@@ -32,39 +33,12 @@ constexpr std::size_t kMaxSysfsBytes = 4096;
 // than a value that would get the whole sample (memory too) rejected.
 constexpr ValidationLimits kPlausible{};
 
-// The whole file, or nullopt when it cannot be read or is larger than max_bytes.
+using text_file::parse_number;
+using text_file::trim;
+
+// Whole sysfs attribute files are small; anything bigger is not what we expect.
 std::optional<std::string> read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
-  // sysfs reports a size of 4096 whatever the content: read in chunks, bounded.
-  std::string text;
-  std::array<char, 1024> chunk{};
-  while (in) {
-    in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
-    const auto got = static_cast<std::size_t>(in.gcount());
-    if (text.size() + got > kMaxSysfsBytes) return std::nullopt;
-    text.append(chunk.data(), got);
-  }
-  if (in.bad()) return std::nullopt;
-  return text;
-}
-
-std::string_view trim(std::string_view text) {
-  const auto is_space = [](char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; };
-  while (!text.empty() && is_space(text.front())) text.remove_prefix(1);
-  while (!text.empty() && is_space(text.back())) text.remove_suffix(1);
-  return text;
-}
-
-// Strict parse: the whole (trimmed) text is the number, without sign for unsigned types, no overflow.
-template <typename Number>
-std::optional<Number> parse_number(std::string_view text) {
-  text = trim(text);
-  if (text.empty()) return std::nullopt;
-  Number value{};
-  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (error != std::errc{} || end != text.data() + text.size()) return std::nullopt;
-  return value;
+  return text_file::read_text(path, kMaxSysfsBytes);
 }
 
 std::optional<std::uint64_t> read_u64(const fs::path& path) {
