@@ -1,11 +1,13 @@
 #include "backend_worker.hpp"
 
+#include <algorithm>
+
 #include <spdlog/spdlog.h>
 
 namespace gpucluster {
 
 BackendWorker::BackendWorker(BackendPtr backend, std::vector<DeviceKey> devices, Sink sink)
-    : backend_(std::move(backend)), devices_(std::move(devices)), sink_(std::move(sink)) {}
+    : backend_(std::move(backend)), devices_(std::move(devices)), sink_(std::move(sink)), backoff_(devices_.size()) {}
 
 BackendWorker::~BackendWorker() {
   // Only reached once the thread has ended (it holds a reference while it runs).
@@ -16,9 +18,13 @@ void BackendWorker::launch() {
   thread_ = std::thread([self = shared_from_this()] { self->run(); });
 }
 
-std::uint64_t BackendWorker::request_pass() {
+std::uint64_t BackendWorker::request_pass(bool background) {
   std::lock_guard lock(mutex_);
-  if (requested_ > completed_) return requested_;  // one is pending or running
+  if (requested_ > completed_) {                                   // one is pending or running
+    if (!background && !running_since_) background_pass_ = false;  // an explicit request widens a pending one
+    return requested_;
+  }
+  background_pass_ = background;
   ++requested_;
   wake_.notify_one();
   return requested_;
@@ -46,9 +52,16 @@ void BackendWorker::run() {
     wake_.wait(lock, [&] { return stop_ || requested_ > completed_; });
     if (stop_) break;
     const std::uint64_t number = requested_;
+    const bool background = background_pass_;
     running_since_ = Clock::now();
     lock.unlock();
-    for (const DeviceKey& key : devices_) {
+    for (std::size_t i = 0; i < devices_.size(); ++i) {
+      const DeviceKey& key = devices_[i];
+      Backoff& backoff = backoff_[i];
+      if (background && backoff.skip > 0) {  // failing device: retried less and less often
+        --backoff.skip;
+        continue;
+      }
       SampleOutcome outcome;
       try {
         outcome = backend_->sample(key.local_id);
@@ -56,6 +69,12 @@ void BackendWorker::run() {
         outcome = std::string(e.what());
       } catch (...) {
         outcome = std::string("unknown error");
+      }
+      if (std::holds_alternative<std::string>(outcome)) {
+        backoff.failures = std::min(backoff.failures + 1, 31U);
+        backoff.skip = std::min(std::uint32_t{1} << (backoff.failures - 1), kMaxBackoffPasses) - 1;
+      } else {
+        backoff = Backoff{};
       }
       deliver(key, outcome);
     }

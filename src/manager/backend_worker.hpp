@@ -35,9 +35,12 @@ class BackendWorker : public std::enable_shared_from_this<BackendWorker> {
 
   void launch();  // starts the thread (separate from the constructor: shared_from_this)
 
-  // Asks for a pass over every device; returns the pass number to wait for. A
-  // pass already running is not restarted: its number is returned.
-  std::uint64_t request_pass();
+  // Asks for a pass; returns the pass number to wait for. A pass already
+  // running is not restarted: its number is returned. A background pass skips
+  // devices in error backoff (after n failures in a row, the next
+  // min(2^(n-1), kMaxBackoffPasses) - 1 background passes); an explicit one reads every device.
+  std::uint64_t request_pass(bool background = false);
+  static constexpr std::uint32_t kMaxBackoffPasses = 16;
   // Waits until pass `number` has finished or the deadline passes; true if finished.
   bool wait_pass(std::uint64_t number, Clock::time_point deadline);
   // How long the current pass has been running; nullopt when idle.
@@ -69,6 +72,14 @@ class BackendWorker : public std::enable_shared_from_this<BackendWorker> {
   std::uint64_t requested_ = 0;
   std::uint64_t completed_ = 0;
   std::optional<Clock::time_point> running_since_;
+  bool background_pass_ = false;  // the pending/running pass honours backoff
+
+  // Per device (same order as devices_); touched only by the worker thread.
+  struct Backoff {
+    std::uint32_t failures = 0;  // in a row
+    std::uint32_t skip = 0;      // background passes still to skip
+  };
+  std::vector<Backoff> backoff_;
 
   std::mutex deliver_mutex_;  // held while the sink runs; stop() takes it to fence delivery
   bool delivering_ = true;

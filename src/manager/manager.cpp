@@ -221,7 +221,7 @@ void Manager::sampler_loop() {
         continue;
       }
       reported_late[i] = false;
-      worker.request_pass();
+      worker.request_pass(/*background=*/true);
     }
   }
 }

@@ -259,3 +259,85 @@ TEST(Discovery, OnePhysicalGpuIsKeptOnceByTheEarlierBackend) {
 
 }  // namespace
 }  // namespace gpucluster
+
+namespace gpucluster {
+namespace {
+
+// Errors are retried with backoff by the background sampler: a device failing
+// every read is asked less and less often, a healthy one every tick, and an
+// explicit sample_now still reads it.
+TEST(Sampler, FailingDevicesAreRetriedWithBackoff) {
+  struct Failing final : Backend {
+    std::shared_ptr<std::atomic<int>> failing_reads, healthy_reads;
+    Failing(std::shared_ptr<std::atomic<int>> f, std::shared_ptr<std::atomic<int>> h)
+        : failing_reads(std::move(f)), healthy_reads(std::move(h)) {}
+    std::string_view name() const noexcept override { return "flaky"; }
+    Discovery discover(const std::string& host) override {
+      DeviceInfo bad, good;
+      bad.key = {host, "bad:0"};
+      good.key = {host, "good:0"};
+      bad.memory_total_bytes = good.memory_total_bytes = 1;
+      return Discovery{{bad, good}, {}};
+    }
+    Sample sample(const std::string& id) override {
+      if (id == "bad:0") {
+        ++*failing_reads;
+        throw Error("driver error 999");
+      }
+      ++*healthy_reads;
+      Sample s;
+      s.timestamp = now_timestamp();
+      s.memory_total_bytes = 1;
+      return s;
+    }
+    FieldAvailability available_fields(const std::string&) const override { return {}; }
+    void shutdown() override {}
+  };
+  auto failing = std::make_shared<std::atomic<int>>(0), healthy = std::make_shared<std::atomic<int>>(0);
+  std::vector<BackendPtr> backends;
+  backends.push_back(std::make_unique<Failing>(failing, healthy));
+  ManagerConfig config;
+  config.host = "h";
+  config.sample_interval = 2ms;
+  Manager manager(config, std::move(backends));
+  manager.start();
+  ASSERT_TRUE(eventually([&] { return healthy->load() >= 60; }));
+  manager.shutdown();
+  // 60 healthy reads ≈ 60 ticks; backoff 1, 2, 4, 8, 16, 16, … allows about 8 reads.
+  EXPECT_LE(failing->load(), 15) << "failing reads " << failing->load() << " for " << healthy->load() << " ticks";
+  EXPECT_GE(failing->load(), 3);
+  EXPECT_GE(manager.backend_errors(), 3U);
+}
+
+TEST(Sampler, ExplicitSampleNowIgnoresBackoff) {
+  struct AlwaysFailing final : Backend {
+    std::atomic<int> reads{0};
+    std::string_view name() const noexcept override { return "broken"; }
+    Discovery discover(const std::string& host) override {
+      DeviceInfo info;
+      info.key = {host, "x:0"};
+      info.memory_total_bytes = 1;
+      return Discovery{{info}, {}};
+    }
+    Sample sample(const std::string&) override {
+      ++reads;
+      throw Error("no");
+    }
+    FieldAvailability available_fields(const std::string&) const override { return {}; }
+    void shutdown() override {}
+  };
+  auto backend = std::make_unique<AlwaysFailing>();
+  AlwaysFailing* probe = backend.get();
+  std::vector<BackendPtr> backends;
+  backends.push_back(std::move(backend));
+  ManagerConfig config;
+  config.host = "h";
+  Manager manager(config, std::move(backends));
+  manager.start(false);
+  for (int i = 0; i < 4; ++i) manager.sample_now();
+  EXPECT_EQ(probe->reads.load(), 5);  // start's pass + 4 explicit ones
+  manager.shutdown();
+}
+
+}  // namespace
+}  // namespace gpucluster
