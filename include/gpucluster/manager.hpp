@@ -27,6 +27,7 @@
 #include "gpucluster/core/errors.hpp"
 #include "gpucluster/scheduling/distribution.hpp"
 #include "gpucluster/scheduling/scoring.hpp"
+#include "gpucluster/telemetry/duration_histogram.hpp"
 #include "gpucluster/telemetry/store.hpp"
 
 namespace gpucluster {
@@ -105,6 +106,8 @@ class Manager {
   std::vector<BackendReport> backend_reports() const;
   std::array<std::uint64_t, kRejectReasonCount> rejected_samples() const;
   std::uint64_t backend_errors() const noexcept { return backend_errors_.load(); }
+  // How long each backend call to sample one device took (successful or not).
+  DurationHistogram::Snapshot sample_durations() const { return sample_duration_.snapshot(); }
 
   // Idempotent; safe while other threads call in. Blocks until in-flight calls end,
   // so it must not be called from inside a backend's discover() or sample().
@@ -130,6 +133,7 @@ class Manager {
   mutable std::atomic<std::int64_t> in_flight_{0};
   mutable std::array<std::atomic<std::uint64_t>, kRejectReasonCount> rejected_{};
   std::atomic<std::uint64_t> backend_errors_{0};
+  DurationHistogram sample_duration_;
 
   std::mutex lifecycle_mutex_;  // serialises start/shutdown
   std::mutex sampler_mutex_;

@@ -41,9 +41,9 @@ std::optional<BackendWorker::Clock::duration> BackendWorker::running_for() const
   return Clock::now() - *running_since_;
 }
 
-void BackendWorker::deliver(const DeviceKey& key, const SampleOutcome& outcome) {
+void BackendWorker::deliver(const DeviceKey& key, const SampleOutcome& outcome, std::chrono::nanoseconds took) {
   std::lock_guard lock(deliver_mutex_);
-  if (delivering_) sink_(key, outcome);
+  if (delivering_) sink_(key, outcome, took);
 }
 
 void BackendWorker::run() {
@@ -63,6 +63,7 @@ void BackendWorker::run() {
         continue;
       }
       SampleOutcome outcome;
+      const auto started = Clock::now();
       try {
         outcome = backend_->sample(key.local_id);
       } catch (const std::exception& e) {
@@ -76,7 +77,7 @@ void BackendWorker::run() {
       } else {
         backoff = Backoff{};
       }
-      deliver(key, outcome);
+      deliver(key, outcome, std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - started));
     }
     lock.lock();
     completed_ = number;

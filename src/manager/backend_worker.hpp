@@ -26,7 +26,8 @@ class BackendWorker : public std::enable_shared_from_this<BackendWorker> {
  public:
   using Clock = std::chrono::steady_clock;
   // Called on the worker thread for every device read, never after stop() returned.
-  using Sink = std::function<void(const DeviceKey&, const SampleOutcome&)>;
+  // Receives each device's outcome and how long the backend took to produce it.
+  using Sink = std::function<void(const DeviceKey&, const SampleOutcome&, std::chrono::nanoseconds)>;
 
   BackendWorker(BackendPtr backend, std::vector<DeviceKey> devices, Sink sink);
   ~BackendWorker();
@@ -57,7 +58,7 @@ class BackendWorker : public std::enable_shared_from_this<BackendWorker> {
 
  private:
   void run();
-  void deliver(const DeviceKey& key, const SampleOutcome& outcome);
+  void deliver(const DeviceKey& key, const SampleOutcome& outcome, std::chrono::nanoseconds took);
 
   BackendPtr backend_;
   const std::vector<DeviceKey> devices_;

@@ -142,7 +142,10 @@ void Manager::start(bool background_sampling) {
     const Backend& source = *backend;
     auto worker = std::make_shared<BackendWorker>(
         std::move(backend), std::move(keys),
-        [this, &source](const DeviceKey& key, const SampleOutcome& outcome) { apply_outcome(source, key, outcome); });
+        [this, &source](const DeviceKey& key, const SampleOutcome& outcome, std::chrono::nanoseconds took) {
+          sample_duration_.observe(took);
+          apply_outcome(source, key, outcome);
+        });
     worker->launch();
     workers_.push_back(std::move(worker));
   }
