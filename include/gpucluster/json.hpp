@@ -16,6 +16,8 @@ nlohmann::json to_json(const DeviceInfo& info);
 nlohmann::json to_json(const Sample& sample);  // protocol "metrics" field names
 // Device object of `devices --json`: fleet fields + id, host, available, score, metrics.
 nlohmann::json to_json(const DeviceState& state, const std::optional<RankedDevice>& ranked);
+// The array of `devices --json` and GET /v1/devices: each device with its rank entry.
+nlohmann::json devices_to_json(const std::vector<DeviceState>& devices, const std::vector<RankedDevice>& ranked);
 nlohmann::json to_json(const ClusterAggregate& aggregate);
 nlohmann::json to_json(const WindowStats& stats);
 nlohmann::json to_json(const Selection& selection);

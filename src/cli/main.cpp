@@ -21,6 +21,7 @@
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
+#include "agent_command.hpp"
 #include "gpucluster/backends/host.hpp"
 #include "gpucluster/backends/nvml.hpp"
 #include "gpucluster/backends/rocm.hpp"
@@ -147,16 +148,7 @@ void print_json(const nlohmann::json& document) {
 }
 
 nlohmann::json devices_json(const Manager& manager) {
-  const std::vector<RankedDevice> ranked = manager.rank();
-  nlohmann::json array = nlohmann::json::array();
-  for (const DeviceState& state : manager.devices()) {
-    std::optional<RankedDevice> mine;
-    for (const RankedDevice& r : ranked) {
-      if (r.key == state.info->key) mine = r;
-    }
-    array.push_back(to_json(state, mine));
-  }
-  return array;
+  return devices_to_json(manager.devices(), manager.rank());
 }
 
 int run_devices(const CommonOptions& options) {
@@ -365,6 +357,22 @@ int run(int argc, char** argv) {
   add_common_options(*status, common);
   status->add_option("--duration", duration, "How long to sample before reporting (default 1s)");
 
+  AgentOptions agent_options;
+  auto* agent = app.add_subcommand(
+      "agent", "Run the node agent: background sampling, HTTP JSON API, telemetry ingest and /metrics");
+  add_common_options(*agent, common);
+  agent->add_option("--listen", agent_options.listen,
+                    "Address to serve on, HOST:PORT (default 127.0.0.1:9420; a non-loopback address needs "
+                    "--token-file)");
+  agent->add_option("--interval", agent_options.interval, "Sampling interval (default 1s)");
+  agent->add_option("--history", agent_options.history, "Samples kept per device (default 100)")->check(kCount);
+  agent->add_option("--max-age", agent_options.max_age, "Also drop samples older than this, e.g. 10m");
+  agent->add_option("--token-file", agent_options.token_file,
+                    "File holding the Bearer token that POST endpoints then require");
+  agent->add_option("--drain-timeout", agent_options.drain_timeout,
+                    "How long SIGTERM waits for in-flight requests (default 10s)");
+  agent->add_option("--threads", agent_options.threads, "HTTP worker threads (default 8)")->check(kCount);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -377,7 +385,9 @@ int run(int argc, char** argv) {
     std::cerr << "gpucluster: " << e.what() << " (see gpucluster --help)\n";
     return kExitUsage;
   }
-  configure_logging(common.log_level);
+  // The agent is a service: it logs at info unless told otherwise.
+  const bool log_level_given = agent->parsed() && agent->count("--log-level") > 0;
+  configure_logging(*agent && !log_level_given ? "info" : common.log_level);
 
   try {
     if (*devices) return run_devices(common);
@@ -385,6 +395,7 @@ int run(int argc, char** argv) {
     if (*plan) return run_plan(common, plan_options);
     if (*status) return run_status(common, duration);
     if (*watch) return run_watch(common, interval, watch_duration, quiet);
+    if (*agent) return run_agent(agent_options, make_backends(common));
   } catch (const InputError& e) {
     std::cerr << "gpucluster: " << e.what() << '\n';
     return kExitUsage;

@@ -1,5 +1,7 @@
 #include "gpucluster/json.hpp"
 
+#include <unordered_map>
+
 #include <cstdlib>
 
 #include <fmt/format.h>
@@ -137,6 +139,18 @@ json to_json(const Plan& plan) {
               {"total_items", plan.total_items},
               {"assignments", std::move(assignments)},
               {"unassigned", plan.unassigned}};
+}
+
+nlohmann::json devices_to_json(const std::vector<DeviceState>& devices, const std::vector<RankedDevice>& ranked) {
+  std::unordered_map<DeviceKey, const RankedDevice*, DeviceKeyHash> by_key;
+  by_key.reserve(ranked.size());
+  for (const RankedDevice& entry : ranked) by_key.emplace(entry.key, &entry);
+  nlohmann::json array = nlohmann::json::array();
+  for (const DeviceState& state : devices) {
+    const auto found = by_key.find(state.info->key);
+    array.push_back(to_json(state, found == by_key.end() ? std::nullopt : std::optional<RankedDevice>(*found->second)));
+  }
+  return array;
 }
 
 }  // namespace gpucluster

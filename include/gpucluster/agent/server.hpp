@@ -1,0 +1,70 @@
+#pragma once
+// The node agent's HTTP server: the JSON API, the seed protocol's ingest
+// endpoint and the Prometheus endpoint, in front of one Manager.
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "gpucluster/agent/protocol.hpp"
+#include "gpucluster/manager.hpp"
+
+namespace gpucluster::agent {
+
+struct ListenAddress {
+  std::string host = "127.0.0.1";
+  int port = 9420;
+  std::string str() const;  // "127.0.0.1:9420", "[::1]:9420"
+};
+
+// "HOST:PORT", "[IPv6]:PORT" or ":PORT" (loopback). Port 0 picks a free one.
+// Throws InputError naming --listen.
+ListenAddress parse_listen_address(std::string_view text);
+
+// 127.0.0.0/8, ::1 and "localhost".
+bool is_loopback(std::string_view host);
+
+struct AgentConfig {
+  ListenAddress listen;
+  // Bearer token for POST endpoints; required when listen.host is not loopback.
+  std::optional<std::string> token;
+  ProtocolLimits limits;
+  std::size_t max_history_limit = 10'000;  // GET …/history?limit=N
+  std::size_t max_devices_per_host = 256;  // remote registrations per host
+  std::size_t max_hosts = 1024;            // distinct remote hosts
+  std::chrono::milliseconds drain_timeout{10'000};
+  std::size_t worker_threads = 8;
+};
+
+// Refuses (InputError) a non-loopback address without a token, an empty
+// token, and zero limits: nothing is bound then.
+void validate_agent_config(const AgentConfig& config);
+
+class Agent {
+ public:
+  Agent(Manager& manager, AgentConfig config);  // validates config
+  ~Agent();
+  Agent(const Agent&) = delete;
+  Agent& operator=(const Agent&) = delete;
+
+  // Binds the listening socket; returns the port (the chosen one for port 0).
+  // Throws Error when the address cannot be bound.
+  int bind();
+  // Serves until stop(); returns once the in-flight requests have ended.
+  void serve();
+  // Stops accepting and waits up to drain_timeout for serve() to return.
+  // True when every in-flight request ended in time. Safe from any thread.
+  bool stop();
+  // New requests are answered 409 from now on (while draining).
+  void refuse_new_requests();
+
+  std::string base_url() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace gpucluster::agent

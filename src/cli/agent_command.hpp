@@ -1,0 +1,25 @@
+#pragma once
+// `gpucluster agent`: the manager with its background sampler behind the HTTP API.
+#include <string>
+#include <vector>
+
+#include "gpucluster/backends/backend.hpp"
+
+namespace gpucluster::cli {
+
+struct AgentOptions {
+  std::string listen = "127.0.0.1:9420";
+  std::string interval = "1s";
+  std::size_t history = 100;
+  std::string max_age;     // empty: bounded by count only
+  std::string token_file;  // empty: no token (loopback only)
+  std::string drain_timeout = "10s";
+  std::size_t threads = 8;
+};
+
+// Serves until SIGTERM/SIGINT, then drains in-flight requests within the
+// drain timeout, shuts the manager down and returns 0 (1 when the drain ran
+// out of time). Throws InputError for bad options before binding anything.
+int run_agent(const AgentOptions& options, std::vector<BackendPtr> backends);
+
+}  // namespace gpucluster::cli

@@ -1,0 +1,340 @@
+// Integration tests of the node agent's HTTP API: each starts the real
+// `gpucluster agent` binary on a free loopback port with a simulated fleet.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "agent_process.hpp"
+
+namespace gpucluster::testing {
+namespace {
+
+using nlohmann::json;
+
+std::string read_file(const std::string& path) {
+  std::ifstream file(path);
+  std::stringstream content;
+  content << file.rdbuf();
+  return content.str();
+}
+
+json body_of(const httplib::Result& result) {
+  EXPECT_TRUE(result) << "no response";
+  if (!result) return nullptr;
+  return json::parse(result->body);
+}
+
+std::string home_fleet() {
+  return source_path("examples/fleet-home.json");
+}
+
+class AgentApi : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    agent_ = std::make_unique<AgentProcess>(std::vector<std::string>{"--fleet", home_fleet(), "--interval", "100ms"});
+  }
+  static void TearDownTestSuite() { agent_.reset(); }
+  static std::unique_ptr<AgentProcess> agent_;
+};
+std::unique_ptr<AgentProcess> AgentApi::agent_;
+
+TEST_F(AgentApi, BannerPrintsTheUrls) {
+  EXPECT_NE(agent_->banner().find("/v1/devices"), std::string::npos) << agent_->banner();
+  EXPECT_NE(agent_->banner().find("/metrics"), std::string::npos);
+}
+
+TEST_F(AgentApi, HealthzIsOkWhileRunning) {
+  auto client = agent_->client();
+  const auto result = client.Get("/healthz");
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->status, 200);
+  const json body = json::parse(result->body);
+  EXPECT_EQ(body["status"], "ok");
+  EXPECT_EQ(body["state"], "running");
+}
+
+TEST_F(AgentApi, DevicesListsTheFleetWithTheCliJsonObjects) {
+  auto client = agent_->client();
+  const auto result = client.Get("/v1/devices");
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->status, 200);
+  EXPECT_EQ(result->get_header_value("Content-Type"), "application/json");
+  const json devices = json::parse(result->body);
+  ASSERT_TRUE(devices.is_array());
+  std::vector<std::string> ids;
+  for (const json& device : devices) ids.push_back(device["id"]);
+  EXPECT_NE(std::find(ids.begin(), ids.end(), "home/cuda:0"), ids.end());
+  EXPECT_NE(std::find(ids.begin(), ids.end(), "home/metal:0"), ids.end());
+  for (const char* key : {"device_id", "host", "available", "score", "metrics", "memory_bytes", "eligibility"}) {
+    EXPECT_TRUE(devices[0].contains(key)) << key;
+  }
+}
+
+TEST_F(AgentApi, OneDeviceByIdWithItsWindowStatistics) {
+  auto client = agent_->client();
+  const auto result = client.Get("/v1/devices/home/cuda:0");
+  ASSERT_TRUE(result);
+  ASSERT_EQ(result->status, 200) << result->body;
+  const json device = json::parse(result->body);
+  EXPECT_EQ(device["id"], "home/cuda:0");
+  EXPECT_EQ(device["name"], "NVIDIA GeForce RTX 4090");
+  EXPECT_TRUE(device.contains("window"));
+  // The slash of the id may also come percent-encoded.
+  const auto encoded = client.Get("/v1/devices/home%2Fcuda:0");
+  ASSERT_TRUE(encoded);
+  EXPECT_EQ(encoded->status, 200);
+}
+
+TEST_F(AgentApi, UnknownDeviceIs404WithTheErrorShape) {
+  auto client = agent_->client();
+  const auto result = client.Get("/v1/devices/home/cuda:9");
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->status, 404);
+  const json body = json::parse(result->body);
+  EXPECT_EQ(body["error"]["code"], "unknown_device");
+  EXPECT_TRUE(body["error"]["message"].is_string());
+  EXPECT_TRUE(body["error"].contains("field"));
+}
+
+TEST_F(AgentApi, UnknownRouteIs404Json) {
+  auto client = agent_->client();
+  const auto result = client.Get("/v2/nothing");
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->status, 404);
+  EXPECT_EQ(json::parse(result->body)["error"]["code"], "not_found");
+}
+
+TEST_F(AgentApi, HistoryIsChronologicalAndLimited) {
+  auto client = agent_->client();
+  std::this_thread::sleep_for(std::chrono::milliseconds(350));  // a few 100 ms sampling passes
+  const auto result = client.Get("/v1/devices/home/cuda:0/history?limit=3");
+  ASSERT_TRUE(result);
+  ASSERT_EQ(result->status, 200) << result->body;
+  const json body = json::parse(result->body);
+  EXPECT_EQ(body["device"], "home/cuda:0");
+  const json& samples = body["samples"];
+  ASSERT_GE(samples.size(), 2U);
+  EXPECT_LE(samples.size(), 3U);
+  for (std::size_t i = 1; i < samples.size(); ++i) {
+    EXPECT_LT(samples[i - 1]["timestamp"].get<double>(), samples[i]["timestamp"].get<double>());
+  }
+}
+
+TEST_F(AgentApi, HistoryLimitIsChecked) {
+  auto client = agent_->client();
+  const auto zero = client.Get("/v1/devices/home/cuda:0/history?limit=0");
+  ASSERT_TRUE(zero);
+  EXPECT_EQ(zero->status, 422);
+  EXPECT_EQ(json::parse(zero->body)["error"]["field"], "limit");
+  const auto text = client.Get("/v1/devices/home/cuda:0/history?limit=ten");
+  ASSERT_TRUE(text);
+  EXPECT_EQ(text->status, 400);
+  const auto huge = client.Get("/v1/devices/home/cuda:0/history?limit=99999999999");
+  ASSERT_TRUE(huge);
+  EXPECT_EQ(huge->status, 422);
+}
+
+TEST_F(AgentApi, ClusterHasTheSeedKeys) {
+  auto client = agent_->client();
+  const json body = body_of(client.Get("/v1/cluster"));
+  for (const char* key :
+       {"device_count", "total_memory_bytes", "used_memory_bytes", "available_memory_bytes",
+        "average_utilization_percent", "average_temperature_celsius", "total_power_watts", "timestamp"}) {
+    EXPECT_TRUE(body.contains(key)) << key;
+  }
+  EXPECT_GE(body["device_count"].get<int>(), 3);
+}
+
+TEST_F(AgentApi, SelectReturnsTheBestDeviceOrNull) {
+  auto client = agent_->client();
+  const auto any = client.Post("/v1/select", R"({"min_memory_bytes": 0})", "application/json");
+  ASSERT_TRUE(any);
+  ASSERT_EQ(any->status, 200) << any->body;
+  const json chosen = json::parse(any->body);
+  EXPECT_TRUE(chosen["device"].is_string());
+  EXPECT_GT(chosen["score"].get<double>(), 0.0);
+  EXPECT_TRUE(chosen["reason"].is_string());
+
+  const auto none = client.Post("/v1/select", R"({"min_memory_bytes": 1e15})", "application/json");
+  ASSERT_TRUE(none);
+  ASSERT_EQ(none->status, 200);
+  EXPECT_TRUE(json::parse(none->body)["device"].is_null());
+
+  const auto wrong = client.Post("/v1/select", R"({"min_memory_bytes": "8GiB"})", "application/json");
+  ASSERT_TRUE(wrong);
+  EXPECT_EQ(wrong->status, 400);
+  EXPECT_EQ(json::parse(wrong->body)["error"]["field"], "min_memory_bytes");
+}
+
+TEST_F(AgentApi, PlanMatchesTheCliPlanJson) {
+  auto client = agent_->client();
+  const auto result =
+      client.Post("/v1/plan", R"({"items": 1000, "strategy": "uniform", "max_per_device": 100})", "application/json");
+  ASSERT_TRUE(result);
+  ASSERT_EQ(result->status, 200) << result->body;
+  const json plan = json::parse(result->body);
+  std::uint64_t assigned = 0;
+  for (const json& assignment : plan["assignments"]) assigned += assignment["count"].get<std::uint64_t>();
+  EXPECT_EQ(assigned + plan["unassigned"].get<std::uint64_t>(), 1000U);  // nothing lost
+  EXPECT_GT(plan["unassigned"].get<std::uint64_t>(), 0U);
+
+  const auto capacity = client.Post(
+      "/v1/plan", R"({"items": 10, "strategy": "capacity", "weights": {"home/cuda:0": 3, "home/cuda:1": 1}})",
+      "application/json");
+  ASSERT_TRUE(capacity);
+  ASSERT_EQ(capacity->status, 200) << capacity->body;
+  const json weighted = json::parse(capacity->body);
+  ASSERT_EQ(weighted["assignments"].size(), 2U);
+
+  const auto bad_weight = client.Post(
+      "/v1/plan", R"({"items": 10, "strategy": "capacity", "weights": {"home/cuda:0": -1}})", "application/json");
+  ASSERT_TRUE(bad_weight);
+  EXPECT_EQ(bad_weight->status, 422);
+
+  const auto memory =
+      client.Post("/v1/plan", R"({"strategy": "memory", "layers": 4, "layer_bytes": 1e15})", "application/json");
+  ASSERT_TRUE(memory);
+  EXPECT_EQ(memory->status, 422);
+  EXPECT_NE(json::parse(memory->body)["error"]["message"].get<std::string>().find("falls short"), std::string::npos);
+}
+
+TEST_F(AgentApi, MetricsIsPrometheusText) {
+  auto client = agent_->client();
+  const auto result = client.Get("/metrics");
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->status, 200);
+  EXPECT_NE(result->get_header_value("Content-Type").find("text/plain"), std::string::npos);
+  EXPECT_NE(result->body.find("# TYPE gpucluster_device_up gauge"), std::string::npos);
+  EXPECT_NE(result->body.find("device=\"cuda:0\""), std::string::npos);
+}
+
+// The protocol's documented example messages, in the order a client sends them.
+TEST(AgentTelemetry, DocumentedExampleMessagesFeedTheAgent) {
+  AgentProcess agent({"--fleet", home_fleet(), "--interval", "1s"});
+  auto client = agent.client();
+  const auto post = [&](const std::string& name) {
+    auto result = client.Post("/v1/telemetry", read_file(source_path("examples/protocol/" + name)), "application/json");
+    EXPECT_TRUE(result);
+    return result;
+  };
+  const auto registered = post("registration.json");
+  ASSERT_EQ(registered->status, 202) << registered->body;
+  EXPECT_EQ(json::parse(registered->body)["device"], "node-a/cuda:0");
+
+  const json device = body_of(client.Get("/v1/devices/node-a/cuda:0"));
+  EXPECT_EQ(device["name"], "NVIDIA H100 80GB HBM3");
+  EXPECT_EQ(device["backend"], "remote");
+  EXPECT_EQ(device["memory_bytes"], 85520809984);
+
+  ASSERT_EQ(post("heartbeat.json")->status, 202);
+  ASSERT_EQ(post("metrics.json")->status, 202);
+  ASSERT_EQ(post("metrics-partial.json")->status, 202);
+  const json latest = body_of(client.Get("/v1/devices/node-a/cuda:0"));
+  EXPECT_EQ(latest["metrics"]["compute_utilization_percent"], 88.5);
+  EXPECT_TRUE(latest["metrics"]["power_watts"].is_null()) << "unavailable must stay null, never 0";
+  EXPECT_EQ(latest["available"], true);
+
+  const json history = body_of(client.Get("/v1/devices/node-a/cuda:0/history"));
+  ASSERT_EQ(history["samples"].size(), 3U);
+  EXPECT_EQ(history["samples"][0]["timestamp"], 1717171720.5);
+
+  ASSERT_EQ(post("heartbeat-unavailable.json")->status, 202);
+  const json lost = body_of(client.Get("/v1/devices/node-a/cuda:0"));
+  EXPECT_EQ(lost["available"], false);
+  EXPECT_NE(lost["error_message"].get<std::string>().find("GPU is lost"), std::string::npos);
+
+  // A metrics message older than the newest sample is refused and changes nothing.
+  const auto stale = post("metrics.json");
+  EXPECT_EQ(stale->status, 422);
+  EXPECT_EQ(body_of(client.Get("/v1/devices/node-a/cuda:0/history"))["samples"].size(), 3U);
+
+  // Remote devices show up in the Prometheus output with their host label.
+  const auto metrics = client.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(metrics->body.find("host=\"node-a\""), std::string::npos);
+}
+
+TEST(AgentTelemetry, HeartbeatForAnUnregisteredDeviceIs404) {
+  AgentProcess agent({"--fleet", home_fleet()});
+  auto client = agent.client();
+  const auto result =
+      client.Post("/v1/telemetry", read_file(source_path("examples/protocol/heartbeat.json")), "application/json");
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->status, 404);
+  EXPECT_EQ(json::parse(result->body)["error"]["code"], "unknown_device");
+}
+
+TEST(AgentSecurity, NonLoopbackAddressWithoutTokenRefusesToStart) {
+  EXPECT_THROW(AgentProcess({"--fleet", home_fleet(), "--listen", "0.0.0.0:0"}, std::chrono::seconds{10}),
+               std::runtime_error);
+}
+
+TEST(AgentSecurity, TokenIsRequiredOnPostButNotOnGet) {
+  const auto token_path = std::filesystem::temp_directory_path() / ("gpucluster-token-" + std::to_string(getpid()));
+  {
+    std::ofstream token(token_path);
+    token << "s3cret-token\n";
+  }
+  std::filesystem::permissions(token_path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  AgentProcess agent({"--fleet", home_fleet(), "--token-file", token_path.string()});
+  auto client = agent.client();
+  const std::string body = R"({"min_memory_bytes": 0})";
+  const auto missing = client.Post("/v1/select", body, "application/json");
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 401);
+  EXPECT_EQ(json::parse(missing->body)["error"]["code"], "unauthorized");
+
+  const auto wrong = client.Post("/v1/select", {{"Authorization", "Bearer s3cret-tokem"}}, body, "application/json");
+  ASSERT_TRUE(wrong);
+  EXPECT_EQ(wrong->status, 401);
+
+  const auto right = client.Post("/v1/select", {{"Authorization", "Bearer s3cret-token"}}, body, "application/json");
+  ASSERT_TRUE(right);
+  EXPECT_EQ(right->status, 200);
+
+  const auto open = client.Get("/v1/devices");
+  ASSERT_TRUE(open);
+  EXPECT_EQ(open->status, 200);
+  std::filesystem::remove(token_path);
+}
+
+TEST(AgentLifecycle, SigtermDrainsAndExitsZero) {
+  AgentProcess agent({"--fleet", home_fleet(), "--interval", "50ms"});
+  // Load from several clients while the signal arrives: every request either
+  // gets a whole answer or a refused connection, never a 5xx or a cut answer.
+  std::atomic<bool> stop{false};
+  std::atomic<int> server_errors{0}, answered{0};
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 4; ++i) {
+    clients.emplace_back([&] {
+      auto client = agent.client();
+      while (!stop.load()) {
+        const auto result = client.Get("/v1/devices");
+        if (!result) continue;
+        if (result->status >= 500) ++server_errors;
+        if (result->status == 200) {
+          json parsed;
+          EXPECT_NO_THROW(parsed = json::parse(result->body));
+          ++answered;
+        }
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const int status = agent.stop(SIGTERM);
+  stop.store(true);
+  for (auto& client : clients) client.join();
+  ASSERT_TRUE(WIFEXITED(status)) << agent.stderr_text();
+  EXPECT_EQ(WEXITSTATUS(status), 0) << agent.stderr_text();
+  EXPECT_EQ(server_errors.load(), 0);
+  EXPECT_GT(answered.load(), 0);
+  EXPECT_NE(agent.stderr_text().find("agent stopped"), std::string::npos) << agent.stderr_text();
+}
+
+}  // namespace
+}  // namespace gpucluster::testing

@@ -1,0 +1,153 @@
+#pragma once
+// Starts the real `gpucluster agent` binary on a free loopback port for
+// integration tests, and stops it with SIGTERM as an operator would.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <regex>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <httplib.h>
+
+extern char** environ;
+
+namespace gpucluster::testing {
+
+inline std::string source_path(const std::string& relative) {
+  return std::string(GPUCLUSTER_SOURCE_DIR) + "/" + relative;
+}
+
+class AgentProcess {
+ public:
+  // Arguments after `gpucluster agent`; --listen 127.0.0.1:0 is added unless given.
+  explicit AgentProcess(std::vector<std::string> arguments, std::chrono::seconds startup = std::chrono::seconds{30}) {
+    static int counter = 0;
+    stderr_path_ = std::filesystem::temp_directory_path() /
+                   ("gpucluster-agent-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + ".log");
+    std::vector<std::string> argv_strings{GPUCLUSTER_CLI_PATH, "agent"};
+    bool has_listen = false;
+    for (const auto& argument : arguments) has_listen = has_listen || argument.rfind("--listen", 0) == 0;
+    if (!has_listen) {
+      argv_strings.emplace_back("--listen");
+      argv_strings.emplace_back("127.0.0.1:0");
+    }
+    argv_strings.insert(argv_strings.end(), arguments.begin(), arguments.end());
+    std::vector<char*> argv;
+    for (auto& argument : argv_strings) argv.push_back(argument.data());
+    argv.push_back(nullptr);
+
+    int out[2];
+    if (::pipe(out) != 0) throw std::runtime_error("pipe failed");
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+    posix_spawn_file_actions_addclose(&actions, out[0]);
+    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, stderr_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    const int spawned = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    ::close(out[1]);
+    stdout_fd_ = out[0];
+    if (spawned != 0) throw std::runtime_error("cannot start " + std::string(argv[0]));
+    read_banner(startup);
+  }
+
+  ~AgentProcess() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      int status = 0;
+      ::waitpid(pid_, &status, 0);
+    }
+    if (stdout_fd_ >= 0) ::close(stdout_fd_);
+    std::error_code ignored;
+    std::filesystem::remove(stderr_path_, ignored);
+  }
+
+  AgentProcess(const AgentProcess&) = delete;
+  AgentProcess& operator=(const AgentProcess&) = delete;
+
+  int port() const { return port_; }
+  const std::string& banner() const { return banner_; }
+  std::string base_url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+
+  httplib::Client client() const {
+    httplib::Client client("127.0.0.1", port_);
+    client.set_connection_timeout(std::chrono::seconds{5});
+    client.set_read_timeout(std::chrono::seconds{30});
+    return client;
+  }
+
+  bool running() {
+    if (pid_ <= 0) return false;
+    int status = 0;
+    const pid_t done = ::waitpid(pid_, &status, WNOHANG);
+    if (done == 0) return true;
+    pid_ = -1;
+    exit_status_ = status;
+    return false;
+  }
+
+  // Sends a signal and waits for the exit; returns the raw wait status.
+  int stop(int signal_number = SIGTERM, std::chrono::seconds patience = std::chrono::seconds{20}) {
+    if (pid_ <= 0) return exit_status_;
+    ::kill(pid_, signal_number);
+    const auto deadline = std::chrono::steady_clock::now() + patience;
+    while (std::chrono::steady_clock::now() < deadline) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        exit_status_ = status;
+        return status;
+      }
+      ::usleep(20'000);
+    }
+    throw std::runtime_error("agent did not exit within the patience after the signal");
+  }
+
+  std::string stderr_text() const {
+    std::ifstream file(stderr_path_);
+    std::stringstream content;
+    content << file.rdbuf();
+    return content.str();
+  }
+
+ private:
+  void read_banner(std::chrono::seconds startup) {
+    const auto deadline = std::chrono::steady_clock::now() + startup;
+    const std::regex url(R"(gpucluster agent on http://[^ ]+:(\d+))");
+    while (std::chrono::steady_clock::now() < deadline) {
+      pollfd descriptor{stdout_fd_, POLLIN, 0};
+      if (::poll(&descriptor, 1, 100) <= 0) continue;
+      char buffer[4096];
+      const ssize_t n = ::read(stdout_fd_, buffer, sizeof buffer);
+      if (n <= 0) break;  // the agent exited
+      banner_.append(buffer, static_cast<std::size_t>(n));
+      std::smatch match;
+      if (std::regex_search(banner_, match, url)) {
+        port_ = std::stoi(match[1].str());
+        return;
+      }
+    }
+    throw std::runtime_error("agent did not print its URL; stderr:\n" + stderr_text());
+  }
+
+  pid_t pid_ = -1;
+  int stdout_fd_ = -1;
+  int port_ = 0;
+  int exit_status_ = -1;
+  std::string banner_;
+  std::filesystem::path stderr_path_;
+};
+
+}  // namespace gpucluster::testing
