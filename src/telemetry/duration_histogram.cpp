@@ -25,9 +25,9 @@ DurationHistogram::DurationHistogram(std::vector<double> upper_bounds_seconds)
 
 void DurationHistogram::observe(std::chrono::nanoseconds duration) noexcept {
   const double seconds = std::chrono::duration<double>(duration).count();
-  const auto bucket = static_cast<std::size_t>(
-      std::lower_bound(upper_bounds_seconds_.begin(), upper_bounds_seconds_.end(), seconds) -
-      upper_bounds_seconds_.begin());
+  const auto bucket =
+      static_cast<std::size_t>(std::lower_bound(upper_bounds_seconds_.begin(), upper_bounds_seconds_.end(), seconds) -
+                               upper_bounds_seconds_.begin());
   counts_[bucket].fetch_add(1, std::memory_order_relaxed);
   sum_nanoseconds_.fetch_add(static_cast<std::uint64_t>(std::max<std::int64_t>(0, duration.count())),
                              std::memory_order_relaxed);
