@@ -14,7 +14,8 @@ out=${1:-${OUT:-docs/gpu-check}}
 mkdir -p "$out"
 seconds=${GPU_CHECK_SECONDS:-30}
 bin=build/release/gpucluster
-[ -d build/release/lib ] && export LD_LIBRARY_PATH="$PWD/build/release/lib:${LD_LIBRARY_PATH:-}"
+# Carried from a Debian 12 build: a copy whose RPATH ($ORIGIN) finds the libraries beside it.
+[ -x build/release/lib/gpucluster ] && bin=build/release/lib/gpucluster
 if ! "$bin" --version >/dev/null 2>&1; then
   echo "gpu-check: building (no usable $bin)"
   cmake --preset release -DGPUCLUSTER_BUILD_TESTS=OFF -DGPUCLUSTER_BUILD_BENCH=OFF >/dev/null
@@ -40,7 +41,7 @@ print(f"matmuls: {n}")
 PY
 load=$!
 sleep 2  # let the load ramp up
-nvidia-smi --query-gpu=timestamp,index,memory.used,utilization.gpu,power.draw,temperature.gpu,clocks.sm \
+nvidia-smi --query-gpu=timestamp,index,memory.used,utilization.gpu,power.draw,temperature.gpu,clocks.sm,memory.reserved \
   --format=csv,noheader,nounits -lms 1000 >"$out/nvidia-smi.csv" &
 smi=$!
 /usr/bin/time -f "time: user %U s, system %S s, elapsed %e s, max RSS %M KiB" \

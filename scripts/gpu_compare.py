@@ -4,7 +4,9 @@
 usage: gpu_compare.py WATCH_JSONL NVIDIA_SMI_CSV WATCH_STDERR
 WATCH_JSONL: `gpucluster watch --backend nvml --json` output (one object per tick).
 NVIDIA_SMI_CSV: nvidia-smi --query-gpu=timestamp,index,memory.used,utilization.gpu,
-                power.draw,temperature.gpu,clocks.sm --format=csv,noheader,nounits -lms 1000
+                power.draw,temperature.gpu,clocks.sm,memory.reserved --format=csv,noheader,nounits -lms 1000
+Our memory_used_bytes is NVML's total - free, which includes the memory the driver
+reserves; nvidia-smi's memory.used leaves it out, so the reserved column is added back.
 Prints, per field, the median and maximum absolute difference between each of our
 samples and the nvidia-smi reading of the same GPU nearest in time, and the
 sampler's CPU time per device per tick from the watch summary.
@@ -33,11 +35,15 @@ def load_smi(path):
                 continue
             stamp = datetime.datetime.strptime(row[0].strip(), "%Y/%m/%d %H:%M:%S.%f").timestamp()
             values = []
-            for cell in row[2:7]:
+            for cell in row[2:8]:
                 try:
                     values.append(float(cell))
                 except ValueError:
                     values.append(None)  # "[N/A]"
+            while len(values) < 6:
+                values.append(None)  # an older nvidia-smi query without memory.reserved
+            if values[0] is not None and values[5] is not None:
+                values[0] += values[5]  # used + reserved = total - free, as NVML v1 reports it
             rows.append((stamp, int(row[1]), values))
     return rows
 
