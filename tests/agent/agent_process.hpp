@@ -4,7 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,8 +20,6 @@
 #include <vector>
 
 #include <httplib.h>
-
-extern char** environ;
 
 namespace gpucluster::testing {
 
@@ -50,16 +48,21 @@ class AgentProcess {
 
     int out[2];
     if (::pipe(out) != 0) throw std::runtime_error("pipe failed");
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
-    posix_spawn_file_actions_addclose(&actions, out[0]);
-    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, stderr_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    const int spawned = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
+    const int log = ::open(stderr_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    pid_ = ::fork();
+    if (pid_ == 0) {                       // child: only async-signal-safe calls until exec
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // a crashed test never leaves its agent running
+      ::dup2(out[1], STDOUT_FILENO);
+      ::dup2(log, STDERR_FILENO);
+      ::close(out[0]);
+      ::close(out[1]);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
     ::close(out[1]);
+    ::close(log);
     stdout_fd_ = out[0];
-    if (spawned != 0) throw std::runtime_error("cannot start " + std::string(argv[0]));
+    if (pid_ < 0) throw std::runtime_error("cannot start " + std::string(argv[0]));
     read_banner(startup);
   }
 
