@@ -325,6 +325,16 @@ std::string render_exposition(const ExpositionSnapshot& snapshot) {
     }
   }
 
+  // Lets dashboards and alerts see a device whose telemetry stopped (time() - this).
+  constexpr std::string_view kLastSample = "gpucluster_last_sample_timestamp_seconds";
+  append_header(out, kLastSample, "gauge", "Time of the device's newest sample, in seconds since the epoch.");
+  for (const DeviceRow& row : rows) {
+    if (row.state->latest) {
+      append_series_start(out, kLastSample, labels_of(row));
+      fmt::format_to(Out(out), "{:.3f}\n", to_seconds(row.state->latest->timestamp));
+    }
+  }
+
   // ---- the agent itself ----
   append_histogram(out, "gpucluster_sample_duration_seconds", "Duration of backend sampling calls, in seconds.",
                    snapshot.sample_durations);

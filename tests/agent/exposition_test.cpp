@@ -38,6 +38,7 @@ const std::map<std::string, std::string> kFamilies = {
     {"gpucluster_clock_hertz", "gauge"},
     {"gpucluster_device_up", "gauge"},
     {"gpucluster_device_score", "gauge"},
+    {"gpucluster_last_sample_timestamp_seconds", "gauge"},
     {"gpucluster_sample_duration_seconds", "histogram"},
     {"gpucluster_rejected_samples_total", "counter"},
     {"gpucluster_backend_errors_total", "counter"},
@@ -240,6 +241,20 @@ TEST(Exposition, DeviceGaugesInBaseUnits) {
   ASSERT_TRUE(score);
   const DeviceState again = make_device(spec);
   EXPECT_DOUBLE_EQ(std::stod(*score), score_sample(*again.info, *again.latest, ScoringConfig{}).score);
+}
+
+TEST(Exposition, LastSampleTimestampLetsAlertsSeeStaleDevices) {
+  DeviceSpec fresh, unavailable, never;
+  unavailable.id = "cuda:1";
+  unavailable.available = false;  // its last reading is not exported as current, but its time is
+  never.id = "cuda:2";
+  never.has_sample = false;
+  const std::string text =
+      render_exposition(snapshot_of({make_device(fresh), make_device(unavailable), make_device(never)}));
+  const std::string expected = fmt::format("{:.3f}", to_seconds(kNow));
+  EXPECT_EQ(value_of(text, "gpucluster_last_sample_timestamp_seconds", R"(device="cuda:0")"), expected);
+  EXPECT_EQ(value_of(text, "gpucluster_last_sample_timestamp_seconds", R"(device="cuda:1")"), expected);
+  EXPECT_FALSE(value_of(text, "gpucluster_last_sample_timestamp_seconds", R"(device="cuda:2")"));
 }
 
 TEST(Exposition, ZeroIsPrintedWhenMeasuredAndFullUtilizationIsOne) {
