@@ -374,9 +374,23 @@ void Agent::Impl::install_routes() {
   server.set_keep_alive_max_count(1000);
   server.set_read_timeout(std::chrono::seconds(10));
   server.set_write_timeout(std::chrono::seconds(10));
-  server.set_pre_routing_handler([](const httplib::Request&, httplib::Response&) {
+  server.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
     current_route = "(unmatched)";
     request_started = std::chrono::steady_clock::now();
+    // httplib 0.11 reads a chunked body, or a POST/PUT/PATCH body without
+    // Content-Length (until the peer closes), whole and past the payload limit:
+    // such a request could make the agent buffer any amount of memory, before
+    // any token check. This handler runs before the body is read: refuse them.
+    const bool carries_body = req.method == "POST" || req.method == "PUT" || req.method == "PATCH";
+    if (req.has_header("Transfer-Encoding") || (carries_body && !req.has_header("Content-Length"))) {
+      write_error(res, 411, "length_required", "the request body needs a Content-Length header (no chunked bodies)",
+                  "Content-Length",
+                  req.has_header("Transfer-Encoding")
+                      ? "Transfer-Encoding: " + req.get_header_value("Transfer-Encoding")
+                      : "(absent)",
+                  "a Content-Length header, and no Transfer-Encoding");
+      return httplib::Server::HandlerResponse::Handled;
+    }
     return httplib::Server::HandlerResponse::Unhandled;
   });
   // Routes that did not match, and bodies over the limit (413), reach here
@@ -437,7 +451,10 @@ DeviceKey Agent::Impl::device_from_path(const std::string& text) const {
   if (text.empty() || text.size() > 2 * config.limits.max_string_bytes + 1) {
     throw bad_request("id", text.substr(0, 64), "a device id such as cuda:0 or host/cuda:0");
   }
-  const DeviceKey key = manager.resolve_key(text);  // validates both parts (InputError → 422)
+  const DeviceKey key = manager.resolve_key(text);
+  // Both parts must be identifiers a device can have (InputError → 422): "..", "a//b", NUL or control characters.
+  validate_identifier(key.host, "id");
+  validate_identifier(key.local_id, "id");
   return key;
 }
 
