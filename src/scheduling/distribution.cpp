@@ -64,8 +64,9 @@ u64 load_tail(const char* data, std::size_t size) noexcept {
 }
 
 // A cheap hash for the duplicate check only (8 bytes per step; device ids are
-// short): std::hash costs about twice as much and dominated plan time.
-u64 hash_text(u64 hash, std::string_view text) noexcept {
+// short): std::hash costs about twice as much and dominated plan time. Inlined:
+// a call per string cost as much as the hashing.
+[[gnu::always_inline]] inline u64 hash_text(u64 hash, std::string_view text) noexcept {
   constexpr u64 kMultiplier = 0x9e3779b97f4a7c15ULL;
   for (; text.size() >= 8; text.remove_prefix(8)) {
     hash = (hash ^ load_bytes(text.data(), 8)) * kMultiplier;
@@ -75,32 +76,44 @@ u64 hash_text(u64 hash, std::string_view text) noexcept {
   return hash ^ (hash >> 29);
 }
 
-u64 hash_key(const DeviceKey& key) noexcept {
+[[gnu::always_inline]] inline u64 hash_key(const DeviceKey& key) noexcept {
   return hash_text(hash_text(0x243f6a8885a308d3ULL, key.host), key.local_id);
 }
 
 // Open addressing over hashes: O(devices), no per-key allocation. A plan that
-// lists a device twice would hand it two ranges, so it is rejected.
-template <class T, class KeyOf>
-void require_distinct(std::span<const T> devices, KeyOf key_of) {
-  if (devices.size() < 2) return;
+// lists a device twice would hand it two ranges, so it is rejected. A slot
+// holds the index + 1 (0 = empty) and the hash's low 32 bits, so a probe
+// compares keys only when those match too.
+// `visit(i)` is called on each device in the same pass (plan_capacity reads the
+// weights there: one pass over the devices instead of two).
+struct VisitNothing {
+  void operator()(std::size_t) const noexcept {}
+};
+
+template <class T, class KeyOf, class Visit = VisitNothing>
+void require_distinct(std::span<const T> devices, KeyOf key_of, Visit visit = {}) {
+  if (devices.size() < 2) {
+    if (devices.size() == 1) visit(0);
+    return;
+  }
   int slot_bits = 4;
   while ((std::size_t{1} << slot_bits) < devices.size() * 2) ++slot_bits;
-  std::vector<std::uint32_t> table(std::size_t{1} << slot_bits, 0);  // index + 1; 0 = empty
+  std::vector<u64> table(std::size_t{1} << slot_bits, 0);
   const u64 mask = table.size() - 1;
-  const auto hashes = std::make_unique_for_overwrite<u64[]>(devices.size());
   for (std::size_t i = 0; i < devices.size(); ++i) {
     const DeviceKey& key = key_of(devices[i]);
     const u64 hash = hash_key(key);
-    hashes[i] = hash;
+    const u64 tag = hash & 0xffffffffULL;
     u64 slot = hash >> (64 - slot_bits);  // the multiply mixes into the high bits; the low ones cluster
     for (; table[slot] != 0; slot = (slot + 1) & mask) {
-      const std::size_t other = table[slot] - 1;
-      if (hashes[other] == hash && key_of(devices[other]) == key) {
+      if ((table[slot] & 0xffffffffULL) != tag) continue;
+      const std::size_t other = (table[slot] >> 32) - 1;
+      if (key_of(devices[other]) == key) {
         throw PlanError("devices", key.str(), fmt::format("must be distinct: listed at positions {} and {}", other, i));
       }
     }
-    table[slot] = static_cast<std::uint32_t>(i + 1);
+    table[slot] = (static_cast<u64>(i + 1) << 32) | tag;
+    visit(i);
   }
 }
 
@@ -307,9 +320,199 @@ std::optional<std::vector<u128>> exact_weights(std::span<const double> weights, 
   return scaled;
 }
 
+// ---------------------------------------------------------------------------
+// Fast exact apportionment
+
+// A positive finite double is a multiple of 2^ulp_exponent and below 2^top_bit.
+int ulp_exponent(double value) noexcept {
+  const int biased = static_cast<int>((std::bit_cast<u64>(value) >> 52) & 0x7ff);
+  return biased == 0 ? -1074 : biased - 1075;
+}
+
+int top_bit(double value) noexcept {
+  const u64 bits = std::bit_cast<u64>(value);
+  const int biased = static_cast<int>((bits >> 52) & 0x7ff);
+  return biased == 0 ? -1074 + static_cast<int>(std::bit_width(bits & ((u64{1} << 52) - 1))) : biased - 1022;
+}
+
+// The weights as the integers w·2^-lowest (lowest = the smallest weight's ulp
+// exponent, so every weight is such a multiple): the integers exact_weights
+// gives up to a power of two, hence the same quotas, floors and remainder
+// order. Built only when the double estimates cannot decide something.
+class ExactQuotas {
+ public:
+  ExactQuotas(std::span<const double> weights, u64 n, int lowest) : weights_(weights), n_(n), lowest_(lowest) {
+    for (const double weight : weights) total_ += scaled(weight);
+  }
+
+  u128 scaled(double weight) const noexcept {
+    if (weight == 0) return 0;
+    const u64 bits = std::bit_cast<u64>(weight);
+    const int biased = static_cast<int>((bits >> 52) & 0x7ff);
+    const u64 mantissa = (bits & ((u64{1} << 52) - 1)) | (biased == 0 ? 0 : u64{1} << 52);
+    return static_cast<u128>(mantissa) << (ulp_exponent(weight) - lowest_);
+  }
+
+  // n·w_i = quotient·total + remainder, exactly (both sides below 2^128).
+  DivMod quota(std::size_t i) const noexcept {
+    const u128 product = n_ * scaled(weights_[i]);
+    return DivMod{static_cast<u64>(product / total_), product % total_};
+  }
+
+  double fraction(u128 remainder) const noexcept { return to_double(remainder) / to_double(total_); }
+
+ private:
+  std::span<const double> weights_;
+  u64 n_;
+  int lowest_;
+  u128 total_ = 0;
+};
+
+// Largest remainder from double estimates, for n·devices well below 2^53 and
+// weights that the exact path takes: each quota n·w_i/Σw is estimated within
+// `slack` (a bound on the rounding of the sum, the division and the product),
+// so a floor is certain unless the estimate is within slack of an integer, and
+// one leftover beats another for certain when their estimated fractions differ
+// by more than 2·slack. Only what the estimates cannot decide (floors near an
+// integer, fractions near the cut for the leftovers) is computed exactly, with
+// the integers of ExactQuotas, so the counts are the exact path's, ties by
+// index included. Returns false, writing nothing, where it does not apply.
+bool apportion_fast(std::span<const double> weights, u64 n, std::span<u64> counts) {
+  const std::size_t d = weights.size();
+  if (n == 0 || d == 0 || d >= std::numeric_limits<std::uint32_t>::max()) return false;
+  // Σw in four chains (the rounding bound below holds for any order), with the
+  // extremes; branch-free (0 for zero weights: largest starts there anyway).
+  constexpr double kInfinity = std::numeric_limits<double>::infinity();
+  double sums[4] = {0, 0, 0, 0};
+  double largest[4] = {0, 0, 0, 0};
+  double smallest[4] = {kInfinity, kInfinity, kInfinity, kInfinity};
+  std::size_t i = 0;
+  for (; i + 4 <= d; i += 4) {
+    for (std::size_t k = 0; k < 4; ++k) {
+      const double weight = weights[i + k];
+      sums[k] += weight;
+      largest[k] = std::max(largest[k], weight);
+      smallest[k] = std::min(smallest[k], weight > 0 ? weight : kInfinity);
+    }
+  }
+  for (; i < d; ++i) {
+    const double weight = weights[i];
+    sums[0] += weight;
+    largest[0] = std::max(largest[0], weight);
+    smallest[0] = std::min(smallest[0], weight > 0 ? weight : kInfinity);
+  }
+  const double total = (sums[0] + sums[1]) + (sums[2] + sums[3]);
+  const double largest_weight = std::max(std::max(largest[0], largest[1]), std::max(largest[2], largest[3]));
+  const double smallest_weight = std::min(std::min(smallest[0], smallest[1]), std::min(smallest[2], smallest[3]));
+  // The exact path applies when the scaled weights fit its budget (checked here
+  // against the smallest weight's ulp, which is at most the lowest set bit).
+  const int budget = 128 - static_cast<int>(std::max(std::bit_width(n), std::bit_width(static_cast<u64>(d))));
+  if (top_bit(largest_weight) - ulp_exponent(smallest_weight) > budget) return false;
+  // Relative error of an estimate: the sum's (d-1)·u, the division's and the
+  // product's u each (u = 2^-53), with margin (also covering the ~5u of an exact
+  // remainder turned into a fraction); quotas are at most n.
+  const double relative = static_cast<double>(d + 8) * 0x1p-53 * 1.001;
+  if (!(relative < 0x1p-20)) return false;
+  const double slack = static_cast<double>(n) * relative;
+  if (!(slack <= 0x1p-12)) return false;  // n·d past ~2^41: most estimates would be unsure
+
+  // About one estimate per bucket of the fractions' histogram.
+  const int bucket_bits = std::clamp(static_cast<int>(std::bit_width(d)), 4, 16);
+  const std::size_t bucket_count = std::size_t{1} << bucket_bits;
+  const double bucket_scale = static_cast<double>(bucket_count);
+  std::vector<std::uint32_t> histogram(bucket_count, 0);
+  const auto fractions = std::make_unique_for_overwrite<double[]>(d);
+  const auto listed = std::make_unique_for_overwrite<std::uint32_t[]>(d);  // unsure, later the band
+
+  // Floors and fractions of the estimates; branch-free, the few unsure ones listed.
+  const double per_weight = static_cast<double>(n) / total;
+  const double sure_below = 1 - slack;
+  u64 assigned = 0;
+  std::size_t unsure = 0;
+  for (std::size_t j = 0; j < d; ++j) {
+    const double estimate = weights[j] * per_weight;  // < 2^42, so the conversions are exact
+    const u64 floor = static_cast<u64>(static_cast<std::int64_t>(estimate));
+    const double fraction = estimate - static_cast<double>(floor);
+    counts[j] = floor;
+    assigned += floor;
+    fractions[j] = fraction;
+    ++histogram[static_cast<std::size_t>(fraction * bucket_scale)];
+    listed[unsure] = static_cast<std::uint32_t>(j);
+    unsure += static_cast<std::size_t>((fraction < slack) | (fraction >= sure_below));  // zero weights too
+  }
+
+  std::optional<ExactQuotas> exact;
+  const auto exact_quotas = [&]() -> const ExactQuotas& {
+    if (!exact) exact.emplace(weights, n, ulp_exponent(smallest_weight));
+    return *exact;
+  };
+  for (std::size_t k = 0; k < unsure; ++k) {
+    const std::size_t j = listed[k];
+    --histogram[static_cast<std::size_t>(fractions[j] * bucket_scale)];
+    if (weights[j] == 0) {
+      fractions[j] = -1;  // exactly 0 items, never a leftover: out of the histogram
+      continue;
+    }
+    const DivMod quota = exact_quotas().quota(j);
+    const double fraction = std::min(exact_quotas().fraction(quota.remainder), 1 - 0x1p-53);  // in [0, 1)
+    ++histogram[static_cast<std::size_t>(fraction * bucket_scale)];
+    assigned = assigned - counts[j] + quota.quotient;
+    counts[j] = quota.quotient;
+    fractions[j] = fraction;
+  }
+
+  const u64 leftover = n - assigned;  // the floors are exact now: Σfloors ≤ n
+  if (leftover == 0) return true;
+  // The bucket holding the leftover-th largest estimate: fewer than `leftover`
+  // estimates lie above it, at least `leftover` at or above its lower edge.
+  std::size_t boundary = bucket_count - 1;
+  u64 above = 0;
+  while (boundary > 0 && above + histogram[boundary] < leftover) above += histogram[boundary--];
+  // At or above `upper`: certainly among the largest leftover. Below `lower`:
+  // certainly not. In between (the band): decided below. (3·slack where 2
+  // would do: room for the rounding of these bounds themselves.)
+  const double upper = static_cast<double>(boundary + 1) / bucket_scale + 3 * slack;
+  const double lower = static_cast<double>(boundary) / bucket_scale - 3 * slack;
+  u64 given = 0;
+  std::size_t band_size = 0;
+  for (std::size_t j = 0; j < d; ++j) {
+    const double fraction = fractions[j];
+    const bool wins = fraction >= upper;
+    counts[j] += wins;
+    given += wins;
+    listed[band_size] = static_cast<std::uint32_t>(j);
+    band_size += static_cast<std::size_t>(!wins & (fraction >= lower));
+  }
+  const std::span<std::uint32_t> band(listed.get(), band_size);
+  const std::size_t need = static_cast<std::size_t>(leftover - given);  // 1..band_size
+  if (need < band.size()) {
+    // O(band) selections, not sorts: the plan stays O(devices) even when ties
+    // put every device in the band.
+    const auto cut = band.begin() + static_cast<std::ptrdiff_t>(need - 1);
+    std::nth_element(band.begin(), cut, band.end(), [&](std::size_t a, std::size_t b) {
+      return fractions[a] != fractions[b] ? fractions[a] > fractions[b] : a < b;
+    });
+    double best_left_out = -1;
+    for (auto it = cut + 1; it != band.end(); ++it) best_left_out = std::max(best_left_out, fractions[*it]);
+    if (!(fractions[*cut] - best_left_out > 3 * slack)) {
+      // Too close to call from the estimates: exact remainders, ties by index.
+      std::vector<std::pair<u128, std::uint32_t>> exact_band(band.size());
+      for (std::size_t k = 0; k < band.size(); ++k) exact_band[k] = {exact_quotas().quota(band[k]).remainder, band[k]};
+      std::nth_element(
+          exact_band.begin(), exact_band.begin() + static_cast<std::ptrdiff_t>(need - 1), exact_band.end(),
+          [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; });
+      for (std::size_t k = 0; k < need; ++k) ++counts[exact_band[k].second];
+      return true;
+    }
+  }
+  for (std::size_t k = 0; k < need && k < band.size(); ++k) ++counts[band[k]];
+  return true;
+}
+
 // Weights already validated.
 std::vector<u64> apportion_validated(std::span<const double> weights, u64 n) {
   std::vector<u64> counts(weights.size(), 0);
+  if (apportion_fast(weights, n, counts)) return counts;
   if (auto exact = exact_weights(weights, n)) {
     apportion_into(std::span<const u128>(*exact), n, counts);
   } else {
@@ -418,6 +621,39 @@ std::vector<u64> apportion_capped_validated(std::span<const double> weights, u64
 // ---------------------------------------------------------------------------
 // Plans
 
+// A copy of a string: for SSO-sized strings, a constant-length copy per length,
+// which the compiler inlines; a std::string copy calls memcpy, and those calls
+// were a third of a plan's time. Returned as a prvalue: built in place.
+std::string copy_string(const std::string& text) {
+  const char* data = text.data();
+  switch (text.size()) {
+    case 0: return std::string();
+    case 1: return std::string(data, 1);
+    case 2: return std::string(data, 2);
+    case 3: return std::string(data, 3);
+    case 4: return std::string(data, 4);
+    case 5: return std::string(data, 5);
+    case 6: return std::string(data, 6);
+    case 7: return std::string(data, 7);
+    case 8: return std::string(data, 8);
+    case 9: return std::string(data, 9);
+    case 10: return std::string(data, 10);
+    case 11: return std::string(data, 11);
+    case 12: return std::string(data, 12);
+    case 13: return std::string(data, 13);
+    case 14: return std::string(data, 14);
+    case 15: return std::string(data, 15);
+    default: return text;
+  }
+}
+
+// Converts to a copy of `key`, so that emplace_back builds the copy directly in
+// the assignment (no temporary DeviceKey to move from).
+struct KeyCopy {
+  const DeviceKey& key;
+  operator DeviceKey() const { return DeviceKey{copy_string(key.host), copy_string(key.local_id)}; }
+};
+
 template <class T, class KeyOf>
 Plan make_plan(Strategy strategy, u64 total_items, std::span<const T> devices, KeyOf key_of,
                std::span<const u64> counts) {
@@ -427,7 +663,7 @@ Plan make_plan(Strategy strategy, u64 total_items, std::span<const T> devices, K
   plan.assignments.reserve(devices.size());
   u64 start = 0;
   for (std::size_t i = 0; i < devices.size(); ++i) {
-    plan.assignments.emplace_back(key_of(devices[i]), start, counts[i]);  // in place: one copy of the key
+    plan.assignments.emplace_back(KeyCopy{key_of(devices[i])}, start, counts[i]);  // in place: one copy of the key
     start += counts[i];
   }
   plan.unassigned = total_items - start;
@@ -511,9 +747,9 @@ Plan plan_uniform(std::span<const DeviceKey> devices, std::uint64_t items,
 Plan plan_capacity(std::span<const WeightedDevice> devices, std::uint64_t items,
                    std::optional<std::uint64_t> max_per_device) {
   require_devices(devices.size());
-  require_distinct(devices, key_of_weighted);
-  std::vector<double> weights(devices.size());
-  for (std::size_t i = 0; i < devices.size(); ++i) weights[i] = devices[i].weight;
+  const auto weights_buffer = std::make_unique_for_overwrite<double[]>(devices.size());
+  const std::span<const double> weights(weights_buffer.get(), devices.size());
+  require_distinct(devices, key_of_weighted, [&](std::size_t i) { weights_buffer[i] = devices[i].weight; });
   validate_weights(weights, [&](std::size_t i) { return fmt::format("weights[{}]", devices[i].device.str()); });
   std::vector<u64> counts;
   if (max_per_device) {

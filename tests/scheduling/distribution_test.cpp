@@ -616,6 +616,77 @@ TEST(DistributionProperty, ExactPathMatchesIndependentIntegerArithmetic) {
   }
 }
 
+// Any finite weights as the integers w·2^-e, e the lowest exponent of a set bit
+// among them (for spreads well within 128 bits).
+std::vector<u128> dyadic_integers(const std::vector<double>& weights) {
+  int lowest = std::numeric_limits<int>::max();
+  for (const double w : weights) {
+    if (w == 0) continue;
+    int exponent = 0;
+    std::frexp(w, &exponent);
+    lowest = std::min(lowest, exponent - 53);
+  }
+  std::vector<u128> exact(weights.size(), 0);
+  for (std::size_t i = 0; i < weights.size(); ++i) {
+    if (weights[i] == 0) continue;
+    int exponent = 0;
+    const double fraction = std::frexp(weights[i], &exponent);
+    exact[i] = static_cast<u128>(static_cast<u64>(std::ldexp(fraction, 53))) << (exponent - 53 - lowest);
+  }
+  return exact;
+}
+
+TEST(DistributionProperty, PlanSizedInputsMatchIndependentIntegerArithmetic) {
+  // Hundreds to thousands of devices and up to ~2^41/devices items (where
+  // quotas are first estimated in double precision), with the inputs that make
+  // estimates hard to trust: many equal weights (exact ties), quotas that are
+  // exactly integral, decimal and random fractional weights, zeros.
+  std::mt19937_64 rng(99);
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  for (int trial = 0; trial < 450; ++trial) {
+    const std::size_t device_count = trial % 4 == 0 ? 1 + rng() % 8 : 1 + rng() % 3000;
+    const int style = trial % 9;
+    std::vector<double> weights(device_count);
+    for (double& w : weights) {
+      switch (style) {
+        case 0: w = 1.0 + 99.0 * unit(rng); break;                  // TFLOPS-like, as in the benchmark
+        case 1: w = static_cast<double>(rng() % 6); break;          // few values: ties everywhere
+        case 2: w = 2.5; break;                                     // all equal
+        case 3: w = static_cast<double>(1 + rng() % 1000); break;   // integral; n below makes quotas integral
+        case 4: w = static_cast<double>(rng() % 100) * 0.1; break;  // decimals (not exact in binary)
+        case 5: w = std::ldexp(1.0 + unit(rng), static_cast<int>(rng() % 20) - 10); break;  // wide spread
+        case 6: w = (rng() % 3 == 0) ? 0.0 : 1.0 + static_cast<double>(rng() % 3) * 0.5; break;
+        default:
+          w = std::ldexp(1.75 + static_cast<double>(rng() % 64) * 0x1p-52, style - 7);
+          break;  // neighbours:
+                  // fractions closer together than the estimates' rounding, so only exact arithmetic orders them
+      }
+      if (style != 2 && style < 7 && rng() % 17 == 0) w = 0;
+    }
+    if (std::none_of(weights.begin(), weights.end(), [](double w) { return w > 0; })) weights[0] = 1;
+    const std::vector<u128> exact = dyadic_integers(weights);
+    u64 n = 0;
+    switch (rng() % 5) {
+      case 0: n = rng() % 20; break;
+      case 1: n = rng() % 10'000'001; break;
+      case 2: {
+        u128 total = 0;
+        for (const u128 w : exact) total += w;
+        n = total < (u128{1} << 30) ? static_cast<u64>(total) * (1 + rng() % 1000) : rng() % 10'000'001;
+        break;
+      }
+      case 3: n = (u64{1} << 41) / (device_count + 8) - rng() % 3; break;  // about the estimates' limit
+      default: n = (u64{1} << 41) / (device_count + 8) + 1 + rng() % 1000; break;
+    }
+    SCOPED_TRACE(fmt::format("trial {} style {} devices {} items {}", trial, style, device_count, n));
+    const Counts expected = reference_apportion(exact, n);
+    ASSERT_EQ(apportion(weights, n), expected);
+    if (trial % 10 == 0) {
+      ASSERT_EQ(counts_of(plan_capacity(weighted(weights), n)), expected);
+    }
+  }
+}
+
 TEST(DistributionProperty, CappedCountsRespectCapsAndFillFairly) {
   std::mt19937_64 rng(7);
   for (int trial = 0; trial < 300; ++trial) {
