@@ -511,8 +511,7 @@ void Agent::Impl::handle_plan(const httplib::Request& req, httplib::Response& re
 }
 
 DeviceKey Agent::Impl::remote_device(const std::string& device_id, const std::optional<std::string>& hostname) const {
-  DeviceKey key{hostname.value_or(""), device_id};
-  if (!hostname && device_id.find('/') != std::string::npos) key = parse_device_key(device_id, manager.host());
+  DeviceKey key{hostname.value_or(""), device_id};  // the parser has validated both as identifiers
   {
     std::shared_lock lock(remote_mutex);
     const auto found = remote_hosts_by_device.find(key.local_id);

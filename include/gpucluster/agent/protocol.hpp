@@ -53,6 +53,18 @@ struct MetricsReport {
 
 using TelemetryMessage = std::variant<DeviceRegistration, Heartbeat, MetricsReport>;
 
+// Field-by-field equality (gauges and timestamps compared exactly), so that
+// TelemetryMessage compares with ==: the round-trip tests and the fuzzer hold
+// parse_telemetry_message(to_protocol_json(m, t).dump()) == m.
+bool operator==(const DeviceRegistration& a, const DeviceRegistration& b);
+bool operator==(const Heartbeat& a, const Heartbeat& b);
+bool operator==(const MetricsReport& a, const MetricsReport& b);
+
+// Timestamps on the wire are float seconds since the epoch (Python's
+// time.time()), accepted within [0, kMaxTimestampSeconds] (1970 to 2100) and
+// kept to the nanosecond nearest to the double.
+inline constexpr double kMaxTimestampSeconds = 4102444800.0;
+
 // How a message was refused, mapped to an HTTP status by the agent:
 // malformed → 400 (bad JSON, wrong type, unknown type/version, missing field,
 // too deep, string too long), invalid → 422 (well-formed but breaks a rule:
@@ -67,6 +79,9 @@ class ProtocolError : public InputError {
  private:
   Kind kind_;
 };
+
+// "malformed" or "invalid".
+const char* to_string(ProtocolError::Kind kind) noexcept;
 
 // Parses and checks one message. Field names in errors are JSON paths such as
 // "payload.metrics.power_watts". Throws ProtocolError; never anything else for
