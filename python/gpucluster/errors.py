@@ -1,0 +1,130 @@
+"""Exceptions raised by gpucluster.
+
+Every error that comes from bad input names what was wrong, as attributes, so a
+caller can report it without parsing the message:
+
+* ``InputError(ValueError)``: ``field``, ``value``, ``rule``.
+* ``ValidationError(InputError)``: a rejected telemetry sample; adds ``device`` and
+  ``reason`` (``"not_finite"``, ``"out_of_range"``, ``"used_exceeds_total"``,
+  ``"out_of_order"``, ``"unknown_device"``). Nothing was stored.
+* ``UnregisteredDeviceError(ValidationError, UnknownDeviceError)``: a sample for a
+  device nobody registered; both a ``ValueError`` and a ``KeyError``.
+* ``PlanError(InputError)``: an invalid work plan request (weights, caps, no devices).
+* ``InsufficientMemoryError(PlanError)``: a model that does not fit; ``shortfalls``.
+* ``UnplacedItemsError(PlanError)``: items that no device could take (the
+  ``exo_compat`` distributors); carries ``distribution`` (what was placed) and
+  ``unplaced`` (the caller's items that were not).
+* ``UnknownDeviceError(KeyError)``: an operation named a device that is not registered.
+* ``ShutDownError(RuntimeError)``: the manager is shut down.
+* ``ProtocolError(InputError)``: a telemetry protocol message was refused; ``kind``
+  is ``"malformed"`` or ``"invalid"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, NamedTuple, Optional
+
+__all__ = [
+    "Error",
+    "InputError",
+    "ValidationError",
+    "UnknownDeviceError",
+    "UnregisteredDeviceError",
+    "PlanError",
+    "InsufficientMemoryError",
+    "MemoryShortfall",
+    "UnplacedItemsError",
+    "ShutDownError",
+    "ProtocolError",
+]
+
+
+class Error(Exception):
+    """Base of every error gpucluster raises on purpose."""
+
+    def __str__(self) -> str:  # KeyError would otherwise print repr(message)
+        return str(self.args[0]) if self.args else ""
+
+
+class InputError(Error, ValueError):
+    """Bad input: ``field`` broke ``rule`` with ``value``."""
+
+    def __init__(self, message: str, field: str = "", value: str = "", rule: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+        self.value = value
+        self.rule = rule
+
+
+class ValidationError(InputError):
+    """A telemetry sample failed validation; nothing was stored."""
+
+    def __init__(self, message: str, device: str = "", field: str = "", value: str = "", rule: str = "",
+                 reason: str = "") -> None:
+        super().__init__(message, field, value, rule)
+        self.device = device
+        self.reason = reason
+
+
+class UnknownDeviceError(Error, KeyError):
+    """An operation named a device that is not registered."""
+
+    def __init__(self, message: str, device: str = "") -> None:
+        super().__init__(message)
+        self.device = device
+
+
+class UnregisteredDeviceError(ValidationError, UnknownDeviceError):
+    """A sample for a device that is not registered (a ValueError and a KeyError)."""
+
+    def __init__(self, message: str, device: str = "", field: str = "device_id", value: str = "", rule: str = "",
+                 reason: str = "unknown_device") -> None:
+        ValidationError.__init__(self, message, device, field, value, rule, reason)
+
+
+class PlanError(InputError):
+    """An invalid request for a work plan."""
+
+
+class MemoryShortfall(NamedTuple):
+    device: str
+    layers: int
+    needed_bytes: int
+    free_bytes: int
+
+    @property
+    def short_bytes(self) -> int:
+        return self.needed_bytes - self.free_bytes
+
+
+class InsufficientMemoryError(PlanError):
+    """A model split that cannot fit; ``shortfalls`` names each device and by how much."""
+
+    def __init__(self, message: str, field: str = "", value: str = "", rule: str = "",
+                 shortfalls: Optional[List[MemoryShortfall]] = None) -> None:
+        super().__init__(message, field, value, rule)
+        self.shortfalls: List[MemoryShortfall] = list(shortfalls or [])
+
+
+class UnplacedItemsError(PlanError):
+    """Items that no device could take. Nothing is dropped silently: ``distribution`` is
+    the partial result (device id -> items placed) and ``unplaced`` the items left over,
+    in their original order."""
+
+    def __init__(self, message: str, distribution: Dict[Any, List[Any]], unplaced: List[Any],
+                 field: str = "workload_items", value: str = "", rule: str = "") -> None:
+        super().__init__(message, field, value or str(len(unplaced)), rule)
+        self.distribution = distribution
+        self.unplaced = unplaced
+
+
+class ShutDownError(Error, RuntimeError):
+    """The manager is shut down (or shutting down) and refuses new work."""
+
+
+class ProtocolError(InputError):
+    """A telemetry protocol message was refused (``kind``: ``"malformed"`` or ``"invalid"``)."""
+
+    def __init__(self, message: str, field: str = "", value: str = "", rule: str = "", kind: str = "malformed") -> None:
+        super().__init__(message, field, value, rule)
+        self.kind = kind

@@ -1,0 +1,238 @@
+#pragma once
+// A column of numbers handed in by Python for batch ingest: any object with
+// the buffer protocol (array.array, numpy arrays, memoryview; read in place,
+// any stride) or any sequence of numbers / None (copied once). Built with the
+// GIL held; read without it (the buffer view stays held until destruction,
+// which needs the GIL again).
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "common.hpp"
+#include "gpucluster/core/errors.hpp"
+#include "gpucluster/core/sample.hpp"
+
+namespace gpucluster::python {
+
+class Column {
+ public:
+  Column() = default;  // absent: every value unavailable
+
+  Column(const py::handle& source, const char* name) : name_(name), present_(!source.is_none()) {
+    if (!present_) return;
+    if (PyObject_CheckBuffer(source.ptr()) && !PyUnicode_Check(source.ptr()) && !PyBytes_Check(source.ptr())) {
+      buffer_ = py::reinterpret_borrow<py::buffer>(source).request();
+      if (buffer_.ndim != 1) throw py::value_error(std::string(name) + ": a buffer column must be one-dimensional");
+      format_ = buffer_.format;
+      if (format_.size() > 1 && (format_[0] == '@' || format_[0] == '=' || format_[0] == '<')) format_.erase(0, 1);
+      if (format_.size() != 1 || std::string("dfbBhHiIlLqQn?").find(format_[0]) == std::string::npos) {
+        throw py::value_error(std::string(name) + ": unsupported buffer format '" + buffer_.format + "'");
+      }
+      base_ = static_cast<const char*>(buffer_.ptr);
+      stride_ = buffer_.strides.empty() ? buffer_.itemsize : buffer_.strides[0];
+      size_ = static_cast<std::size_t>(buffer_.shape[0]);
+      return;
+    }
+    const py::sequence seq = py::reinterpret_borrow<py::sequence>(source);
+    size_ = py::len(seq);
+    values_.resize(size_);
+    ints_.resize(size_);
+    kinds_.assign(size_, kMissing);
+    for (std::size_t i = 0; i < size_; ++i) {
+      const py::object value = seq[i];
+      if (value.is_none()) continue;
+      if (PyLong_Check(value.ptr())) {
+        int overflow = 0;
+        const long long v = PyLong_AsLongLongAndOverflow(value.ptr(), &overflow);
+        if (overflow == 0) {
+          ints_[i] = v;
+          values_[i] = static_cast<double>(v);
+          kinds_[i] = kInteger;
+          continue;
+        }
+      }
+      values_[i] = PyFloat_AsDouble(value.ptr());
+      if (PyErr_Occurred()) throw py::error_already_set();
+      kinds_[i] = kFloat;
+    }
+  }
+
+  bool present() const noexcept { return present_; }
+  std::size_t size() const noexcept { return size_; }
+  const char* name() const noexcept { return name_; }
+
+  // The value at i, or nullopt when absent/None.
+  std::optional<double> at(std::size_t i) const {
+    if (!present_) return std::nullopt;
+    if (base_ == nullptr) {
+      if (kinds_[i] == kMissing) return std::nullopt;
+      return values_[i];
+    }
+    const char* p = base_ + static_cast<std::ptrdiff_t>(i) * stride_;
+    switch (format_[0]) {
+      case 'd': return load<double>(p);
+      case 'f': return static_cast<double>(load<float>(p));
+      case 'b': return static_cast<double>(load<signed char>(p));
+      case 'B': return static_cast<double>(load<unsigned char>(p));
+      case 'h': return static_cast<double>(load<short>(p));
+      case 'H': return static_cast<double>(load<unsigned short>(p));
+      case 'i': return static_cast<double>(load<int>(p));
+      case 'I': return static_cast<double>(load<unsigned int>(p));
+      case 'l': return static_cast<double>(load<long>(p));
+      case 'L': return static_cast<double>(load<unsigned long>(p));
+      case 'q': return static_cast<double>(load<long long>(p));
+      case 'Q': return static_cast<double>(load<unsigned long long>(p));
+      case 'n': return static_cast<double>(load<Py_ssize_t>(p));
+      case '?': return load<bool>(p) ? 1.0 : 0.0;
+      default: return std::nullopt;
+    }
+  }
+
+  // Values [begin, begin + count) as doubles into out (absent column: untouched), with
+  // missing[j] = 1 for None entries. The type dispatch happens once per chunk.
+  void read_doubles(std::size_t begin, std::size_t count, double* out, std::uint8_t* missing) const {
+    if (!present_) return;
+    if (base_ == nullptr) {
+      for (std::size_t j = 0; j < count; ++j) {
+        out[j] = values_[begin + j];
+        missing[j] = kinds_[begin + j] == kMissing ? 1 : 0;
+      }
+      return;
+    }
+    switch (format_[0]) {
+      case 'd': copy_as<double>(begin, count, out); break;
+      case 'f': copy_as<float>(begin, count, out); break;
+      case 'q': copy_as<long long>(begin, count, out); break;
+      case 'l': copy_as<long>(begin, count, out); break;
+      case 'i': copy_as<int>(begin, count, out); break;
+      default:
+        for (std::size_t j = 0; j < count; ++j) out[j] = *at(begin + j);
+    }
+    std::memset(missing, 0, count);
+  }
+
+  // Byte counts [begin, begin + count) into out; exact for integer buffers and ints.
+  void read_integers(std::size_t begin, std::size_t count, std::int64_t* out) const {
+    if (present_ && base_ != nullptr && stride_ == static_cast<Py_ssize_t>(sizeof(long long)) &&
+        (format_[0] == 'q' || (format_[0] == 'l' && sizeof(long) == sizeof(long long)))) {
+      std::memcpy(out, base_ + static_cast<std::ptrdiff_t>(begin) * stride_, count * sizeof(std::int64_t));
+      return;
+    }
+    for (std::size_t j = 0; j < count; ++j) out[j] = integer_at(begin + j);
+  }
+
+  // An integer at i (byte counts): exact for integer buffers and Python ints;
+  // a float must be integral. Throws InputError otherwise.
+  std::int64_t integer_at(std::size_t i) const {
+    if (present_ && base_ == nullptr && kinds_[i] == kInteger) return ints_[i];
+    if (present_ && base_ != nullptr) {
+      const char* p = base_ + static_cast<std::ptrdiff_t>(i) * stride_;
+      switch (format_[0]) {
+        case 'q': return load<long long>(p);
+        case 'l': return load<long>(p);
+        case 'i': return load<int>(p);
+        case 'n': return load<Py_ssize_t>(p);
+        default: break;
+      }
+    }
+    const std::optional<double> v = at(i);
+    if (!v) throw InputError(std::string(name_) + "[" + std::to_string(i) + "]", "None", "is required");
+    if (!std::isfinite(*v) || *v != std::floor(*v) || std::fabs(*v) > 9.2e18) {
+      throw InputError(std::string(name_) + "[" + std::to_string(i) + "]", std::to_string(*v),
+                       "must be an integer number of bytes");
+    }
+    return static_cast<std::int64_t>(*v);
+  }
+
+ private:
+  template <class T>
+  void copy_as(std::size_t begin, std::size_t count, double* out) const {
+    const char* p = base_ + static_cast<std::ptrdiff_t>(begin) * stride_;
+    if (stride_ == static_cast<Py_ssize_t>(sizeof(T))) {
+      const T* typed = reinterpret_cast<const T*>(p);
+      if constexpr (std::is_same_v<T, double>) {
+        std::memcpy(out, typed, count * sizeof(double));
+      } else {
+        for (std::size_t j = 0; j < count; ++j) out[j] = static_cast<double>(typed[j]);
+      }
+      return;
+    }
+    for (std::size_t j = 0; j < count; ++j, p += stride_) out[j] = static_cast<double>(load<T>(p));
+  }
+
+  template <class T>
+  static T load(const char* p) {
+    T value;
+    std::memcpy(&value, p, sizeof(T));
+    return value;
+  }
+
+  const char* name_ = "";
+  bool present_ = false;
+  py::buffer_info buffer_;
+  std::string format_;
+  const char* base_ = nullptr;
+  Py_ssize_t stride_ = 0;
+  std::size_t size_ = 0;
+  static constexpr std::uint8_t kMissing = 0, kFloat = 1, kInteger = 2;
+  std::vector<double> values_;
+  std::vector<std::int64_t> ints_;
+  std::vector<std::uint8_t> kinds_;
+};
+
+// Reads the columns of one batch in chunks (cache-sized, typed once per chunk)
+// and hands each sample to `store(i, sample)`. Runs without the GIL. Throws the
+// first error; `done` then holds the index of the sample that failed.
+struct BatchColumns {
+  const Column* timestamps;
+  const Column* used;
+  const Column* total;
+  const Column* gauges[4];  // utilization, power, temperature, clock
+};
+
+template <class Store>
+void ingest(const BatchColumns& c, std::size_t n, const std::string& device, std::size_t& done, Store&& store) {
+  constexpr std::size_t kChunk = 1024;
+  double ts[kChunk];
+  std::int64_t used[kChunk], total[kChunk];
+  double gauge[4][kChunk];
+  std::uint8_t missing[5][kChunk];
+  for (std::size_t begin = 0; begin < n; begin += kChunk) {
+    const std::size_t count = std::min(kChunk, n - begin);
+    done = begin;
+    c.timestamps->read_doubles(begin, count, ts, missing[4]);
+    c.used->read_integers(begin, count, used);
+    c.total->read_integers(begin, count, total);
+    bool present[4];
+    for (int g = 0; g < 4; ++g) {
+      present[g] = c.gauges[g]->present();
+      c.gauges[g]->read_doubles(begin, count, gauge[g], missing[g]);
+    }
+    for (std::size_t j = 0; j < count; ++j) {
+      done = begin + j;
+      Sample s;
+      const double t = ts[j];
+      if (missing[4][j] != 0 || !(t >= 0 && t <= 9e9)) {
+        s.timestamp = checked_timestamp(missing[4][j] != 0 ? std::nan("") : t, device);  // throws
+      } else {
+        s.timestamp = Timestamp{std::chrono::nanoseconds{static_cast<std::int64_t>(t * 1e9 + 0.5)}};
+      }
+      s.memory_used_bytes = used[j];
+      s.memory_total_bytes = total[j];
+      if (present[0] && missing[0][j] == 0) s.utilization_percent = static_cast<float>(gauge[0][j]);
+      if (present[1] && missing[1][j] == 0) s.power_watts = static_cast<float>(gauge[1][j]);
+      if (present[2] && missing[2][j] == 0) s.temperature_celsius = static_cast<float>(gauge[2][j]);
+      if (present[3] && missing[3][j] == 0) s.clock_mhz = static_cast<float>(gauge[3][j]);
+      store(s);
+    }
+  }
+  done = n;
+}
+
+}  // namespace gpucluster::python
