@@ -13,10 +13,10 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
-#include <regex>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <httplib.h>
@@ -128,7 +128,6 @@ class AgentProcess {
  private:
   void read_banner(std::chrono::seconds startup) {
     const auto deadline = std::chrono::steady_clock::now() + startup;
-    const std::regex url(R"(gpucluster agent on http://[^ ]+:(\d+))");
     while (std::chrono::steady_clock::now() < deadline) {
       pollfd descriptor{stdout_fd_, POLLIN, 0};
       if (::poll(&descriptor, 1, 100) <= 0) continue;
@@ -136,13 +135,24 @@ class AgentProcess {
       const ssize_t n = ::read(stdout_fd_, buffer, sizeof buffer);
       if (n <= 0) break;  // the agent exited
       banner_.append(buffer, static_cast<std::size_t>(n));
-      std::smatch match;
-      if (std::regex_search(banner_, match, url)) {
-        port_ = std::stoi(match[1].str());
+      if (const auto port = port_in_banner()) {
+        port_ = *port;
         return;
       }
     }
     throw std::runtime_error("agent did not print its URL; stderr:\n" + stderr_text());
+  }
+
+  // The port of "gpucluster agent on http://HOST:PORT " once the line is complete.
+  std::optional<int> port_in_banner() const {
+    constexpr std::string_view kPrefix = "gpucluster agent on http://";
+    const std::size_t begin = banner_.find(kPrefix);
+    if (begin == std::string::npos) return std::nullopt;
+    const std::size_t end = banner_.find(' ', begin + kPrefix.size());
+    if (end == std::string::npos) return std::nullopt;
+    const std::size_t colon = banner_.rfind(':', end);
+    if (colon == std::string::npos || colon + 1 >= end) return std::nullopt;
+    return std::stoi(banner_.substr(colon + 1, end - colon - 1));
   }
 
   pid_t pid_ = -1;
