@@ -118,8 +118,21 @@ _METRIC_NUMBERS = ("timestamp", "memory_used_bytes", "memory_total_bytes", "comp
                    "power_watts", "temperature_celsius", "clock_rate_mhz")
 
 
+class _JsonMessage:
+    """to_json/from_json of the protocol's data classes, from their to_dict/_from_dict."""
+
+    def to_json(self) -> str:
+        """JSON text; NaN/inf are rejected (ValueError), as strict JSON requires."""
+        return json.dumps(self.to_dict(), allow_nan=False)  # type: ignore[attr-defined]
+
+    @classmethod
+    def from_json(cls, json_str: str):
+        """From JSON text; NaN/inf values raise ValidationError (a ValueError)."""
+        return cls._from_dict(json.loads(json_str))  # type: ignore[attr-defined]
+
+
 @dataclass
-class GPUMetrics:
+class GPUMetrics(_JsonMessage):
     """Real-time GPU performance metrics (one sample).
 
     A gauge given as ``None`` is unavailable (an addition: the seed required every field).
@@ -137,15 +150,6 @@ class GPUMetrics:
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
-    def to_json(self) -> str:
-        """JSON text; NaN/inf are rejected (ValueError), as strict JSON requires."""
-        return json.dumps(self.to_dict(), allow_nan=False)
-
-    @classmethod
-    def from_json(cls, json_str: str) -> "GPUMetrics":
-        """From JSON text; NaN/inf values raise ValidationError (a ValueError)."""
-        return cls._from_dict(json.loads(json_str))
-
     @classmethod
     def _from_dict(cls, data: Dict[str, Any]) -> "GPUMetrics":
         metrics = cls(**data)
@@ -154,7 +158,7 @@ class GPUMetrics:
 
 
 @dataclass
-class DeviceCapabilities:
+class DeviceCapabilities(_JsonMessage):
     """Static device properties and capabilities (the protocol's ``capabilities``)."""
 
     device_id: str
@@ -173,13 +177,6 @@ class DeviceCapabilities:
         data["device_type"] = DeviceType(self.device_type).value
         return data
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), allow_nan=False)
-
-    @classmethod
-    def from_json(cls, json_str: str) -> "DeviceCapabilities":
-        return cls._from_dict(json.loads(json_str))
-
     @classmethod
     def _from_dict(cls, data: Dict[str, Any]) -> "DeviceCapabilities":
         data = dict(data)
@@ -190,7 +187,7 @@ class DeviceCapabilities:
 
 
 @dataclass
-class DeviceRegistration:
+class DeviceRegistration(_JsonMessage):
     """Register a device in the cross-device cluster."""
 
     hostname: str
@@ -208,13 +205,6 @@ class DeviceRegistration:
             "timestamp": self.timestamp,
         }
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), allow_nan=False)
-
-    @classmethod
-    def from_json(cls, json_str: str) -> "DeviceRegistration":
-        return cls._from_dict(json.loads(json_str))
-
     @classmethod
     def _from_dict(cls, data: Dict[str, Any]) -> "DeviceRegistration":
         data = dict(data)
@@ -225,7 +215,7 @@ class DeviceRegistration:
 
 
 @dataclass
-class Heartbeat:
+class Heartbeat(_JsonMessage):
     """Periodic device status heartbeat (``metrics`` may be None: no sample with it)."""
 
     device_id: str
@@ -242,13 +232,6 @@ class Heartbeat:
             "is_available": self.is_available,
             "error_message": self.error_message,
         }
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), allow_nan=False)
-
-    @classmethod
-    def from_json(cls, json_str: str) -> "Heartbeat":
-        return cls._from_dict(json.loads(json_str))
 
     @classmethod
     def _from_dict(cls, data: Dict[str, Any]) -> "Heartbeat":
