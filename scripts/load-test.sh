@@ -29,7 +29,7 @@ usage: scripts/load-test.sh [OPTIONS] [BINARY]
   --connections N         wrk threads = connections for heartbeats, one device each (default 8)
   --soak-duration S       seconds of heartbeats while RSS is sampled (default 120; 0 skips)
   --runs N                repetitions of each measurement; medians reported (default 3)
-  --agent-threads N       the agent's --threads (default: its own default, 8)
+  --agent-threads N       the agent's --threads (default: its own default, one per core)
   --agent-arg ARG         extra argument for `gpucluster agent` (repeatable)
   --agent-env VAR=VALUE   environment variable for the agent only (repeatable), e.g.
                           LD_PRELOAD=/tmp/nodelay.so (see bench/agent/nodelay_preload.c)

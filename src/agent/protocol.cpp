@@ -1,5 +1,6 @@
 #include "gpucluster/agent/protocol.hpp"
 
+#include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -8,6 +9,9 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <rapidjson/error/en.h>
+#include <rapidjson/memorystream.h>
+#include <rapidjson/reader.h>
 #include <nlohmann/json.hpp>
 
 namespace gpucluster::agent {
@@ -123,8 +127,10 @@ ProtocolError make_error(Kind kind, const std::string& field, const std::string&
 // ---------------------------------------------------------------------------
 // Parsing within limits: a SAX handler builds the document and refuses, as
 // soon as it sees them, nesting past max_depth, strings or keys longer than
-// max_string_bytes and duplicate keys. nlohmann's SAX parser is iterative, so
-// no input can exhaust the stack, and the refused document is never built.
+// max_string_bytes and duplicate keys. RapidJSON's reader (iterative mode: no
+// input can exhaust the stack) feeds it; it is several times faster than
+// nlohmann's lexer, which matters on the heartbeat path. Numbers arrive as
+// their text and get nlohmann's typing (integer, unsigned, double).
 
 class BoundedBuilder {
  public:
@@ -134,13 +140,9 @@ class BoundedBuilder {
   bool boolean(bool value) { return add(json(value)) != nullptr; }
   bool number_integer(json::number_integer_t value) { return add(json(value)) != nullptr; }
   bool number_unsigned(json::number_unsigned_t value) { return add(json(value)) != nullptr; }
-  bool number_float(json::number_float_t value, const json::string_t& /*text*/) { return add(json(value)) != nullptr; }
   bool string(json::string_t& value) {
     if (value.size() > limits_.max_string_bytes) return refuse_string(path_here(), value);
     return add(json(std::move(value))) != nullptr;
-  }
-  bool binary(json::binary_t& /*value*/) {  // never produced by the JSON parser
-    return refuse(make_error(Kind::malformed, path_here(), "binary", "must be JSON"));
   }
   bool start_object(std::size_t /*size*/) { return open(json::object()); }
   bool end_object() { return close(); }
@@ -158,12 +160,36 @@ class BoundedBuilder {
     return true;
   }
 
-  bool parse_error(std::size_t position, const std::string& last_token, const nlohmann::detail::exception& error) {
-    if (error.id == 406) {  // a number beyond the range of a double, such as 1e400
-      return refuse(make_error(Kind::invalid, path_here(), printable(last_token), "must be a finite number"));
+  // A number's text as the JSON grammar allows it (RapidJSON checked that):
+  // integers that fit 64 bits stay integers, the rest become doubles.
+  bool number(std::string_view text) {
+    const char* first = text.data();
+    const char* last = first + text.size();
+    if (text.find_first_of(".eE") == std::string_view::npos) {
+      if (text.front() == '-') {
+        std::int64_t value = 0;
+        const auto [end, error] = std::from_chars(first, last, value);
+        if (error == std::errc{} && end == last) return number_integer(value);
+      } else {
+        std::uint64_t value = 0;
+        const auto [end, error] = std::from_chars(first, last, value);
+        if (error == std::errc{} && end == last) return number_unsigned(value);
+      }
     }
-    std::string_view what = error.what();
-    if (const auto bracket = what.find("] "); bracket != std::string_view::npos) what.remove_prefix(bracket + 2);
+    double value = 0;
+    if (std::from_chars(first, last, value).ec == std::errc::result_out_of_range) {
+      value = std::strtod(std::string(text).c_str(), nullptr);  // ±HUGE_VAL on overflow, ~0 on underflow
+    }
+    if (!std::isfinite(value)) return out_of_range(text);
+    return add(json(value)) != nullptr;
+  }
+
+  // A number beyond the range of a double, such as 1e400.
+  bool out_of_range(std::string_view text) {
+    return refuse(make_error(Kind::invalid, path_here(), printable(text), "must be a finite number"));
+  }
+
+  bool syntax_error(std::size_t position, std::string_view what) {
     return refuse(
         make_error(Kind::malformed, "body", fmt::format("byte {}", position),
                    fmt::format("must be one JSON document (NaN and Infinity are not JSON): {}", printable(what, 200))));
@@ -244,15 +270,58 @@ class BoundedBuilder {
   std::optional<ProtocolError> error_;
 };
 
+// RapidJSON's SAX events → the builder.
+struct ReaderEvents : rapidjson::BaseReaderHandler<rapidjson::UTF8<>, ReaderEvents> {
+  explicit ReaderEvents(BoundedBuilder& target) : builder(target) {}
+  bool Null() { return builder.null(); }
+  bool Bool(bool value) { return builder.boolean(value); }
+  bool RawNumber(const char* text, rapidjson::SizeType length, bool /*copy*/) {
+    return builder.number(std::string_view(text, length));
+  }
+  bool String(const char* text, rapidjson::SizeType length, bool /*copy*/) {
+    std::string value(text, length);
+    return builder.string(value);
+  }
+  bool Key(const char* text, rapidjson::SizeType length, bool /*copy*/) {
+    std::string name(text, length);
+    return builder.key(name);
+  }
+  bool StartObject() { return builder.start_object(0); }
+  bool EndObject(rapidjson::SizeType /*members*/) { return builder.end_object(); }
+  bool StartArray() { return builder.start_array(0); }
+  bool EndArray(rapidjson::SizeType /*elements*/) { return builder.end_array(); }
+  BoundedBuilder& builder;
+};
+
 json parse_document(std::string_view body, const ProtocolLimits& limits) {
   if (body.size() > limits.max_body_bytes) {
     fail(Kind::malformed, "body", fmt::format("{} bytes", body.size()),
          fmt::format("must be at most {} bytes", limits.max_body_bytes));
   }
   BoundedBuilder builder(limits);
-  const bool parsed = json::sax_parse(body.begin(), body.end(), &builder);
+  // RapidJSON's streams read a NUL byte as the end of the text: refuse one
+  // outright (JSON has no raw NUL, not even inside strings).
+  if (const std::size_t nul = body.find('\0'); nul != std::string_view::npos) {
+    builder.syntax_error(nul, "a NUL byte");
+    throw *builder.error();
+  }
+  constexpr unsigned kFlags =
+      rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag | rapidjson::kParseNumbersAsStringsFlag;
+  rapidjson::MemoryStream stream(body.data(), body.size());
+  rapidjson::EncodedInputStream<rapidjson::UTF8<>, rapidjson::MemoryStream> input(stream);
+  rapidjson::Reader reader;
+  ReaderEvents events(builder);
+  const rapidjson::ParseResult parsed = reader.Parse<kFlags>(input, events);
   if (builder.error()) throw *builder.error();
-  if (!parsed) fail(Kind::malformed, "body", "(unparsed)", "must be one JSON document");
+  if (parsed.Code() == rapidjson::kParseErrorNumberTooBig) {  // such as 1e400: a value out of range, not bad JSON
+    const std::string_view rest = body.substr(std::min(parsed.Offset(), body.size()));
+    builder.out_of_range(rest.substr(0, rest.find_first_not_of("+-0123456789.eE")));
+    throw *builder.error();
+  }
+  if (parsed.IsError()) {
+    builder.syntax_error(parsed.Offset(), rapidjson::GetParseError_En(parsed.Code()));
+    throw *builder.error();
+  }
   return std::move(builder.root());
 }
 
@@ -263,12 +332,25 @@ std::string join(const std::string& path, std::string_view key) {
   return path.empty() ? std::string(key) : path + "." + std::string(key);
 }
 
+// A field's JSON path ("payload.metrics.power_watts"), spelled out only when
+// an error names it: the accepted path (every heartbeat) builds no strings.
+class FieldPath {
+ public:
+  FieldPath(const char* top_level) : key_(top_level) {}  // NOLINT(google-explicit-constructor): "type", "payload"
+  FieldPath(const std::string& parent, std::string_view key) : parent_(&parent), key_(key) {}
+  std::string str() const { return parent_ == nullptr ? std::string(key_) : join(*parent_, key_); }
+
+ private:
+  const std::string* parent_ = nullptr;
+  std::string_view key_;
+};
+
 class Fields {
  public:
   Fields(const json& object, std::string path) : object_(object), path_(std::move(path)) {}
 
   const std::string& path() const { return path_; }
-  std::string path_of(std::string_view key) const { return join(path_, key); }
+  FieldPath path_of(std::string_view key) const { return FieldPath(path_, key); }
 
   // nullptr when absent or null (an optional field left out).
   const json* optional(std::string_view key) const {
@@ -282,7 +364,7 @@ class Fields {
   }
   const json& required(std::string_view key) const {
     const json* value = present(key);
-    if (value == nullptr) fail(Kind::malformed, path_of(key), "missing", "required field");
+    if (value == nullptr) fail(Kind::malformed, path_of(key).str(), "missing", "required field");
     return *value;
   }
 
@@ -291,70 +373,72 @@ class Fields {
   std::string path_;
 };
 
-[[noreturn]] void wrong_type(const std::string& field, const json& value, const char* expected) {
-  fail(Kind::malformed, field, shown(value), fmt::format("must be {}, not {}", expected, type_name(value)));
+[[noreturn]] void wrong_type(const FieldPath& field, const json& value, const char* expected) {
+  fail(Kind::malformed, field.str(), shown(value), fmt::format("must be {}, not {}", expected, type_name(value)));
 }
 
-Fields object_at(const json& value, const std::string& field) {
+Fields object_at(const json& value, const FieldPath& field) {
   if (!value.is_object()) wrong_type(field, value, "an object");
-  return Fields(value, field);
+  return Fields(value, field.str());
 }
 
-const std::string& string_at(const json& value, const std::string& field) {
+const std::string& string_at(const json& value, const FieldPath& field) {
   if (!value.is_string()) wrong_type(field, value, "a string");
   return value.get_ref<const std::string&>();
 }
 
-bool bool_at(const json& value, const std::string& field) {
+bool bool_at(const json& value, const FieldPath& field) {
   if (!value.is_boolean()) wrong_type(field, value, "a boolean");
   return value.get<bool>();
 }
 
-double number_at(const json& value, const std::string& field) {
+double number_at(const json& value, const FieldPath& field) {
   if (!value.is_number()) wrong_type(field, value, "a number");
   // Integers above 2^53 lose precision here; callers that need them exact use integer_at.
   const double number = value.get<double>();
-  if (!std::isfinite(number)) fail(Kind::invalid, field, shown(value), "must be a finite number");
+  if (!std::isfinite(number)) fail(Kind::invalid, field.str(), shown(value), "must be a finite number");
   return number;
 }
 
 // An integer within [min, max]; an integral float such as 8.0e10 counts (the
 // Python client may send either).
-std::int64_t integer_at(const json& value, const std::string& field, std::int64_t min, std::int64_t max) {
-  const std::string rule = fmt::format("must be a whole number within [{}, {}]", min, max);
+std::int64_t integer_at(const json& value, const FieldPath& field, std::int64_t min, std::int64_t max) {
+  const auto refuse = [&] {
+    fail(Kind::invalid, field.str(), shown(value), fmt::format("must be a whole number within [{}, {}]", min, max));
+  };
   if (value.is_number_unsigned()) {
     const auto number = value.get<std::uint64_t>();
     if (number > static_cast<std::uint64_t>(max) || (min > 0 && number < static_cast<std::uint64_t>(min))) {
-      fail(Kind::invalid, field, shown(value), rule);
+      refuse();
     }
     return static_cast<std::int64_t>(number);
   }
   if (value.is_number_integer()) {
     const auto number = value.get<std::int64_t>();
-    if (number < min || number > max) fail(Kind::invalid, field, shown(value), rule);
+    if (number < min || number > max) refuse();
     return number;
   }
   const double number = number_at(value, field);
   // Compared as doubles before converting, so no out-of-range conversion happens.
   if (std::trunc(number) != number || number < -kTwoTo63 || number >= kTwoTo63) {
-    fail(Kind::invalid, field, shown(value), rule);
+    refuse();
   }
   const auto integer = static_cast<std::int64_t>(number);
-  if (integer < min || integer > max) fail(Kind::invalid, field, shown(value), rule);
+  if (integer < min || integer > max) refuse();
   return integer;
 }
 
-float gauge_at(const json& value, const std::string& field) {
+float gauge_at(const json& value, const FieldPath& field) {
   const double number = number_at(value, field);
   if (std::fabs(number) >= kFloatOverflow) {
-    fail(Kind::invalid, field, shown(value), "must be a finite number that fits a 32-bit float");
+    fail(Kind::invalid, field.str(), shown(value), "must be a finite number that fits a 32-bit float");
   }
   return static_cast<float>(number);
 }
 
-double non_negative_at(const json& value, const std::string& field) {
+double non_negative_at(const json& value, const FieldPath& field) {
   const double number = number_at(value, field);
-  if (number < 0) fail(Kind::invalid, field, shown(value), "must be >= 0");
+  if (number < 0) fail(Kind::invalid, field.str(), shown(value), "must be >= 0");
   return number;
 }
 
@@ -369,33 +453,33 @@ Timestamp seconds_to_timestamp(double seconds) {
   return Timestamp{std::chrono::nanoseconds{nanoseconds}};
 }
 
-Timestamp timestamp_at(const json& value, const std::string& field) {
+Timestamp timestamp_at(const json& value, const FieldPath& field) {
   const double seconds = number_at(value, field);
   if (seconds < 0 || seconds > kMaxTimestampSeconds) {
-    fail(Kind::invalid, field, shown(value),
+    fail(Kind::invalid, field.str(), shown(value),
          fmt::format("must be seconds since the epoch within [0, {}]", kMaxTimestampSeconds));
   }
   return seconds_to_timestamp(seconds);
 }
 
 // A host name or device id: a string that core's validate_identifier accepts.
-std::string identifier_at(const json& value, const std::string& field) {
+std::string identifier_at(const json& value, const FieldPath& field) {
   std::string id = string_at(value, field);
   try {
-    validate_identifier(id, field.c_str());
+    validate_identifier(id, "id");  // its field name is not used: the error names ours
   } catch (const InputError& e) {
-    fail(Kind::invalid, field, printable(e.value()), e.rule());
+    fail(Kind::invalid, field.str(), printable(e.value()), e.rule());
   }
   return id;
 }
 
-void check_same_device(const json* value, const std::string& field, const std::string& device_id,
-                       const std::string& device_field) {
+void check_same_device(const json* value, const FieldPath& field, const std::string& device_id,
+                       const FieldPath& device_field) {
   if (value == nullptr) return;
   const std::string& id = string_at(*value, field);
   if (id != device_id) {
-    fail(Kind::invalid, field, shown(*value),
-         fmt::format("must equal {} (\"{}\") when present", device_field, printable(device_id)));
+    fail(Kind::invalid, field.str(), shown(*value),
+         fmt::format("must equal {} (\"{}\") when present", device_field.str(), printable(device_id)));
   }
 }
 
@@ -443,7 +527,7 @@ DeviceRegistration parse_registration(const Fields& payload) {
   const std::string& device_type = string_at(caps.required("device_type"), caps.path_of("device_type"));
   const std::optional<DeviceKind> kind = parse_device_kind(device_type);
   if (!kind) {
-    fail(Kind::invalid, caps.path_of("device_type"), shown(caps.required("device_type")),
+    fail(Kind::invalid, caps.path_of("device_type").str(), shown(caps.required("device_type")),
          "must be one of cuda, rocm, metal, vulkan_android, vulkan_linux, intel_xe, directml, cpu");
   }
   info.kind = *kind;
@@ -473,9 +557,9 @@ DeviceRegistration parse_registration(const Fields& payload) {
   try {
     validate_device_info(info);
   } catch (const InputError& e) {
-    std::string field = e.field() == "host"        ? payload.path_of("hostname")
-                        : e.field() == "device_id" ? payload.path_of("device_id")
-                                                   : caps.path_of(e.field());
+    const std::string field = e.field() == "host"        ? payload.path_of("hostname").str()
+                              : e.field() == "device_id" ? payload.path_of("device_id").str()
+                                                         : caps.path_of(e.field()).str();
     fail(Kind::invalid, field, printable(e.value()), e.rule());
   }
   return registration;

@@ -13,11 +13,11 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <httplib.h>
 #include <spdlog/spdlog.h>
 
 #include "gpucluster/agent/bounded_json.hpp"
 #include "gpucluster/agent/exposition.hpp"
+#include "gpucluster/agent/http_server.hpp"
 #include "gpucluster/json.hpp"
 
 namespace gpucluster::agent {
@@ -52,19 +52,20 @@ HttpError unprocessable(const std::string& field, const std::string& value, cons
   return {422, "invalid_value", fmt::format("{}: {} ({})", field, rule, value), field, value, rule};
 }
 
-void write_error(httplib::Response& res, int status, const std::string& code, const std::string& message,
-                 const std::string& field = {}, const std::string& value = {}, const std::string& rule = {}) {
+void write_error(HttpResponse& res, int status, std::string_view code, std::string_view message,
+                 std::string_view field = {}, std::string_view value = {}, std::string_view rule = {}) {
   json error{{"code", code}, {"message", message}, {"field", field.empty() ? json(nullptr) : json(field)}};
   if (!value.empty()) error["value"] = value;
   if (!rule.empty()) error["rule"] = rule;
   res.status = status;
-  res.set_content(json{{"error", std::move(error)}}.dump(-1, ' ', false, json::error_handler_t::replace),
-                  kJsonContentType);
+  res.content_type = kJsonContentType;
+  res.body = json{{"error", std::move(error)}}.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-void write_json(httplib::Response& res, int status, const json& body) {
+void write_json(HttpResponse& res, int status, const json& body) {
   res.status = status;
-  res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), kJsonContentType);
+  res.content_type = kJsonContentType;
+  res.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 // Constant-time comparison: the time taken does not depend on where the
@@ -170,12 +171,6 @@ class RequestStats {
   std::map<std::pair<std::string_view, int>, std::uint64_t> counts_;
 };
 
-// Which route the current worker thread is answering, and since when; set by
-// the pre-routing handler and the route wrappers, read by the logger that
-// httplib calls on the same thread after each response.
-thread_local std::string_view current_route;
-thread_local std::chrono::steady_clock::time_point request_started;
-
 }  // namespace
 
 std::string ListenAddress::str() const {
@@ -224,11 +219,26 @@ void validate_agent_config(const AgentConfig& config) {
 }
 
 struct Agent::Impl {
-  Impl(Manager& manager_ref, AgentConfig agent_config) : manager(manager_ref), config(std::move(agent_config)) {}
+  Impl(Manager& manager_ref, AgentConfig agent_config)
+      : manager(manager_ref),
+        config(std::move(agent_config)),
+        http(
+            HttpServerOptions{.threads = config.worker_threads, .max_body_bytes = config.limits.max_body_bytes},
+            [this](const HttpRequest& req, HttpResponse& res) { route(req, res); },
+            [](int status, std::string_view code, std::string_view message, std::string_view field,
+               std::string_view value, std::string_view rule) {
+              HttpResponse res;
+              write_error(res, status, code, message, field, value, rule);
+              return res;
+            },
+            [this](const HttpRequest& req, const HttpResponse& res, std::chrono::nanoseconds took) {
+              stats.record(res.route, res.status);
+              stats.durations.observe(took);
+              spdlog::debug("{} {} → {}", req.method, req.path, res.status);
+            }) {}
 
   Manager& manager;
   AgentConfig config;
-  httplib::Server server;
   RequestStats stats;
   std::atomic<bool> refusing{false};
   int port = -1;
@@ -242,24 +252,26 @@ struct Agent::Impl {
   std::mutex serve_mutex;
   std::condition_variable serve_done;
   bool serving = false;
-  bool served = false;
 
-  void install_routes();
-  using Handler = std::function<void(const httplib::Request&, httplib::Response&)>;
-  Handler wrap(std::string_view route, bool needs_token, Handler handler);
-  void check_token(const httplib::Request& req) const;
+  HttpServer http;  // last: its threads call back into the members above
 
-  void handle_health(httplib::Response& res) const;
-  void handle_devices(httplib::Response& res) const;
-  void handle_device(const httplib::Request& req, httplib::Response& res) const;
-  void handle_history(const httplib::Request& req, httplib::Response& res) const;
-  void handle_cluster(httplib::Response& res) const;
-  void handle_select(const httplib::Request& req, httplib::Response& res) const;
-  void handle_plan(const httplib::Request& req, httplib::Response& res) const;
-  void handle_telemetry(const httplib::Request& req, httplib::Response& res);
-  void handle_metrics(httplib::Response& res) const;
+  void route(const HttpRequest& req, HttpResponse& res);
+  template <typename Handler>
+  void answer(std::string_view route_name, bool needs_token, const HttpRequest& req, HttpResponse& res,
+              Handler&& handler);
+  void check_token(const HttpRequest& req) const;
 
-  DeviceKey device_from_path(const std::string& text) const;
+  void handle_health(HttpResponse& res) const;
+  void handle_devices(HttpResponse& res) const;
+  void handle_device(std::string_view id, HttpResponse& res) const;
+  void handle_history(std::string_view id, const HttpRequest& req, HttpResponse& res) const;
+  void handle_cluster(HttpResponse& res) const;
+  void handle_select(const HttpRequest& req, HttpResponse& res) const;
+  void handle_plan(const HttpRequest& req, HttpResponse& res) const;
+  void handle_telemetry(const HttpRequest& req, HttpResponse& res);
+  void handle_metrics(HttpResponse& res) const;
+
+  DeviceKey device_from_path(std::string_view text) const;
   DeviceKey remote_device(const std::string& device_id, const std::optional<std::string>& hostname) const;
   void register_remote(const DeviceRegistration& registration);
 };
@@ -267,23 +279,18 @@ struct Agent::Impl {
 Agent::Agent(Manager& manager, AgentConfig config) {
   validate_agent_config(config);
   impl_ = std::make_unique<Impl>(manager, std::move(config));
-  impl_->install_routes();
 }
 
-Agent::~Agent() {
-  if (impl_) impl_->server.stop();
-}
+Agent::~Agent() = default;
 
 int Agent::bind() {
   Impl& self = *impl_;
   const ListenAddress& listen = self.config.listen;
-  if (listen.port == 0) {
-    self.port = self.server.bind_to_any_port(listen.host);
-  } else if (self.server.bind_to_port(listen.host, listen.port)) {
-    self.port = listen.port;
-  }
-  if (self.port <= 0) {
-    throw Error(fmt::format("cannot listen on {}: the address is in use or not local to this machine", listen.str()));
+  try {
+    self.port = self.http.bind(listen.host, listen.port);
+  } catch (const Error& e) {
+    throw Error(fmt::format("cannot listen on {}: {} (the address is in use or not local to this machine)",
+                            listen.str(), e.what()));
   }
   return self.port;
 }
@@ -294,10 +301,9 @@ void Agent::serve() {
     std::lock_guard lock(self.serve_mutex);
     self.serving = true;
   }
-  self.server.listen_after_bind();
+  self.http.serve();
   std::lock_guard lock(self.serve_mutex);
   self.serving = false;
-  self.served = true;
   self.serve_done.notify_all();
 }
 
@@ -308,7 +314,7 @@ void Agent::refuse_new_requests() {
 bool Agent::stop() {
   Impl& self = *impl_;
   refuse_new_requests();
-  self.server.stop();
+  self.http.stop();
   std::unique_lock lock(self.serve_mutex);
   return self.serve_done.wait_for(lock, self.config.drain_timeout, [&] { return !self.serving; });
 }
@@ -319,128 +325,96 @@ std::string Agent::base_url() const {
   return "http://" + shown.str();
 }
 
-Agent::Impl::Handler Agent::Impl::wrap(std::string_view route, bool needs_token, Handler handler) {
-  return [this, route, needs_token, handler = std::move(handler)](const httplib::Request& req, httplib::Response& res) {
-    current_route = route;
-    try {
-      if (refusing.load()) throw ShutDownError("serve a request");
-      if (needs_token) check_token(req);
-      handler(req, res);
-    } catch (const HttpError& e) {
-      write_error(res, e.status, e.code, e.what(), e.field, e.value, e.rule);
-    } catch (const ProtocolError& e) {
-      const bool malformed = e.kind() == ProtocolError::Kind::malformed;
-      write_error(res, malformed ? 400 : 422, malformed ? "malformed" : "invalid_value", e.what(), e.field(), e.value(),
-                  e.rule());
-    } catch (const ValidationError& e) {
-      if (e.reason() == RejectReason::unknown_device) {
-        write_error(res, 404, "unknown_device", e.what(), "device_id", e.device());
-      } else {
-        write_error(res, 422, std::string("rejected_") + to_string(e.reason()), e.what(), e.field(), e.value(),
-                    e.rule());
-      }
-    } catch (const UnknownDeviceError& e) {
-      write_error(res, 404, "unknown_device", e.what(), "device", e.device());
-    } catch (const ShutDownError& e) {
-      write_error(res, 409, "shutting_down", e.what());
-    } catch (const InputError& e) {  // PlanError, InsufficientMemoryError, identifiers
-      write_error(res, 422, "invalid_value", e.what(), e.field(), e.value(), e.rule());
-    } catch (const nlohmann::json::exception& e) {
-      write_error(res, 400, "invalid_request", e.what());
-    } catch (const std::exception& e) {
-      spdlog::error("{} {}: internal error: {}", req.method, req.path, e.what());
-      write_error(res, 500, "internal", "internal error (logged by the agent)");
+template <typename Handler>
+void Agent::Impl::answer(std::string_view route_name, bool needs_token, const HttpRequest& req, HttpResponse& res,
+                         Handler&& handler) {
+  res.route = route_name;
+  try {
+    if (refusing.load()) throw ShutDownError("serve a request");
+    if (needs_token) check_token(req);
+    handler();
+  } catch (const HttpError& e) {
+    write_error(res, e.status, e.code, e.what(), e.field, e.value, e.rule);
+  } catch (const ProtocolError& e) {
+    const bool malformed = e.kind() == ProtocolError::Kind::malformed;
+    write_error(res, malformed ? 400 : 422, malformed ? "malformed" : "invalid_value", e.what(), e.field(), e.value(),
+                e.rule());
+  } catch (const ValidationError& e) {
+    if (e.reason() == RejectReason::unknown_device) {
+      write_error(res, 404, "unknown_device", e.what(), "device_id", e.device());
+    } else {
+      write_error(res, 422, std::string("rejected_") + to_string(e.reason()), e.what(), e.field(), e.value(), e.rule());
     }
-  };
+  } catch (const UnknownDeviceError& e) {
+    write_error(res, 404, "unknown_device", e.what(), "device", e.device());
+  } catch (const ShutDownError& e) {
+    write_error(res, 409, "shutting_down", e.what());
+  } catch (const InputError& e) {  // PlanError, InsufficientMemoryError, identifiers
+    write_error(res, 422, "invalid_value", e.what(), e.field(), e.value(), e.rule());
+  } catch (const nlohmann::json::exception& e) {
+    write_error(res, 400, "invalid_request", e.what());
+  } catch (const std::exception& e) {
+    spdlog::error("{} {}: internal error: {}", req.method, req.path, e.what());
+    write_error(res, 500, "internal", "internal error (logged by the agent)");
+  }
 }
 
-void Agent::Impl::check_token(const httplib::Request& req) const {
+void Agent::Impl::check_token(const HttpRequest& req) const {
   if (!config.token) return;
   constexpr std::string_view kScheme = "Bearer ";
-  const std::string header = req.get_header_value("Authorization");
-  const bool bearer = header.size() > kScheme.size() && header.compare(0, kScheme.size(), kScheme) == 0;
-  if (!bearer || !same_secret(std::string_view(header).substr(kScheme.size()), *config.token)) {
+  const std::string_view header = req.header("Authorization");
+  const bool bearer = header.size() > kScheme.size() && header.substr(0, kScheme.size()) == kScheme;
+  if (!bearer || !same_secret(header.substr(kScheme.size()), *config.token)) {
     throw HttpError(401, "unauthorized", "this endpoint needs the header Authorization: Bearer <token>",
                     "Authorization", bearer ? "Bearer (wrong token)" : (header.empty() ? "(absent)" : "(not Bearer)"),
                     "Bearer token of the agent's --token-file");
   }
 }
 
-void Agent::Impl::install_routes() {
-  server.new_task_queue = [threads = config.worker_threads] {
-    return new httplib::ThreadPool(threads);  // httplib takes ownership
-  };
-  server.set_payload_max_length(config.limits.max_body_bytes);
-  // Small answers go out in two send()s (headers, body): without TCP_NODELAY
-  // the body waits for the client's delayed ACK, 40 ms on Linux.
-  server.set_tcp_nodelay(true);
-  // Producers keep one connection open and post for hours; a low cap would
-  // only force reconnects (keep-alive connections still end after the idle timeout).
-  server.set_keep_alive_max_count(1'000'000);
-  server.set_read_timeout(std::chrono::seconds(10));
-  server.set_write_timeout(std::chrono::seconds(10));
-  server.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
-    current_route = "(unmatched)";
-    request_started = std::chrono::steady_clock::now();
-    // httplib 0.11 reads a chunked body, or a POST/PUT/PATCH body without
-    // Content-Length (until the peer closes), whole and past the payload limit:
-    // such a request could make the agent buffer any amount of memory, before
-    // any token check. This handler runs before the body is read: refuse them.
-    const bool carries_body = req.method == "POST" || req.method == "PUT" || req.method == "PATCH";
-    if (req.has_header("Transfer-Encoding") || (carries_body && !req.has_header("Content-Length"))) {
-      write_error(res, 411, "length_required", "the request body needs a Content-Length header (no chunked bodies)",
-                  "Content-Length",
-                  req.has_header("Transfer-Encoding")
-                      ? "Transfer-Encoding: " + req.get_header_value("Transfer-Encoding")
-                      : "(absent)",
-                  "a Content-Length header, and no Transfer-Encoding");
-      return httplib::Server::HandlerResponse::Handled;
-    }
-    return httplib::Server::HandlerResponse::Unhandled;
-  });
-  // Routes that did not match, and bodies over the limit (413), reach here
-  // with an empty body: give them the JSON error shape too.
-  server.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
-    if (!res.body.empty()) return;
-    if (res.status == 413) {
-      write_error(res, 413, "payload_too_large",
-                  fmt::format("the body is larger than {} bytes", config.limits.max_body_bytes), "(body)",
-                  req.get_header_value("Content-Length"),
-                  fmt::format("at most {} bytes", config.limits.max_body_bytes));
-    } else if (res.status == 404) {
-      write_error(res, 404, "not_found", fmt::format("no route {} {}", req.method, req.path));
-    } else {
-      write_error(res, res.status, "http_error", fmt::format("HTTP status {}", res.status));
-    }
-  });
-  server.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr) {
-    spdlog::error("{} {}: unhandled exception", req.method, req.path);
-    write_error(res, 500, "internal", "internal error (logged by the agent)");
-  });
-  server.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
-    stats.record(current_route, res.status);
-    if (request_started != std::chrono::steady_clock::time_point{}) {
-      stats.durations.observe(std::chrono::steady_clock::now() - request_started);
-    }
-    spdlog::debug("{} {} → {}", req.method, req.path, res.status);
-  });
-
-  server.Get("/healthz", wrap("/healthz", false, [this](const auto&, auto& res) { handle_health(res); }));
-  server.Get("/metrics", wrap("/metrics", false, [this](const auto&, auto& res) { handle_metrics(res); }));
-  server.Get("/v1/devices", wrap("/v1/devices", false, [this](const auto&, auto& res) { handle_devices(res); }));
-  server.Get(R"(/v1/devices/(.+)/history)",
-             wrap("/v1/devices/{id}/history", false, [this](const auto& req, auto& res) { handle_history(req, res); }));
-  server.Get(R"(/v1/devices/(.+))",
-             wrap("/v1/devices/{id}", false, [this](const auto& req, auto& res) { handle_device(req, res); }));
-  server.Get("/v1/cluster", wrap("/v1/cluster", false, [this](const auto&, auto& res) { handle_cluster(res); }));
-  // Routes are tried in order: the hot one (telemetry ingest) first.
-  server.Post("/v1/telemetry",
-              wrap("/v1/telemetry", true, [this](const auto& req, auto& res) { handle_telemetry(req, res); }));
-  server.Post("/v1/select", wrap("/v1/select", true, [this](const auto& req, auto& res) { handle_select(req, res); }));
-  server.Post("/v1/plan", wrap("/v1/plan", true, [this](const auto& req, auto& res) { handle_plan(req, res); }));
+// The methods a route path takes (for 405 and Allow), or nullptr when no route has that path.
+const char* allowed_methods(std::string_view path) {
+  if (path == "/v1/telemetry" || path == "/v1/select" || path == "/v1/plan") return "POST";
+  constexpr std::string_view kDevices = "/v1/devices/";
+  if (path == "/healthz" || path == "/metrics" || path == "/v1/devices" || path == "/v1/cluster" ||
+      (path.size() > kDevices.size() && path.substr(0, kDevices.size()) == kDevices)) {
+    return "GET, HEAD";
+  }
+  return nullptr;
 }
 
-void Agent::Impl::handle_health(httplib::Response& res) const {
+void Agent::Impl::route(const HttpRequest& req, HttpResponse& res) {
+  const std::string_view path = req.path;
+  if (req.method == "POST") {
+    // The hot route (telemetry ingest) first.
+    if (path == "/v1/telemetry") return answer("/v1/telemetry", true, req, res, [&] { handle_telemetry(req, res); });
+    if (path == "/v1/select") return answer("/v1/select", true, req, res, [&] { handle_select(req, res); });
+    if (path == "/v1/plan") return answer("/v1/plan", true, req, res, [&] { handle_plan(req, res); });
+  } else if (req.method == "GET") {  // HEAD too
+    if (path == "/healthz") return answer("/healthz", false, req, res, [&] { handle_health(res); });
+    if (path == "/metrics") return answer("/metrics", false, req, res, [&] { handle_metrics(res); });
+    if (path == "/v1/devices") return answer("/v1/devices", false, req, res, [&] { handle_devices(res); });
+    if (path == "/v1/cluster") return answer("/v1/cluster", false, req, res, [&] { handle_cluster(res); });
+    constexpr std::string_view kDevices = "/v1/devices/";
+    constexpr std::string_view kHistory = "/history";
+    if (path.size() > kDevices.size() && path.substr(0, kDevices.size()) == kDevices) {
+      const std::string_view rest = path.substr(kDevices.size());
+      if (rest.size() > kHistory.size() && rest.substr(rest.size() - kHistory.size()) == kHistory) {
+        const std::string_view id = rest.substr(0, rest.size() - kHistory.size());
+        return answer("/v1/devices/{id}/history", false, req, res, [&] { handle_history(id, req, res); });
+      }
+      return answer("/v1/devices/{id}", false, req, res, [&] { handle_device(rest, res); });
+    }
+  }
+  if (const char* allowed = allowed_methods(path)) {
+    write_error(res, 405, "method_not_allowed", fmt::format("{} takes {}, not {}", req.path, allowed, req.method),
+                "method", req.method, fmt::format("one of: {}", allowed));
+    res.headers.emplace_back("Allow", allowed);
+    return;
+  }
+  write_error(res, 404, "not_found", fmt::format("no route {} {}", req.method, req.path));
+}
+
+void Agent::Impl::handle_health(HttpResponse& res) const {
   const ManagerState state = manager.state();
   const bool ok = state == ManagerState::running && !refusing.load();
   write_json(res, ok ? 200 : 503,
@@ -449,23 +423,23 @@ void Agent::Impl::handle_health(httplib::Response& res) const {
                   {"host", manager.host()}});
 }
 
-void Agent::Impl::handle_devices(httplib::Response& res) const {
+void Agent::Impl::handle_devices(HttpResponse& res) const {
   write_json(res, 200, devices_to_json(manager.devices(), manager.rank()));
 }
 
-DeviceKey Agent::Impl::device_from_path(const std::string& text) const {
+DeviceKey Agent::Impl::device_from_path(std::string_view text) const {
   if (text.empty() || text.size() > 2 * config.limits.max_string_bytes + 1) {
-    throw bad_request("id", text.substr(0, 64), "a device id such as cuda:0 or host/cuda:0");
+    throw bad_request("id", std::string(text.substr(0, 64)), "a device id such as cuda:0 or host/cuda:0");
   }
-  const DeviceKey key = manager.resolve_key(text);
+  const DeviceKey key = manager.resolve_key(std::string(text));
   // Both parts must be identifiers a device can have (InputError → 422): "..", "a//b", NUL or control characters.
   validate_identifier(key.host, "id");
   validate_identifier(key.local_id, "id");
   return key;
 }
 
-void Agent::Impl::handle_device(const httplib::Request& req, httplib::Response& res) const {
-  const DeviceKey key = device_from_path(req.matches[1].str());
+void Agent::Impl::handle_device(std::string_view id, HttpResponse& res) const {
+  const DeviceKey key = device_from_path(id);
   const DeviceState state = manager.device(key);
   std::optional<RankedDevice> ranked;
   for (RankedDevice& entry : manager.rank()) {
@@ -476,11 +450,11 @@ void Agent::Impl::handle_device(const httplib::Request& req, httplib::Response& 
   write_json(res, 200, body);
 }
 
-void Agent::Impl::handle_history(const httplib::Request& req, httplib::Response& res) const {
-  const DeviceKey key = device_from_path(req.matches[1].str());
+void Agent::Impl::handle_history(std::string_view id, const HttpRequest& req, HttpResponse& res) const {
+  const DeviceKey key = device_from_path(id);
   std::size_t limit = config.max_history_limit;
-  if (req.has_param("limit")) {
-    limit = parse_query_count(req.get_param_value("limit"), "limit");
+  if (const std::string* limit_text = req.query_value("limit")) {
+    limit = parse_query_count(*limit_text, "limit");
     if (limit == 0 || limit > config.max_history_limit) {
       throw unprocessable("limit", std::to_string(limit), fmt::format("must be 1 to {}", config.max_history_limit));
     }
@@ -490,11 +464,11 @@ void Agent::Impl::handle_history(const httplib::Request& req, httplib::Response&
   write_json(res, 200, json{{"device", key.str()}, {"samples", std::move(samples)}});
 }
 
-void Agent::Impl::handle_cluster(httplib::Response& res) const {
+void Agent::Impl::handle_cluster(HttpResponse& res) const {
   write_json(res, 200, to_json(manager.aggregate()));
 }
 
-void Agent::Impl::handle_select(const httplib::Request& req, httplib::Response& res) const {
+void Agent::Impl::handle_select(const HttpRequest& req, HttpResponse& res) const {
   const json body = parse_bounded_json(req.body, config.limits);
   require_object(body, "(body)");
   reject_unknown_keys(body, {"min_memory_bytes"});
@@ -505,7 +479,7 @@ void Agent::Impl::handle_select(const httplib::Request& req, httplib::Response& 
   write_json(res, 200, to_json(manager.select(min_memory)));
 }
 
-void Agent::Impl::handle_plan(const httplib::Request& req, httplib::Response& res) const {
+void Agent::Impl::handle_plan(const HttpRequest& req, HttpResponse& res) const {
   const PlanRequest request = plan_request_from_json(parse_bounded_json(req.body, config.limits));
   write_json(res, 200, to_json(manager.plan(request)));
 }
@@ -579,7 +553,7 @@ void Agent::Impl::register_remote(const DeviceRegistration& registration) {
   }
 }
 
-void Agent::Impl::handle_telemetry(const httplib::Request& req, httplib::Response& res) {
+void Agent::Impl::handle_telemetry(const HttpRequest& req, HttpResponse& res) {
   const TelemetryMessage message = parse_telemetry_message(req.body, config.limits);
   DeviceKey key;
   if (const auto* registration = std::get_if<DeviceRegistration>(&message)) {
@@ -598,10 +572,11 @@ void Agent::Impl::handle_telemetry(const httplib::Request& req, httplib::Respons
   // The hot path's answer, written directly (ids are validated identifiers, but
   // escape them anyway: the body must stay valid JSON whatever they hold).
   res.status = 202;
-  res.set_content(fmt::format(R"({{"device":{},"status":"accepted"}})", json(key.str()).dump()), kJsonContentType);
+  res.content_type = kJsonContentType;
+  res.body = fmt::format(R"({{"device":{},"status":"accepted"}})", json(key.str()).dump());
 }
 
-void Agent::Impl::handle_metrics(httplib::Response& res) const {
+void Agent::Impl::handle_metrics(HttpResponse& res) const {
   ExpositionSnapshot snapshot;
   snapshot.devices = manager.devices();
   snapshot.ranked = manager.rank();
@@ -611,7 +586,8 @@ void Agent::Impl::handle_metrics(httplib::Response& res) const {
   snapshot.http_requests = stats.counts();
   snapshot.http_request_durations = stats.durations.snapshot();
   res.status = 200;
-  res.set_content(render_exposition(snapshot), kExpositionContentType);
+  res.content_type = kExpositionContentType;
+  res.body = render_exposition(snapshot);
 }
 
 }  // namespace gpucluster::agent

@@ -1,6 +1,7 @@
 #include "agent_command.hpp"
 
 #include <sys/stat.h>
+#include <algorithm>
 #include <csignal>
 #include <fstream>
 #include <iostream>
@@ -44,10 +45,10 @@ agent::AgentConfig agent_config(const AgentOptions& options) {
   const auto drain = parse_duration(options.drain_timeout, "--drain-timeout");
   if (drain.count() <= 0) throw InputError("--drain-timeout", options.drain_timeout, "must be positive");
   config.drain_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(drain);
-  if (options.threads == 0 || options.threads > 256) {
+  if (options.threads > 256) {
     throw InputError("--threads", std::to_string(options.threads), "must be 1 to 256");
   }
-  config.worker_threads = options.threads;
+  config.worker_threads = options.threads > 0 ? options.threads : std::max(1U, std::thread::hardware_concurrency());
   agent::validate_agent_config(config);
   return config;
 }

@@ -14,7 +14,7 @@ struct AgentOptions {
   std::string max_age;     // empty: bounded by count only
   std::string token_file;  // empty: no token (loopback only)
   std::string drain_timeout = "10s";
-  std::size_t threads = 8;
+  std::size_t threads = 0;  // 0: one per CPU core
 };
 
 // Serves until SIGTERM/SIGINT, then drains in-flight requests within the

@@ -371,7 +371,10 @@ int run(int argc, char** argv) {
                     "File holding the Bearer token that POST endpoints then require");
   agent->add_option("--drain-timeout", agent_options.drain_timeout,
                     "How long SIGTERM waits for in-flight requests (default 10s)");
-  agent->add_option("--threads", agent_options.threads, "HTTP worker threads (default 8)")->check(kCount);
+  agent
+      ->add_option("--threads", agent_options.threads,
+                   "HTTP event-loop threads; each connection stays on one (default: one per CPU core)")
+      ->check(kCount);
 
   try {
     app.parse(argc, argv);

@@ -552,13 +552,13 @@ std::vector<Row> rows() {
       get("UnknownRoute", "/v2/nothing", 404, kNull),
       get("DevicesTrailingSlash", "/v1/devices/", 404, kNull),
       get("EtcPasswdRoute", "/../../etc/passwd", 404, kNull),
-      get("GetOnSelect", "/v1/select", 404, kNull),
-      get("GetOnTelemetry", "/v1/telemetry", 404, kNull),
-      post("PostOnDevices", "/v1/devices", "{}", 404, kNull),
-      post("PostOnHealthz", "/healthz", "{}", 404, kNull),
-      make_row("DeleteDevice", "DELETE", "/v1/devices/node-a/cuda:0", {}, 404, kNull),
-      make_row("PutTelemetry", "PUT", "/v1/telemetry", metrics_message(), 404, kNull),
-      make_row("UnknownMethod", "BREW", "/healthz", {}, 400, kNull),
+      get("GetOnSelect", "/v1/select", 405, json("method")),
+      get("GetOnTelemetry", "/v1/telemetry", 405, json("method")),
+      post("PostOnDevices", "/v1/devices", "{}", 405, json("method")),
+      post("PostOnHealthz", "/healthz", "{}", 405, json("method")),
+      make_row("DeleteDevice", "DELETE", "/v1/devices/node-a/cuda:0", {}, 405, json("method")),
+      make_row("PutTelemetry", "PUT", "/v1/telemetry", metrics_message(), 405, json("method")),
+      make_row("UnknownMethod", "BREW", "/healthz", {}, 400, json("method")),
   };
   return table;
 }

@@ -35,7 +35,8 @@ struct AgentConfig {
   std::size_t max_devices_per_host = 256;  // remote registrations per host
   std::size_t max_hosts = 1024;            // distinct remote hosts
   std::chrono::milliseconds drain_timeout{10'000};
-  std::size_t worker_threads = 8;
+  // HTTP event-loop threads; each connection stays on one, handlers run on them.
+  std::size_t worker_threads = 2;
 };
 
 // Refuses (InputError) a non-loopback address without a token, an empty

@@ -1,0 +1,468 @@
+#include "gpucluster/agent/http_server.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+
+#include "gpucluster/core/errors.hpp"
+
+namespace gpucluster::agent {
+namespace {
+
+namespace net = boost::asio;
+namespace http = boost::beast::http;
+using tcp = net::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// %XX → the byte; a '%' not followed by two hex digits stays as it is.
+// plus_is_space for query strings (application/x-www-form-urlencoded).
+std::string percent_decode(std::string_view text, bool plus_is_space) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '%' && i + 2 < text.size()) {
+      const int high = hex_digit(text[i + 1]);
+      const int low = hex_digit(text[i + 2]);
+      if (high >= 0 && low >= 0) {
+        out.push_back(static_cast<char>(high * 16 + low));
+        i += 2;
+        continue;
+      }
+    }
+    out.push_back(plus_is_space && c == '+' ? ' ' : c);
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, std::string>> parse_query(std::string_view query) {
+  std::vector<std::pair<std::string, std::string>> out;
+  while (!query.empty()) {
+    const std::size_t amp = query.find('&');
+    const std::string_view part = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+    if (part.empty()) continue;
+    const std::size_t eq = part.find('=');
+    out.emplace_back(percent_decode(part.substr(0, eq), true),
+                     eq == std::string_view::npos ? std::string{} : percent_decode(part.substr(eq + 1), true));
+  }
+  return out;
+}
+
+// The methods of RFC 9110 and PATCH: others are malformed requests (400),
+// these reach the handler (which answers 404 where no route has them).
+bool known_method(http::verb verb) {
+  switch (verb) {
+    case http::verb::get:
+    case http::verb::head:
+    case http::verb::post:
+    case http::verb::put:
+    case http::verb::delete_:
+    case http::verb::options:
+    case http::verb::patch:
+    case http::verb::trace:
+    case http::verb::connect: return true;
+    default: return false;
+  }
+}
+
+}  // namespace
+
+std::string_view HttpRequest::header(std::string_view name) const {
+  for (const auto& [key, value] : headers) {
+    if (iequals(key, name)) return value;
+  }
+  return {};
+}
+
+bool HttpRequest::has_header(std::string_view name) const {
+  return std::any_of(headers.begin(), headers.end(), [&](const auto& entry) { return iequals(entry.first, name); });
+}
+
+const std::string* HttpRequest::query_value(std::string_view name) const {
+  for (const auto& [key, value] : query) {
+    if (key == name) return &value;
+  }
+  return nullptr;
+}
+
+class HttpSession;
+
+struct HttpServer::Impl {
+  Impl(HttpServerOptions server_options, HttpHandler request_handler, HttpRefusal request_refusal,
+       HttpObserver request_observer)
+      : options(server_options),
+        handler(std::move(request_handler)),
+        refusal(std::move(request_refusal)),
+        observer(std::move(request_observer)),
+        contexts(make_contexts(std::max<std::size_t>(1, server_options.threads))),
+        acceptor(*contexts.front()),
+        sweep_timer(*contexts.front()) {
+    for (const auto& context : contexts) guards.push_back(net::make_work_guard(*context));
+  }
+
+  static std::vector<std::unique_ptr<net::io_context>> make_contexts(std::size_t count) {
+    std::vector<std::unique_ptr<net::io_context>> out;
+    for (std::size_t i = 0; i < count; ++i) out.push_back(std::make_unique<net::io_context>(1));
+    return out;
+  }
+
+  HttpServerOptions options;
+  HttpHandler handler;
+  HttpRefusal refusal;
+  HttpObserver observer;
+  std::atomic<bool> stopping{false};
+  // Declared before the loops: a session destroyed with their pending handlers still finds them.
+  std::mutex sessions_mutex;
+  std::unordered_map<HttpSession*, std::weak_ptr<HttpSession>> sessions;
+
+  // One single-threaded event loop per thread; each connection lives on one
+  // of them (round robin), so no handler ever hops threads or takes a lock.
+  std::vector<std::unique_ptr<net::io_context>> contexts;
+  std::vector<net::executor_work_guard<net::io_context::executor_type>> guards;  // until stop()
+  std::size_t next_context = 0;
+  tcp::acceptor acceptor;         // on contexts[0]
+  net::steady_timer sweep_timer;  // closes timed-out connections; on contexts[0]
+
+  void accept();
+  void sweep();
+  void close_all_idle();
+  std::vector<std::shared_ptr<HttpSession>> live_sessions();
+  void forget(HttpSession* session);
+};
+
+// One connection: read a head, check it, read the body, answer, repeat.
+// Every step runs on the connection's event loop (one thread).
+class HttpSession : public std::enable_shared_from_this<HttpSession> {
+ public:
+  // server outlives every session: serve() returns only once all have ended.
+  HttpSession(tcp::socket socket, HttpServer::Impl& server) : socket_(std::move(socket)), server_(&server) {}
+  ~HttpSession() { server_->forget(this); }
+
+  void start() {
+    boost::system::error_code ignored;
+    socket_.set_option(tcp::no_delay(true), ignored);  // answers are one write; no Nagle wait behind it
+    read_head();
+  }
+
+  // From the sweep timer: close when past the deadline, or idle while stopping.
+  void check(Clock::time_point now, bool stopping) {
+    net::post(socket_.get_executor(), [self = shared_from_this(), now, stopping] {
+      const bool expired = now >= Clock::time_point(Clock::duration(self->deadline_.load()));
+      if (expired || (stopping && self->idle_ && self->buffer_.size() == 0)) self->close();
+    });
+  }
+
+ private:
+  void set_deadline(std::chrono::milliseconds from_now) {
+    deadline_.store((Clock::now() + from_now).time_since_epoch().count());
+  }
+
+  void read_head() {
+    if (server_->stopping.load() && buffer_.size() == 0) return close();
+    idle_ = true;
+    set_deadline(server_->options.idle_timeout);
+    parser_.emplace();
+    parser_->header_limit(static_cast<std::uint32_t>(server_->options.max_head_bytes));
+    parser_->body_limit(server_->options.max_body_bytes);
+    http::async_read_header(
+        socket_, buffer_, *parser_,
+        [self = shared_from_this()](boost::system::error_code ec, std::size_t) { self->on_head(ec); });
+  }
+
+  void on_head(boost::system::error_code ec) {
+    request_ = HttpRequest{};
+    idle_ = false;
+    started_ = Clock::now();
+    set_deadline(server_->options.request_timeout);
+    if (ec == http::error::body_limit) {  // the parser checks Content-Length against the limit with the head
+      const auto& head = parser_->get();
+      request_.method = std::string(head.method_string());
+      request_.target = std::string(head.target());
+      return refuse(413, "payload_too_large",
+                    fmt::format("the body is larger than {} bytes", server_->options.max_body_bytes), "(body)",
+                    std::string(head[http::field::content_length]),
+                    fmt::format("at most {} bytes", server_->options.max_body_bytes));
+    }
+    if (ec == http::error::header_limit) {
+      return refuse(431, "header_too_large", "the request line and headers are too large", "(head)", "",
+                    fmt::format("at most {} bytes", server_->options.max_head_bytes));
+    }
+    if (ec == http::error::end_of_stream || ec == net::error::operation_aborted || ec == net::error::eof ||
+        ec == net::error::connection_reset || ec == http::error::partial_message) {
+      return close();
+    }
+    if (ec) return refuse(400, "bad_request", fmt::format("malformed HTTP request: {}", ec.message()), "", "", "");
+
+    const auto& head = parser_->get();
+    request_.method = std::string(head.method_string());
+    request_.target = std::string(head.target());
+    if (!known_method(head.method())) {
+      return refuse(400, "bad_request", fmt::format("unknown HTTP method {}", request_.method), "method",
+                    request_.method.substr(0, 32), "GET, HEAD, POST, PUT, DELETE, OPTIONS or PATCH");
+    }
+    if (request_.target.size() > server_->options.max_target_bytes) {
+      return refuse(414, "uri_too_long", "the request target is too long", "", "",
+                    fmt::format("at most {} bytes", server_->options.max_target_bytes));
+    }
+    for (const auto& field : head) request_.headers.emplace_back(field.name_string(), field.value());
+    // Chunked bodies, and bodies whose end only the peer's close would mark,
+    // are refused before any of them is read (nothing unbounded is buffered).
+    const bool carries_body =
+        head.method() == http::verb::post || head.method() == http::verb::put || head.method() == http::verb::patch;
+    if (request_.has_header("Transfer-Encoding") || (carries_body && !request_.has_header("Content-Length"))) {
+      const std::string_view encoding = request_.header("Transfer-Encoding");
+      return refuse(411, "length_required", "the request body needs a Content-Length header (no chunked bodies)",
+                    "Content-Length",
+                    request_.has_header("Transfer-Encoding") ? "Transfer-Encoding: " + std::string(encoding)
+                                                             : std::string("(absent)"),
+                    "a Content-Length header, and no Transfer-Encoding");
+    }
+    const auto length = parser_->content_length();
+    if (length && *length > server_->options.max_body_bytes) {
+      return refuse(413, "payload_too_large",
+                    fmt::format("the body is larger than {} bytes", server_->options.max_body_bytes), "(body)",
+                    std::string(request_.header("Content-Length")),
+                    fmt::format("at most {} bytes", server_->options.max_body_bytes));
+    }
+    if (length && *length > 0 && iequals(request_.header("Expect"), "100-continue")) return send_continue();
+    read_body();
+  }
+
+  void send_continue() {
+    static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+    net::async_write(socket_, net::buffer(kContinue.data(), kContinue.size()),
+                     [self = shared_from_this()](boost::system::error_code ec, std::size_t) {
+                       if (ec) return self->close();
+                       self->read_body();
+                     });
+  }
+
+  void read_body() {
+    // The body usually came in the same read as the head: parse it from the
+    // buffer without another trip through the event loop.
+    if (!parser_->is_done() && buffer_.size() > 0) {
+      boost::system::error_code ec;
+      const std::size_t used = parser_->put(buffer_.data(), ec);
+      buffer_.consume(used);
+      if (ec && ec != http::error::need_more) return on_body(ec);
+    }
+    if (parser_->is_done()) return on_body({});
+    http::async_read(socket_, buffer_, *parser_,
+                     [self = shared_from_this()](boost::system::error_code ec, std::size_t) { self->on_body(ec); });
+  }
+
+  void on_body(boost::system::error_code ec) {
+    if (ec == http::error::body_limit) {
+      return refuse(413, "payload_too_large",
+                    fmt::format("the body is larger than {} bytes", server_->options.max_body_bytes), "(body)", "",
+                    fmt::format("at most {} bytes", server_->options.max_body_bytes));
+    }
+    if (ec) return close();
+    auto& message = parser_->get();
+    request_.body = std::move(message.body());
+    const std::string_view target = request_.target;
+    const std::size_t question = target.find('?');
+    request_.path = percent_decode(target.substr(0, question), false);
+    if (question != std::string_view::npos) request_.query = parse_query(target.substr(question + 1));
+    request_.head_only = message.method() == http::verb::head;
+    if (request_.head_only) request_.method = "GET";
+    keep_alive_ = message.keep_alive();
+
+    HttpResponse response;
+    try {
+      server_->handler(request_, response);
+    } catch (const std::exception& e) {
+      spdlog::error("{} {}: unhandled exception: {}", request_.method, request_.path, e.what());
+      response = server_->refusal(500, "internal", "internal error (logged by the agent)", "", "", "");
+    }
+    send(std::move(response), keep_alive_ && !server_->stopping.load());
+  }
+
+  void refuse(int status, std::string_view code, std::string_view message, std::string_view field,
+              std::string_view value, std::string_view rule) {
+    if (request_.method.empty() && parser_) request_.method = std::string(parser_->get().method_string());
+    if (request_.path.empty()) request_.path = request_.target.substr(0, request_.target.find('?'));
+    // The rest of this request's bytes were not read: the connection cannot go on.
+    send(server_->refusal(status, code, message, field, value, rule), false);
+  }
+
+  void send(HttpResponse response, bool keep_alive) {
+    if (server_->observer) server_->observer(request_, response, Clock::now() - started_);
+    response_ = {};
+    response_.version(11);
+    response_.result(static_cast<unsigned>(response.status));
+    response_.set(http::field::content_type, response.content_type);
+    for (const auto& [name, value] : response.headers) response_.set(name, value);
+    response_.keep_alive(keep_alive);
+    const std::size_t length = response.body.size();
+    if (request_.head_only) {
+      response_.content_length(length);
+    } else {
+      response_.body() = std::move(response.body);
+      response_.prepare_payload();
+    }
+    http::async_write(socket_, response_,
+                      [self = shared_from_this(), keep_alive](boost::system::error_code ec, std::size_t) {
+                        if (ec || !keep_alive) return self->close();
+                        self->read_head();
+                      });
+  }
+
+  void close() {
+    boost::system::error_code ignored;
+    socket_.shutdown(tcp::socket::shutdown_both, ignored);
+    socket_.close(ignored);
+  }
+
+  tcp::socket socket_;
+  HttpServer::Impl* server_;
+  boost::beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  HttpRequest request_;
+  http::response<http::string_body> response_;
+  bool keep_alive_ = true;
+  bool idle_ = true;  // waiting for the next request's head
+  Clock::time_point started_;
+  std::atomic<Clock::rep> deadline_{Clock::time_point::max().time_since_epoch().count()};
+};
+
+void HttpServer::Impl::forget(HttpSession* session) {
+  std::lock_guard lock(sessions_mutex);
+  sessions.erase(session);
+}
+
+std::vector<std::shared_ptr<HttpSession>> HttpServer::Impl::live_sessions() {
+  std::vector<std::shared_ptr<HttpSession>> live;
+  std::lock_guard lock(sessions_mutex);
+  live.reserve(sessions.size());
+  for (const auto& [raw, weak] : sessions) {
+    if (auto session = weak.lock()) live.push_back(std::move(session));
+  }
+  return live;
+}
+
+void HttpServer::Impl::accept() {
+  net::io_context& context = *contexts[next_context];
+  next_context = (next_context + 1) % contexts.size();
+  acceptor.async_accept(context, [self = this](boost::system::error_code ec, tcp::socket socket) {
+    if (ec == net::error::operation_aborted || self->stopping.load()) return;  // closed by stop()
+    if (!ec) {
+      std::shared_ptr<HttpSession> session;
+      {
+        std::lock_guard lock(self->sessions_mutex);
+        if (self->sessions.size() < self->options.max_connections) {
+          session = std::make_shared<HttpSession>(std::move(socket), *self);
+          self->sessions.emplace(session.get(), session);
+        }
+      }
+      if (session) {
+        session->start();
+      } else {
+        spdlog::warn("refused a connection: {} connections are open", self->options.max_connections);
+      }
+    } else {
+      spdlog::warn("accept failed: {}", ec.message());
+    }
+    self->accept();
+  });
+}
+
+// Once a second (every 50 ms while stopping): connections past their deadline
+// are closed; once stopped and no connection is left, the timer is not
+// re-armed and the event loop runs out of work.
+void HttpServer::Impl::sweep() {
+  const bool is_stopping = stopping.load();
+  const auto live = live_sessions();
+  if (is_stopping && live.empty()) return;
+  const Clock::time_point now = Clock::now();
+  for (const auto& session : live) session->check(now, is_stopping);
+  sweep_timer.expires_after(is_stopping ? std::chrono::milliseconds(50) : std::chrono::milliseconds(1000));
+  sweep_timer.async_wait([self = this](boost::system::error_code ec) {
+    if (ec && ec != net::error::operation_aborted) return;
+    self->sweep();
+  });
+}
+
+HttpServer::HttpServer(HttpServerOptions options, HttpHandler handler, HttpRefusal refusal, HttpObserver observer)
+    : impl_(std::make_unique<Impl>(options, std::move(handler), std::move(refusal), std::move(observer))) {}
+
+HttpServer::~HttpServer() {
+  stop();
+  for (const auto& context : impl_->contexts) context->stop();
+}
+
+int HttpServer::bind(const std::string& host, int port) {
+  Impl& self = *impl_;
+  boost::system::error_code ec;
+  tcp::resolver resolver(*self.contexts.front());
+  const auto endpoints = resolver.resolve(host, std::to_string(port), tcp::resolver::numeric_service, ec);
+  if (ec || endpoints.empty()) {
+    throw Error(fmt::format("cannot listen on {}:{}: {}", host, port, ec ? ec.message() : "no address"));
+  }
+  const tcp::endpoint endpoint = endpoints.begin()->endpoint();
+  self.acceptor.open(endpoint.protocol(), ec);
+  if (!ec) self.acceptor.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) self.acceptor.bind(endpoint, ec);
+  if (!ec) self.acceptor.listen(net::socket_base::max_listen_connections, ec);
+  if (ec) {
+    boost::system::error_code ignored;
+    self.acceptor.close(ignored);
+    throw Error(fmt::format("cannot listen on {}:{}: {}", host, port, ec.message()));
+  }
+  return self.acceptor.local_endpoint().port();
+}
+
+void HttpServer::serve() {
+  Impl& self = *impl_;
+  if (!self.acceptor.is_open()) throw Error("HttpServer::serve() before bind()");
+  net::post(self.acceptor.get_executor(), [impl = impl_.get()] {
+    impl->accept();
+    impl->sweep();
+  });
+  std::vector<std::thread> extra;
+  for (std::size_t i = 1; i < self.contexts.size(); ++i) {
+    extra.emplace_back([context = self.contexts[i].get()] { context->run(); });
+  }
+  self.contexts.front()->run();
+  for (std::thread& thread : extra) thread.join();
+}
+
+void HttpServer::stop() {
+  if (impl_->stopping.exchange(true)) return;
+  net::post(impl_->acceptor.get_executor(), [impl = impl_.get()] {
+    boost::system::error_code ignored;
+    impl->acceptor.close(ignored);
+    impl->sweep_timer.cancel();  // re-armed at the stopping cadence (or not, when nothing is open)
+    impl->guards.clear();        // each loop ends once its connections have
+  });
+}
+
+}  // namespace gpucluster::agent
