@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <iterator>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -93,6 +94,11 @@ bool known_method(http::verb verb) {
   }
 }
 
+std::string_view reason_phrase(http::status status) {
+  const auto reason = http::obsolete_reason(status);
+  return {reason.data(), reason.size()};
+}
+
 }  // namespace
 
 std::string_view HttpRequest::header(std::string_view name) const {
@@ -169,6 +175,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void start() {
     boost::system::error_code ignored;
     socket_.set_option(tcp::no_delay(true), ignored);  // answers are one write; no Nagle wait behind it
+    buffer_.reserve(4096);                             // a request (head + a heartbeat's body) in one read
     read_head();
   }
 
@@ -295,6 +302,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     request_.head_only = message.method() == http::verb::head;
     if (request_.head_only) request_.method = "GET";
     keep_alive_ = message.keep_alive();
+    http_1_0_ = message.version() == 10;
 
     HttpResponse response;
     try {
@@ -314,26 +322,28 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     send(server_->refusal(status, code, message, field, value, rule), false);
   }
 
+  // The answer in one buffer, one write (reused across requests: no allocation
+  // once it has grown). Beast's serializer costs more per small answer.
   void send(HttpResponse response, bool keep_alive) {
     if (server_->observer) server_->observer(request_, response, Clock::now() - started_);
-    response_ = {};
-    response_.version(11);
-    response_.result(static_cast<unsigned>(response.status));
-    response_.set(http::field::content_type, response.content_type);
-    for (const auto& [name, value] : response.headers) response_.set(name, value);
-    response_.keep_alive(keep_alive);
-    const std::size_t length = response.body.size();
-    if (request_.head_only) {
-      response_.content_length(length);
-    } else {
-      response_.body() = std::move(response.body);
-      response_.prepare_payload();
+    const auto status = static_cast<http::status>(response.status);
+    out_.clear();
+    fmt::format_to(std::back_inserter(out_), "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+                   response.status, reason_phrase(status), response.content_type, response.body.size());
+    if (!keep_alive) {
+      out_ += "Connection: close\r\n";
+    } else if (http_1_0_) {
+      out_ += "Connection: keep-alive\r\n";  // HTTP/1.0 closes unless told otherwise
     }
-    http::async_write(socket_, response_,
-                      [self = shared_from_this(), keep_alive](boost::system::error_code ec, std::size_t) {
-                        if (ec || !keep_alive) return self->close();
-                        self->read_head();
-                      });
+    for (const auto& [name, value] : response.headers)
+      fmt::format_to(std::back_inserter(out_), "{}: {}\r\n", name, value);
+    out_ += "\r\n";
+    if (!request_.head_only) out_ += response.body;
+    net::async_write(socket_, net::buffer(out_),
+                     [self = shared_from_this(), keep_alive](boost::system::error_code ec, std::size_t) {
+                       if (ec || !keep_alive) return self->close();
+                       self->read_head();
+                     });
   }
 
   void close() {
@@ -347,8 +357,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   boost::beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   HttpRequest request_;
-  http::response<http::string_body> response_;
+  std::string out_;  // the answer being written
   bool keep_alive_ = true;
+  bool http_1_0_ = false;
   bool idle_ = true;  // waiting for the next request's head
   Clock::time_point started_;
   std::atomic<Clock::rep> deadline_{Clock::time_point::max().time_since_epoch().count()};

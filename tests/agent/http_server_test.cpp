@@ -179,6 +179,22 @@ TEST_F(HttpServerTest, AnswersPipelinedRequestsInOrderOnOneConnection) {
   EXPECT_LT(two, three);
 }
 
+TEST_F(HttpServerTest, KeepsHttp10ConnectionsOpenOnlyWhenAsked) {
+  start();
+  {
+    Client client(port_);
+    client.send("GET /old HTTP/1.0\r\n\r\n");
+    const std::string answer = client.read_all();  // closed after one answer
+    EXPECT_EQ(count(answer, "HTTP/1.1 200 OK"), 1U) << answer;
+    EXPECT_NE(answer.find("Connection: close"), std::string::npos) << answer;
+  }
+  Client client(port_);
+  client.send("GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /b HTTP/1.0\r\n\r\n");
+  const std::string answers = client.read_all();
+  EXPECT_EQ(count(answers, "HTTP/1.1 200 OK"), 2U) << answers;
+  EXPECT_NE(answers.find("Connection: keep-alive"), std::string::npos) << answers;
+}
+
 TEST_F(HttpServerTest, DecodesThePathAndTheQuery) {
   start();
   Client client(port_);
