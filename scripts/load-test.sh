@@ -32,7 +32,7 @@ usage: scripts/load-test.sh [OPTIONS] [BINARY]
   --agent-threads N       the agent's --threads (default: its own default, one per core)
   --agent-arg ARG         extra argument for `gpucluster agent` (repeatable)
   --agent-env VAR=VALUE   environment variable for the agent only (repeatable), e.g.
-                          LD_PRELOAD=/tmp/nodelay.so (see bench/agent/nodelay_preload.c)
+                          MALLOC_ARENA_MAX=2
   --smoke                 5-second runs, 1 repetition, 10-second soak
   --report-only           targets missed do not fail the script (checks still do)
   --keep DIR              keep logs and wrk output in DIR (default: a temp dir, removed)

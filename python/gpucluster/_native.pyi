@@ -1,7 +1,7 @@
 """Type stubs of gpucluster._native (the C++ extension). Use the gpucluster package."""
 
 from enum import Enum
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Coroutine, Dict, Generator, Iterable, List, Optional, Sequence, Tuple, Union
 
 HAVE_PROTOCOL: bool
 PROTOCOL_VERSION: str
@@ -282,10 +282,18 @@ def to_protocol_json(message: Union[DeviceRegistration, Heartbeat, MetricsReport
                      envelope_timestamp: Optional[float] = None) -> str: ...
 
 # Internal: the native half of gpucluster.exo_compat
+class _PendingRecord(Coroutine[Any, Any, None]):
+    """What _CompatCore.record_later returns: records its sample when first awaited."""
+    def __await__(self) -> Generator[Any, None, None]: ...
+    def send(self, value: None) -> Any: ...
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any: ...
+    def close(self) -> None: ...
+
 class _CompatCore:
     def __init__(self, max_history: int = 100, auto_register: bool = False,
                  staleness_seconds: Optional[float] = None) -> None: ...
     fast_record: Callable[[Any], None]
+    record_later: Callable[[Any], _PendingRecord]
     is_shut_down: bool
     def record(self, metrics: Any) -> None: ...
     def record_many(self, metrics: Iterable[Any]) -> int: ...

@@ -404,6 +404,16 @@ def _metrics_from_tuple(device_id: str, values: Tuple[Any, ...]) -> GPUMetrics:
     return GPUMetrics(device_id, *values)
 
 
+# _native_record_metrics: on an instance, ``record_metrics`` is the native
+# ``_core.record_later``, which returns an awaitable that validates and stores the
+# sample when it is awaited (or stepped by a Task), as the seed's coroutine did,
+# without a Python frame and coroutine per call. It is a collections.abc.Coroutine
+# (``asyncio.create_task``, ``ensure_future``, ``gather`` and ``run`` take it), runs
+# once, and warns (RuntimeWarning) if dropped unawaited. The class attribute stays
+# the ``async def`` below (``GPUClusteringManager.record_metrics`` is a coroutine
+# function); a subclass that overrides ``record_metrics`` keeps its override.
+
+
 # ---------------------------------------------------------------------------
 # Telemetry
 # ---------------------------------------------------------------------------
@@ -424,6 +434,8 @@ class TelemetryCollector:
         self._max_history = max_history
         self._core = _native._CompatCore(max_history, True, None)
         self._record = self._core.fast_record
+        if type(self).record_metrics is TelemetryCollector.record_metrics:  # not overridden
+            self.record_metrics = self._core.record_later  # see _native_record_metrics
 
     async def record_metrics(self, metrics: GPUMetrics) -> None:
         self._record(metrics)
@@ -555,6 +567,8 @@ class GPUClusteringManager:
         self._devices: Dict[str, GPUDevice] = {}
         self._core = _native._CompatCore(max_history, False, staleness_seconds)
         self._record = self._core.fast_record
+        if type(self).record_metrics is GPUClusteringManager.record_metrics:  # not overridden
+            self.record_metrics = self._core.record_later  # see _native_record_metrics
         self._distributor = WorkloadDistributor()
 
     def _check_open(self, operation: str) -> None:

@@ -9,14 +9,19 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <exception>
+#include <limits>
 #include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "common.hpp"
 #include "gpucluster/core/errors.hpp"
 #include "gpucluster/core/sample.hpp"
+#include "gpucluster/telemetry/validation.hpp"
 
 namespace gpucluster::python {
 
@@ -233,6 +238,96 @@ void ingest(const BatchColumns& c, std::size_t n, const std::string& device, std
     }
   }
   done = n;
+}
+
+// Sample i of a batch, read as ingest() reads it; throws the error of a bad
+// timestamp (ValidationError) or byte count (InputError), in that order.
+inline Sample batch_sample(const BatchColumns& c, std::size_t i, const std::string& device) {
+  Sample s;
+  const std::optional<double> t = c.timestamps->at(i);
+  if (!t || !(*t >= 0 && *t <= 9e9)) {
+    s.timestamp = checked_timestamp(t ? *t : std::nan(""), device);  // throws
+  } else {
+    s.timestamp = Timestamp{std::chrono::nanoseconds{static_cast<std::int64_t>(*t * 1e9 + 0.5)}};
+  }
+  s.memory_used_bytes = c.used->integer_at(i);
+  s.memory_total_bytes = c.total->integer_at(i);
+  std::optional<float>* gauges[4] = {&s.utilization_percent, &s.power_watts, &s.temperature_celsius, &s.clock_mhz};
+  for (int g = 0; g < 4; ++g) {
+    if (const std::optional<double> v = c.gauges[g]->at(i)) *gauges[g] = static_cast<float>(*v);
+  }
+  return s;
+}
+
+// Checks a whole batch without storing anything and without the GIL: every
+// sample's values (as check_sample with `limits`) and that each is not older
+// than the one before it (the first is not compared with anything). Returns how
+// many leading samples pass; when fewer than n, `failure` holds the error of the
+// next one, exactly as recording them in turn would raise it. The columns are
+// read in cache-sized chunks and checked branch-free; a chunk that fails is
+// re-read sample by sample to find and describe the first bad one.
+inline std::size_t validate_batch(const BatchColumns& c, std::size_t n, const std::string& device,
+                                  const ValidationLimits& limits, std::exception_ptr& failure) {
+  constexpr std::size_t kChunk = 512;
+  double ts[kChunk];
+  std::int64_t used[kChunk], total[kChunk];
+  double gauge[4][kChunk];
+  std::uint8_t missing[5][kChunk];
+  // utilization, power, temperature, clock: as check_sample's bounds.
+  const double low[4] = {0.0, 0.0, limits.min_temperature_celsius, 0.0};
+  const double high[4] = {100.0, limits.max_power_watts, limits.max_temperature_celsius, limits.max_clock_mhz};
+  for (int g = 0; g < 4; ++g) {
+    if (c.gauges[g]->present()) continue;
+    std::memset(missing[g], 1, kChunk);  // an absent column: every value unavailable
+    std::memset(gauge[g], 0, sizeof gauge[g]);
+  }
+  std::int64_t previous = std::numeric_limits<std::int64_t>::min();
+  for (std::size_t begin = 0; begin < n; begin += kChunk) {
+    const std::size_t count = std::min(kChunk, n - begin);
+    c.timestamps->read_doubles(begin, count, ts, missing[4]);
+    for (int g = 0; g < 4; ++g) c.gauges[g]->read_doubles(begin, count, gauge[g], missing[g]);
+    bool integers = true;
+    try {
+      c.used->read_integers(begin, count, used);
+      c.total->read_integers(begin, count, total);
+    } catch (const std::exception&) {
+      integers = false;  // the slow path below names the sample
+    }
+    std::size_t j = 0;
+    if (integers) {
+      for (; j < count; ++j) {
+        const double t = ts[j];
+        bool ok = (missing[4][j] == 0) & (t >= 0.0) & (t <= 9e9);
+        const auto ns = static_cast<std::int64_t>((ok ? t : 0.0) * 1e9 + 0.5);
+        ok &= ns >= previous;
+        ok &= (used[j] >= 0) & (total[j] > 0) & (used[j] <= total[j]);
+        for (int g = 0; g < 4; ++g) {
+          const auto v = static_cast<double>(static_cast<float>(gauge[g][j]));  // stored as float
+          ok &= (missing[g][j] != 0) | ((v >= low[g]) & (v <= high[g]));
+        }
+        if (!ok) break;
+        previous = ns;
+      }
+    }
+    for (; j < count; ++j) {  // the slow path: one sample at a time, with the exact error
+      try {
+        const Sample s = batch_sample(c, begin + j, device);
+        if (const auto bad = check_sample(s, limits)) throw make_validation_error(device, *bad);
+        const std::int64_t ns = s.timestamp.time_since_epoch().count();
+        if (ns < previous) {
+          throw ValidationError(device, "timestamp", fmt::format("{:.9f}", to_seconds(s.timestamp)),
+                                fmt::format("must not be older than the device's newest sample ({:.9f})",
+                                            to_seconds(Timestamp{std::chrono::nanoseconds{previous}})),
+                                RejectReason::out_of_order);
+        }
+        previous = ns;
+      } catch (...) {
+        failure = std::current_exception();
+        return begin + j;
+      }
+    }
+  }
+  return n;
 }
 
 }  // namespace gpucluster::python

@@ -10,9 +10,14 @@
 
 #include <pybind11/stl.h>
 
+#if defined(__x86_64__)
+#endif
+
 #include <algorithm>
 #include <atomic>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -99,8 +104,16 @@ py::object get_attr(PyObject* obj, const py::str& name) {
   return py::reinterpret_steal<py::object>(v);
 }
 
+// The device id of an error message: the metrics' device_id (a str, already read).
+std::string id_text(PyObject* id) {
+  Py_ssize_t length = 0;
+  const char* utf8 = PyUnicode_AsUTF8AndSize(id, &length);
+  if (utf8 == nullptr) throw py::error_already_set();
+  return {utf8, static_cast<std::size_t>(length)};
+}
+
 // A byte count: an int, or an integral float. Non-finite → ValidationError.
-std::int64_t read_bytes(PyObject* obj, const py::str& name, std::string_view device) {
+std::int64_t read_bytes(PyObject* obj, const py::str& name, PyObject* id) {
   PyObject* v = PyObject_GetAttr(obj, name.ptr());
   if (v == nullptr) throw py::error_already_set();
   const py::object owner = py::reinterpret_steal<py::object>(v);
@@ -108,33 +121,39 @@ std::int64_t read_bytes(PyObject* obj, const py::str& name, std::string_view dev
     int overflow = 0;
     const long long n = PyLong_AsLongLongAndOverflow(v, &overflow);
     if (overflow != 0) {
-      throw ValidationError(std::string(device), name.cast<std::string>(), py::str(owner).cast<std::string>(),
+      throw ValidationError(id_text(id), name.cast<std::string>(), py::str(owner).cast<std::string>(),
                             "must fit in 64 bits", RejectReason::out_of_range);
     }
+    if (n == -1 && PyErr_Occurred()) throw py::error_already_set();
     return n;
   }
   const double d = PyFloat_AsDouble(v);
   if (d == -1.0 && PyErr_Occurred()) throw py::error_already_set();
   if (!std::isfinite(d)) {
-    throw ValidationError(std::string(device), name.cast<std::string>(), fmt::format("{}", d),
-                          "must be a finite number", RejectReason::not_finite);
+    throw ValidationError(id_text(id), name.cast<std::string>(), fmt::format("{}", d), "must be a finite number",
+                          RejectReason::not_finite);
   }
   if (d != std::floor(d) || std::fabs(d) > 9.2e18) {
-    throw ValidationError(std::string(device), name.cast<std::string>(), fmt::format("{}", d),
+    throw ValidationError(id_text(id), name.cast<std::string>(), fmt::format("{}", d),
                           "must be a whole number of bytes", RejectReason::out_of_range);
   }
   return static_cast<std::int64_t>(d);
 }
 
-// A gauge: a number, or None (unavailable). Stored as float; NaN stays NaN and is rejected.
-std::optional<float> read_gauge(PyObject* obj, const py::str& name) {
+// A gauge: a number, or None (unavailable), stored as float into `out` (NaN stays
+// NaN and is rejected by validation). Written in place: returning the optional
+// by value stalls on store forwarding, once per gauge per call.
+void read_gauge(PyObject* obj, const py::str& name, std::optional<float>& out) {
   PyObject* v = PyObject_GetAttr(obj, name.ptr());
   if (v == nullptr) throw py::error_already_set();
-  const py::object owner = py::reinterpret_steal<py::object>(v);
-  if (v == Py_None) return std::nullopt;
-  const double d = PyFloat_AsDouble(v);
+  if (v == Py_None) {
+    Py_DECREF(v);
+    return;
+  }
+  const double d = PyFloat_CheckExact(v) ? PyFloat_AS_DOUBLE(v) : PyFloat_AsDouble(v);
+  Py_DECREF(v);
   if (d == -1.0 && PyErr_Occurred()) throw py::error_already_set();
-  return static_cast<float>(d);
+  out = static_cast<float>(d);
 }
 
 py::object gauge_value(const std::optional<float>& g) {
@@ -181,7 +200,7 @@ class CompatCore {
     info.driver_version = std::move(driver_version);
     info.memory_bandwidth_gbps = bandwidth_gbps;
     info.compute_capability = std::move(compute_capability);
-    last_handle_ = nullptr;
+    forget_cached_handle();
     handles_[device_id] = store_.add_device(std::move(info));
   }
 
@@ -189,42 +208,56 @@ class CompatCore {
     const auto guard = gate_.enter("unregister a device");
     const auto it = handles_.find(device_id);
     if (it == handles_.end()) return false;
-    last_handle_ = nullptr;
+    forget_cached_handle();
     handles_.erase(it);
     return store_.remove_device(DeviceKey{kHost, device_id});
   }
 
   bool contains(std::string_view device_id) const { return handles_.find(device_id) != handles_.end(); }
 
-  // The hot path: one GPUMetrics-like object, GIL held throughout (~1 µs budget).
-  void record(const py::handle& metrics) {
+  // The hot path: one GPUMetrics-like object, with the GIL. Reads in the order
+  // device_id, timestamp, byte counts, gauges; the first bad one raises.
+  void record(PyObject* obj) {
     const auto guard = gate_.enter("record metrics");
     const Names& n = names();
-    PyObject* obj = metrics.ptr();
-    const py::object id_obj = get_attr(obj, n.device_id);
+    PyObject* id = PyObject_GetAttr(obj, n.device_id.ptr());
+    if (id == nullptr) throw py::error_already_set();
+    const py::object id_owner = py::reinterpret_steal<py::object>(id);
     Py_ssize_t length = 0;
-    const char* utf8 = PyUnicode_Check(id_obj.ptr()) ? PyUnicode_AsUTF8AndSize(id_obj.ptr(), &length) : nullptr;
+    const char* utf8 = PyUnicode_Check(id) ? PyUnicode_AsUTF8AndSize(id, &length) : nullptr;
     if (utf8 == nullptr) {
       if (PyErr_Occurred()) throw py::error_already_set();
       throw py::type_error("metrics.device_id must be a str");
     }
-    const std::string_view device_id(utf8, static_cast<std::size_t>(length));
     Sample s;
     {
       PyObject* t = PyObject_GetAttr(obj, n.timestamp.ptr());
       if (t == nullptr) throw py::error_already_set();
-      const double seconds = PyFloat_AsDouble(t);
+      const double seconds = PyFloat_CheckExact(t) ? PyFloat_AS_DOUBLE(t) : PyFloat_AsDouble(t);
       Py_DECREF(t);
       if (seconds == -1.0 && PyErr_Occurred()) throw py::error_already_set();
-      s.timestamp = checked_timestamp(seconds, std::string(device_id));
+      if (seconds >= 0 && seconds <= 9e9) {  // checked_timestamp's conversion, without its std::string
+        s.timestamp = Timestamp{std::chrono::nanoseconds{std::llround(seconds * 1e9)}};
+      } else {
+        s.timestamp = checked_timestamp(seconds, id_text(id));  // throws
+      }
     }
-    s.memory_used_bytes = read_bytes(obj, n.memory_used_bytes, device_id);
-    s.memory_total_bytes = read_bytes(obj, n.memory_total_bytes, device_id);
-    s.utilization_percent = read_gauge(obj, n.compute_utilization_percent);
-    s.power_watts = read_gauge(obj, n.power_watts);
-    s.temperature_celsius = read_gauge(obj, n.temperature_celsius);
-    s.clock_mhz = read_gauge(obj, n.clock_rate_mhz);
-    store_record(handle_for(device_id, s), s, device_id);
+    s.memory_used_bytes = read_bytes(obj, n.memory_used_bytes, id);
+    s.memory_total_bytes = read_bytes(obj, n.memory_total_bytes, id);
+    read_gauge(obj, n.compute_utilization_percent, s.utilization_percent);
+    read_gauge(obj, n.power_watts, s.power_watts);
+    read_gauge(obj, n.temperature_celsius, s.temperature_celsius);
+    read_gauge(obj, n.clock_rate_mhz, s.clock_mhz);
+    // The attribute reads above may have run Python code (properties) that changed
+    // the devices, so the id is resolved only now, and re-read as UTF-8 (cheap: cached).
+    const std::string_view device_id(PyUnicode_AsUTF8AndSize(id, &length), static_cast<std::size_t>(length));
+    if (id == last_id_object_.ptr() && last_handle_ != nullptr) {  // the same str object: the same id
+      store_record(*last_handle_, s, device_id);
+      return;
+    }
+    const TelemetryStore::Handle& handle = handle_for(device_id, s);
+    if (&handle == last_handle_) last_id_object_ = id_owner;
+    store_record(handle, s, device_id);
   }
 
   // Many samples of one device as columns; GIL released while storing.
@@ -256,55 +289,42 @@ class CompatCore {
       first.memory_total_bytes = total_c.integer_at(0);
       handle = handle_for(device_id, first);
     }
-    std::size_t i = 0;
+    std::size_t index = 0;
     std::exception_ptr failure;
     {
       py::gil_scoped_release release;
       const BatchColumns columns{&ts, &used_c, &total_c, {&util_c, &power_c, &temp_c, &clock_c}};
-      // Every sample is validated (values, then order) as record() would; only the
-      // newest max_history of them can survive in the ring, so only those are
-      // stored: the history ends up exactly as if each had been recorded in turn.
-      const std::size_t keep = std::min(count, store_.limits().max_samples);
-      std::vector<std::pair<std::size_t, Sample>> tail(keep);
-      std::size_t accepted = 0, slot = 0;
-      std::optional<Timestamp> newest;
       try {
-        if (const auto latest = store_.latest(DeviceKey{kHost, device_id})) newest = latest->timestamp;
-        ingest(columns, count, device_id, i, [&](const Sample& s) {
-          if (const auto bad = check_sample(s)) throw make_validation_error(device_id, *bad);
-          if (newest && s.timestamp < *newest) {
-            throw ValidationError(
-                device_id, "timestamp", fmt::format("{:.9f}", to_seconds(s.timestamp)),
-                fmt::format("must not be older than the device's newest sample ({:.9f})", to_seconds(*newest)),
-                RejectReason::out_of_order);
+        // 1. Every sample is checked (values, then order inside the batch) without
+        //    a lock; `accepted` leading samples pass.
+        const std::size_t accepted = validate_batch(columns, count, device_id, ValidationLimits{}, failure);
+        index = accepted;
+        // 2. One store call under one lock: the first sample (the order against the
+        //    device's newest is checked there) and the newest max_history accepted
+        //    ones, which are all the ring can keep: the history ends exactly as if
+        //    each had been recorded in turn.
+        if (accepted > 0) {
+          const std::size_t tail = accepted - std::min(accepted, store_.limits().max_samples);
+          std::vector<Sample> samples;
+          samples.reserve(accepted - tail + 1);
+          if (tail > 0) samples.push_back(batch_sample(columns, 0, device_id));
+          for (std::size_t j = tail; j < accepted; ++j) samples.push_back(batch_sample(columns, j, device_id));
+          const TelemetryStore::BatchResult result = store_.record_batch(handle, samples);
+          if (result.rejection) {  // in practice only samples[0]: older than the newest, or the device removed
+            const std::size_t k = result.stored;
+            index = tail > 0 && k > 0 ? tail + k - 1 : k;
+            const ValidationError& e = *result.rejection;
+            failure = std::make_exception_ptr(ValidationError(device_id, e.field(), e.value(), e.rule(), e.reason()));
           }
-          newest = s.timestamp;
-          tail[slot] = {accepted, s};
-          slot = slot + 1 == keep ? 0 : slot + 1;  // no division on the hot path
-          ++accepted;
-        });
+        }
       } catch (...) {
         failure = std::current_exception();
-      }
-      const std::size_t stored = std::min(accepted, keep);
-      std::size_t flushing = 0;
-      try {
-        for (std::size_t j = accepted - stored; j < accepted; ++j) {
-          const auto& [index, sample] = tail[j % keep];
-          flushing = index;
-          store_record(handle, sample, device_id);
-        }
-      } catch (...) {
-        if (!failure) {  // a concurrent recorder got ahead of this batch
-          failure = std::current_exception();
-          i = flushing;
-        }
       }
     }
     if (failure) {
       py::dict attributes;
-      attributes["index"] = i;
-      attributes["recorded"] = i;
+      attributes["index"] = index;
+      attributes["recorded"] = index;
       raise_with_attributes(failure, attributes);
     }
     return count;
@@ -383,7 +403,7 @@ class CompatCore {
       if (first) store_.clear();
     }
     if (first) {
-      last_handle_ = nullptr;
+      forget_cached_handle();
       handles_.clear();
     }
     return first;
@@ -405,6 +425,7 @@ class CompatCore {
   const TelemetryStore::Handle& handle_for(std::string_view device_id, const Sample& sample) {
     if (last_handle_ != nullptr && device_id == last_id_) return *last_handle_;
     if (const auto it = handles_.find(device_id); it != handles_.end()) {
+      forget_cached_handle();
       last_id_.assign(device_id);
       last_handle_ = &it->second;
       return it->second;
@@ -419,7 +440,7 @@ class CompatCore {
     info.key = DeviceKey{kHost, std::string(device_id)};
     info.backend = "exo_compat";
     info.memory_total_bytes = static_cast<std::uint64_t>(std::max<std::int64_t>(sample.memory_total_bytes, 0));
-    last_handle_ = nullptr;
+    forget_cached_handle();
     auto [it, inserted] = handles_.emplace(std::string(device_id), store_.add_device(std::move(info)));
     return it->second;
   }
@@ -436,28 +457,33 @@ class CompatCore {
   Gate gate_;
   std::unordered_map<std::string, TelemetryStore::Handle, StringHash, std::equal_to<>> handles_;
   // One-entry lookup cache (GIL-held like the map); reset whenever the map changes.
+  // last_id_object_, when set, is a str object whose text is last_id_ (record() then
+  // skips the comparison).
+  void forget_cached_handle() {
+    last_handle_ = nullptr;
+    last_id_object_ = py::object();
+  }
   std::string last_id_;
   const TelemetryStore::Handle* last_handle_ = nullptr;
+  py::object last_id_object_;
 };
 
-// record() as a plain CPython METH_O function: the per-call path skips
+// record() as plain CPython METH_O functions: the per-call path skips
 // pybind11's argument dispatch (its allocations and thread-local bookkeeping).
 struct FastRecord {
   CompatCore* core;
   PyObject* owner;  // the _CompatCore Python object, kept alive by the capsule
 };
 
-PyObject* fast_record(PyObject* self, PyObject* metrics) {
-  auto* bound = static_cast<FastRecord*>(PyCapsule_GetPointer(self, nullptr));
-  if (bound == nullptr) return nullptr;
+// Runs core->record(metrics); false with the Python error set if it raised.
+bool run_record(CompatCore* core, PyObject* metrics) noexcept {
   try {
-    bound->core->record(metrics);
+    core->record(metrics);
+    return true;
   } catch (py::error_already_set& e) {
     e.restore();
-    return nullptr;
   } catch (const py::builtin_exception& e) {
     e.set_error();
-    return nullptr;
   } catch (...) {
     try {
       translate_error(std::current_exception());
@@ -467,15 +493,211 @@ PyObject* fast_record(PyObject* self, PyObject* metrics) {
       PyErr_SetString(PyExc_RuntimeError, "unknown C++ error");
     }
     if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "unknown C++ error");
+  }
+  return false;
+}
+
+PyObject* fast_record(PyObject* self, PyObject* metrics) {
+  auto* bound = static_cast<FastRecord*>(PyCapsule_GetPointer(self, nullptr));
+  if (bound == nullptr) return nullptr;
+  if (!run_record(bound->core, metrics)) return nullptr;
+  Py_RETURN_NONE;
+}
+
+// What `await manager.record_metrics(m)` awaits: a native stand-in for the
+// seed's coroutine, which records `m` when it is first resumed (awaited, sent
+// None, or stepped by a Task) and then returns None, raising the record's
+// error there. It is a collections.abc.Coroutine (__await__, send, throw,
+// close), so asyncio.create_task/ensure_future/gather/run take it; like a
+// coroutine it runs once, and one dropped unawaited warns (RuntimeWarning).
+// Costs one small allocation, against a coroutine's frame and object.
+struct PendingRecord {
+  PyObject ob_base;  // PyObject_HEAD
+  CompatCore* core;
+  PyObject* owner;    // the _CompatCore object (strong): keeps `core` alive
+  PyObject* metrics;  // strong; nullptr once run, thrown into or closed
+};
+
+PyTypeObject* pending_record_type = nullptr;
+
+// A few freed PendingRecords, reused (as CPython's own free lists do): each
+// await then costs no allocator call. Touched only with the GIL held.
+constexpr int kPendingFreeMax = 16;
+PendingRecord* pending_free[kPendingFreeMax];
+int pending_free_count = 0;
+
+PySendResult pending_send(PyObject* self, PyObject* arg, PyObject** result) {
+  auto* p = reinterpret_cast<PendingRecord*>(self);
+  *result = nullptr;
+  if (p->metrics == nullptr) {
+    PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine");
+    return PYGEN_ERROR;
+  }
+  if (arg != nullptr && arg != Py_None) {
+    PyErr_SetString(PyExc_TypeError, "can't send non-None value to a just-started coroutine");
+    return PYGEN_ERROR;
+  }
+  PyObject* metrics = std::exchange(p->metrics, nullptr);
+  const bool ok = run_record(p->core, metrics);
+  Py_DECREF(metrics);
+  if (!ok) return PYGEN_ERROR;
+  Py_INCREF(Py_None);
+  *result = Py_None;
+  return PYGEN_RETURN;
+}
+
+PyObject* pending_iternext(PyObject* self) {
+  PyObject* result = nullptr;
+  if (pending_send(self, Py_None, &result) == PYGEN_RETURN) Py_DECREF(result);  // returned: StopIteration
+  return nullptr;
+}
+
+PyObject* pending_await(PyObject* self) {
+  Py_INCREF(self);
+  return self;
+}
+
+PyObject* pending_send_method(PyObject* self, PyObject* value) {
+  PyObject* result = nullptr;
+  const PySendResult status = pending_send(self, value, &result);
+  if (status == PYGEN_RETURN) {
+    Py_DECREF(result);
+    PyErr_SetNone(PyExc_StopIteration);
+  }
+  return nullptr;
+}
+
+// throw(exception) or throw(type[, value[, traceback]]): the record never runs
+// and the exception is raised, as from a coroutine that has not started.
+PyObject* pending_throw(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs < 1 || nargs > 3) {
+    PyErr_SetString(PyExc_TypeError, "throw expected 1 to 3 arguments");
     return nullptr;
   }
+  Py_CLEAR(reinterpret_cast<PendingRecord*>(self)->metrics);
+  PyObject* type = args[0];
+  PyObject* value = nargs > 1 && args[1] != Py_None ? args[1] : nullptr;
+  PyObject* traceback = nargs > 2 && args[2] != Py_None ? args[2] : nullptr;
+  if (traceback != nullptr && !PyTraceBack_Check(traceback)) {
+    PyErr_SetString(PyExc_TypeError, "throw() third argument must be a traceback object");
+    return nullptr;
+  }
+  if (PyExceptionInstance_Check(type)) {
+    if (value != nullptr) {
+      PyErr_SetString(PyExc_TypeError, "instance exception may not have a separate value");
+      return nullptr;
+    }
+    PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(type)), type);
+  } else if (PyExceptionClass_Check(type)) {
+    PyErr_SetObject(type, value);
+  } else {
+    PyErr_Format(PyExc_TypeError, "exceptions must be classes or instances deriving from BaseException, not %s",
+                 Py_TYPE(type)->tp_name);
+    return nullptr;
+  }
+  if (traceback != nullptr) {
+    PyObject *t = nullptr, *v = nullptr, *tb = nullptr;
+    PyErr_Fetch(&t, &v, &tb);
+    PyErr_NormalizeException(&t, &v, &tb);
+    if (v != nullptr) PyException_SetTraceback(v, traceback);
+    Py_XDECREF(tb);
+    Py_INCREF(traceback);
+    PyErr_Restore(t, v, traceback);
+  }
+  return nullptr;
+}
+
+PyObject* pending_close(PyObject* self, PyObject* /*unused*/) {
+  Py_CLEAR(reinterpret_cast<PendingRecord*>(self)->metrics);
   Py_RETURN_NONE;
+}
+
+int pending_traverse(PyObject* self, visitproc visit, void* arg) {
+  auto* p = reinterpret_cast<PendingRecord*>(self);
+  Py_VISIT(Py_TYPE(self));
+  Py_VISIT(p->owner);
+  Py_VISIT(p->metrics);
+  return 0;
+}
+
+int pending_clear(PyObject* self) {
+  auto* p = reinterpret_cast<PendingRecord*>(self);
+  Py_CLEAR(p->metrics);
+  Py_CLEAR(p->owner);
+  return 0;
+}
+
+void pending_dealloc(PyObject* self) {
+  auto* p = reinterpret_cast<PendingRecord*>(self);
+  PyTypeObject* type = Py_TYPE(self);
+  PyObject_GC_UnTrack(self);
+  if (p->metrics != nullptr) {  // never awaited: nothing was recorded, as with the seed's coroutine
+    PyObject *t = nullptr, *v = nullptr, *tb = nullptr;
+    PyErr_Fetch(&t, &v, &tb);
+    if (PyErr_WarnEx(PyExc_RuntimeWarning, "coroutine 'record_metrics' was never awaited", 1) < 0) {
+      PyErr_WriteUnraisable(nullptr);
+    }
+    PyErr_Restore(t, v, tb);
+  }
+  pending_clear(self);
+  if (pending_free_count < kPendingFreeMax) {
+    pending_free[pending_free_count++] = p;  // memory kept for record_later
+  } else {
+    PyObject_GC_Del(self);
+  }
+  Py_DECREF(type);
+}
+
+PyMethodDef pending_methods[] = {
+    {"send", &pending_send_method, METH_O, "send(None): records the sample; raises StopIteration (returns None)."},
+    {"throw", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&pending_throw)), METH_FASTCALL,
+     "throw(exception): drops the sample and raises the exception."},
+    {"close", &pending_close, METH_NOARGS, "close(): drops the sample unrecorded."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyType_Slot pending_slots[] = {
+    {Py_am_await, reinterpret_cast<void*>(&pending_await)},
+    {Py_am_send, reinterpret_cast<void*>(&pending_send)},
+    {Py_tp_iternext, reinterpret_cast<void*>(&pending_iternext)},
+    {Py_tp_methods, pending_methods},
+    {Py_tp_traverse, reinterpret_cast<void*>(&pending_traverse)},
+    {Py_tp_clear, reinterpret_cast<void*>(&pending_clear)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(&pending_dealloc)},
+    {Py_tp_doc, const_cast<char*>("A record_metrics call waiting to be awaited (a native coroutine stand-in).")},
+    {0, nullptr},
+};
+
+PyType_Spec pending_spec = {"gpucluster._native._PendingRecord", sizeof(PendingRecord), 0,
+                            Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC, pending_slots};
+
+PyObject* record_later(PyObject* self, PyObject* metrics) {
+  auto* bound = static_cast<FastRecord*>(PyCapsule_GetPointer(self, nullptr));
+  if (bound == nullptr) return nullptr;
+  PendingRecord* p = nullptr;
+  if (pending_free_count > 0) {
+    p = pending_free[--pending_free_count];
+    PyObject_Init(reinterpret_cast<PyObject*>(p), pending_record_type);  // refcount 1, a type reference
+  } else {
+    p = PyObject_GC_New(PendingRecord, pending_record_type);
+    if (p == nullptr) return nullptr;
+  }
+  p->core = bound->core;
+  Py_INCREF(bound->owner);
+  p->owner = bound->owner;
+  Py_INCREF(metrics);
+  p->metrics = metrics;
+  PyObject_GC_Track(p);
+  return reinterpret_cast<PyObject*>(p);
 }
 
 PyMethodDef fast_record_def = {"record", &fast_record, METH_O,
                                "record(metrics): validate and store one GPUMetrics (the fast path)"};
+PyMethodDef record_later_def = {"record_metrics", &record_later, METH_O,
+                                "record_metrics(metrics): an awaitable that validates and stores one GPUMetrics "
+                                "when awaited (the seed's async record_metrics)"};
 
-py::object make_fast_record(const py::object& core_object) {
+py::object bind_to_core(const py::object& core_object, PyMethodDef* def) {
   auto* bound = new FastRecord{core_object.cast<CompatCore*>(), core_object.ptr()};
   Py_INCREF(bound->owner);
   PyObject* capsule = PyCapsule_New(bound, nullptr, [](PyObject* c) {
@@ -489,22 +711,35 @@ py::object make_fast_record(const py::object& core_object) {
     throw py::error_already_set();
   }
   const py::object owner = py::reinterpret_steal<py::object>(capsule);
-  PyObject* function = PyCFunction_New(&fast_record_def, capsule);
+  PyObject* function = PyCFunction_New(def, capsule);
   if (function == nullptr) throw py::error_already_set();
   return py::reinterpret_steal<py::object>(function);
 }
 
-// Weights in the order of `ids`, checked with the device named in the error.
+// Weights in the order of `ids` (a list), checked with the device named in the error.
 std::vector<double> capacity_weights(const py::dict& capacities, const py::list& ids) {
+  const bool exact = PyDict_CheckExact(capacities.ptr());
+  const auto field = [](PyObject* id) { return fmt::format("capacities[{}]", py::repr(id).cast<std::string>()); };
   std::vector<double> weights;
   weights.reserve(ids.size());
-  for (const py::handle id : ids) {
-    const py::handle value = capacities[id];
-    const double w = PyFloat_AsDouble(value.ptr());
+  for (Py_ssize_t i = 0, n = PyList_GET_SIZE(ids.ptr()); i < n; ++i) {
+    PyObject* id = PyList_GET_ITEM(ids.ptr(), i);
+    py::object value;
+    if (exact) {
+      PyObject* v = PyDict_GetItemWithError(capacities.ptr(), id);  // borrowed
+      if (v == nullptr) {
+        if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, id);
+        throw py::error_already_set();
+      }
+      value = py::reinterpret_borrow<py::object>(v);
+    } else {
+      value = py::reinterpret_steal<py::object>(PyObject_GetItem(capacities.ptr(), id));  // a subclass's __getitem__
+      if (!value) throw py::error_already_set();
+    }
+    const double w = PyFloat_CheckExact(value.ptr()) ? PyFloat_AS_DOUBLE(value.ptr()) : PyFloat_AsDouble(value.ptr());
     if (w == -1.0 && PyErr_Occurred()) throw py::error_already_set();
-    const std::string field = fmt::format("capacities[{}]", py::repr(id).cast<std::string>());
-    if (!std::isfinite(w)) throw PlanError(field, fmt::format("{}", w), "must be a finite number");
-    if (w < 0) throw PlanError(field, fmt::format("{}", w), "must be non-negative");
+    if (!std::isfinite(w)) throw PlanError(field(id), fmt::format("{}", w), "must be a finite number");
+    if (w < 0) throw PlanError(field(id), fmt::format("{}", w), "must be non-negative");
     weights.push_back(w);
   }
   double total = 0;
@@ -525,25 +760,77 @@ py::object slice(const py::list& items, std::uint64_t start, std::uint64_t count
       PyList_GetSlice(items.ptr(), static_cast<Py_ssize_t>(start), static_cast<Py_ssize_t>(start + count)));
 }
 
+// list[start:start + count] as a new list (a new reference, or nullptr with the error set).
+PyObject* copy_slice(PyObject* list, Py_ssize_t start, Py_ssize_t count) {
+  return PyList_GetSlice(list, start, start + count);
+}
+
+// The per-device slices of one plan. Each new list stays out of the cyclic GC
+// until all are built: their allocations would otherwise trigger young-generation
+// collections that traverse the slices built so far, item by item (~7 ms for 10^6
+// items in 1,000 slices, more than the slicing itself). They are tracked again,
+// as any list, before the call returns (and on the way out of an exception).
+class Slices {
+ public:
+  explicit Slices(const py::list& items, std::size_t parts) : items_(items) { untracked_.reserve(parts); }
+  Slices(const Slices&) = delete;
+  Slices& operator=(const Slices&) = delete;
+  ~Slices() {
+    for (const py::object& list : untracked_) PyObject_GC_Track(list.ptr());
+  }
+
+  // items[start:start + count], a new list.
+  py::object take(std::uint64_t start, std::uint64_t count) {
+    py::object list = py::reinterpret_steal<py::object>(
+        copy_slice(items_.ptr(), static_cast<Py_ssize_t>(start), static_cast<Py_ssize_t>(count)));
+    if (!list) throw py::error_already_set();
+    if (PyObject_GC_IsTracked(list.ptr()) != 0) {
+      PyObject_GC_UnTrack(list.ptr());
+      untracked_.push_back(list);  // kept alive until tracked again
+    }
+    return list;
+  }
+
+ private:
+  const py::list& items_;
+  std::vector<py::object> untracked_;
+};
+
 // The seed's distribute_by_capacity shape ({id: [items]} in the caller's key
 // order, contiguous slices in sorted-id order) with largest remainder.
 // Returns (distribution, unplaced).
 py::tuple distribute_by_capacity(const py::dict& capacities, const py::handle& workload_items) {
   const py::list items = as_list(workload_items);
-  py::dict distribution;
-  for (const auto& [id, value] : capacities) distribution[id] = py::list();
   const auto n = static_cast<std::uint64_t>(items.size());
+  py::dict distribution;
+  // Every device in the caller's key order; each value is replaced by its slice
+  // below (an exact dict's keys are exactly the sorted ids, so None will do).
+  PyObject* placeholder = PyDict_CheckExact(capacities.ptr()) ? Py_None : nullptr;
+  for (const auto& [id, value] : capacities) {
+    if (placeholder != nullptr) {
+      if (PyDict_SetItem(distribution.ptr(), id.ptr(), placeholder) < 0) throw py::error_already_set();
+    } else {
+      distribution[id] = py::list();
+    }
+  }
   if (capacities.empty()) return py::make_tuple(distribution, items);  // nobody to take them
-  py::list ids(py::module_::import("builtins").attr("sorted")(capacities));
+  // sorted(capacities): the keys as iteration gives them, then list.sort().
+  py::list ids = py::reinterpret_steal<py::list>(placeholder != nullptr ? PyDict_Keys(capacities.ptr())
+                                                                        : PySequence_List(capacities.ptr()));
+  if (!ids || PyList_Sort(ids.ptr()) < 0) throw py::error_already_set();
   const std::vector<double> weights = capacity_weights(capacities, ids);
   std::vector<std::uint64_t> counts;
   {
     py::gil_scoped_release release;
     counts = apportion(weights, n);
   }
+  Slices slices(items, counts.size());
   std::uint64_t start = 0;
   for (std::size_t i = 0; i < counts.size(); ++i) {
-    distribution[ids[i]] = slice(items, start, counts[i]);
+    const py::object part = slices.take(start, counts[i]);
+    if (PyDict_SetItem(distribution.ptr(), PyList_GET_ITEM(ids.ptr(), i), part.ptr()) < 0) {
+      throw py::error_already_set();
+    }
     start += counts[i];
   }
   return py::make_tuple(distribution, py::list());
@@ -585,15 +872,16 @@ py::tuple distribute_uniform(const py::handle& devices_in, const py::handle& wor
 double score_metrics(const py::handle& metrics) {
   const Names& n = names();
   PyObject* obj = metrics.ptr();
-  const std::string device = py::str(get_attr(obj, n.device_id)).cast<std::string>();
+  const py::str id(get_attr(obj, n.device_id));
+  const auto device = id.cast<std::string>();
   Sample s;
   s.timestamp = now_timestamp();
-  s.memory_used_bytes = read_bytes(obj, n.memory_used_bytes, device);
-  s.memory_total_bytes = read_bytes(obj, n.memory_total_bytes, device);
-  s.utilization_percent = read_gauge(obj, n.compute_utilization_percent);
-  s.power_watts = read_gauge(obj, n.power_watts);
-  s.temperature_celsius = read_gauge(obj, n.temperature_celsius);
-  s.clock_mhz = read_gauge(obj, n.clock_rate_mhz);
+  s.memory_used_bytes = read_bytes(obj, n.memory_used_bytes, id.ptr());
+  s.memory_total_bytes = read_bytes(obj, n.memory_total_bytes, id.ptr());
+  read_gauge(obj, n.compute_utilization_percent, s.utilization_percent);
+  read_gauge(obj, n.power_watts, s.power_watts);
+  read_gauge(obj, n.temperature_celsius, s.temperature_celsius);
+  read_gauge(obj, n.clock_rate_mhz, s.clock_mhz);
   validate_sample(device, s);
   DeviceInfo info;
   info.key = DeviceKey{kHost, device};
@@ -603,6 +891,9 @@ double score_metrics(const py::handle& metrics) {
 }  // namespace
 
 void bind_compat(py::module_& m) {
+  pending_record_type = reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&pending_spec));  // lives as long as the module
+  if (pending_record_type == nullptr) throw py::error_already_set();
+  m.add_object("_PendingRecord", py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(pending_record_type)));
   py::class_<CompatCore>(m, "_CompatCore", "Native core of gpucluster.exo_compat (not a public API).")
       .def(py::init<std::size_t, bool, std::optional<double>>(), py::arg("max_history") = 100,
            py::arg("auto_register") = false, py::arg("staleness_seconds") = py::none())
@@ -612,15 +903,18 @@ void bind_compat(py::module_& m) {
            py::arg("bandwidth_gbps") = py::none(), py::arg("compute_capability") = py::none())
       .def("unregister_device", &CompatCore::unregister_device, py::arg("device_id"))
       .def("__contains__", [](const CompatCore& c, const std::string& id) { return c.contains(id); })
-      .def("record", &CompatCore::record, py::arg("metrics"))
-      .def_property_readonly("fast_record", [](const py::object& self) { return make_fast_record(self); })
+      .def(
+          "record", [](CompatCore& c, const py::handle& metrics) { c.record(metrics.ptr()); }, py::arg("metrics"))
+      .def_property_readonly("fast_record", [](const py::object& self) { return bind_to_core(self, &fast_record_def); })
+      .def_property_readonly("record_later",
+                             [](const py::object& self) { return bind_to_core(self, &record_later_def); })
       .def(
           "record_many",
           [](CompatCore& c, const py::iterable& metrics) {
             std::size_t count = 0;
             for (const py::handle item : metrics) {
               try {
-                c.record(item);
+                c.record(item.ptr());
               } catch (...) {
                 py::dict attributes;
                 attributes["index"] = count;

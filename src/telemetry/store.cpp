@@ -36,6 +36,22 @@ ValidationError unregistered(const DeviceKey& key) {
                          RejectReason::unknown_device);
 }
 
+ValidationError out_of_order(const DeviceKey& key, Timestamp timestamp, Timestamp newest) {
+  return ValidationError(
+      key.str(), "timestamp", format_timestamp(timestamp),
+      fmt::format("must not be older than the device's newest sample ({})", format_timestamp(newest)),
+      RejectReason::out_of_order);
+}
+
+// Appends one accepted sample and drops what max_age no longer keeps.
+void append(RingBuffer<Sample>& history, const Sample& sample, const HistoryLimits& limits) {
+  history.push(sample);
+  if (limits.max_age) {
+    const Timestamp oldest_kept = sample.timestamp - *limits.max_age;
+    while (history.size() > 1 && history.front().timestamp < oldest_kept) history.pop_front();
+  }
+}
+
 void accumulate(FieldStats& stats, double value) {
   if (stats.count == 0) {
     stats.min = stats.max = value;
@@ -118,16 +134,9 @@ void TelemetryStore::record(const Handle& slot, const Sample& sample) {
   if (failure) throw make_validation_error(slot->info->key.str(), *failure);
   RingBuffer<Sample>& history = slot->history;
   if (!history.empty() && sample.timestamp < history.back().timestamp) {
-    throw ValidationError(slot->info->key.str(), "timestamp", format_timestamp(sample.timestamp),
-                          fmt::format("must not be older than the device's newest sample ({})",
-                                      format_timestamp(history.back().timestamp)),
-                          RejectReason::out_of_order);
+    throw out_of_order(slot->info->key, sample.timestamp, history.back().timestamp);
   }
-  history.push(sample);
-  if (limits_.max_age) {
-    const Timestamp oldest_kept = sample.timestamp - *limits_.max_age;
-    while (history.size() > 1 && history.front().timestamp < oldest_kept) history.pop_front();
-  }
+  append(history, sample, limits_);
 }
 
 void TelemetryStore::record(const DeviceKey& key, const Sample& sample) {
@@ -141,6 +150,63 @@ void TelemetryStore::record(const DeviceKey& key, const Sample& sample) {
     slot = it->second;
   }
   record(slot, sample);
+}
+
+TelemetryStore::BatchResult TelemetryStore::record_batch(const Handle& slot, std::span<const Sample> samples) {
+  BatchResult result;
+  if (samples.empty()) return result;
+  // Values first, without the lock (as record() checks them).
+  std::size_t valid = samples.size();
+  std::optional<ValidationFailure> failure;
+  for (std::size_t i = 0; i < samples.size(); ++i) {
+    failure = check_sample(samples[i], validation_);
+    if (failure) {
+      valid = i;
+      break;
+    }
+  }
+  std::lock_guard slot_lock(slot->mutex);
+  const DeviceKey& key = slot->info->key;
+  if (slot->removed) {
+    result.rejection = unregistered(key);
+    return result;
+  }
+  // Then the order: each sample against the one before it (the device's newest for the first).
+  RingBuffer<Sample>& history = slot->history;
+  std::optional<Timestamp> newest;
+  if (!history.empty()) newest = history.back().timestamp;
+  std::size_t accepted = 0;
+  for (; accepted < valid; ++accepted) {
+    const Timestamp t = samples[accepted].timestamp;
+    if (newest && t < *newest) {
+      result.rejection = out_of_order(key, t, *newest);
+      break;
+    }
+    newest = t;
+  }
+  if (accepted == valid && failure) result.rejection = make_validation_error(key.str(), *failure);
+  // Only the newest `capacity` accepted samples can survive in the ring; max_age
+  // trims relative to the newest, which only grows, so trimming after each of
+  // them leaves what trimming after every sample would have left.
+  const std::size_t first = accepted > history.capacity() ? accepted - history.capacity() : 0;
+  for (std::size_t i = first; i < accepted; ++i) append(history, samples[i], limits_);
+  result.stored = accepted;
+  return result;
+}
+
+TelemetryStore::BatchResult TelemetryStore::record_batch(const DeviceKey& key, std::span<const Sample> samples) {
+  Handle slot;
+  {
+    std::shared_lock map_lock(map_mutex_);
+    auto it = devices_.find(key);
+    if (it == devices_.end()) {
+      BatchResult result;
+      if (!samples.empty()) result.rejection = unregistered(key);
+      return result;
+    }
+    slot = it->second;
+  }
+  return record_batch(slot, samples);
 }
 
 void TelemetryStore::set_availability(const DeviceKey& key, bool available, std::string reason) {

@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -555,6 +556,165 @@ TEST(TelemetryStore, ClearReleasesTheSlots) {
   store.clear();
   EXPECT_TRUE(slot.expired());
   EXPECT_TRUE(info.expired());
+}
+
+// ---------------------------------------------------------------------------
+// record_batch: one lock per batch, the same outcome as recording each in turn.
+
+std::vector<Sample> samples_at(std::initializer_list<std::int64_t> seconds_list) {
+  std::vector<Sample> out;
+  for (const std::int64_t s : seconds_list) out.push_back(make_sample(s));
+  return out;
+}
+
+TEST(TelemetryStoreBatch, StoresEverySampleAndKeepsTheNewest) {
+  TelemetryStore store(HistoryLimits{10, std::nullopt});
+  const auto handle = store.add_device(make_info("host-a", "cuda:0"));
+  store.record(kA, make_sample(0));
+  std::vector<Sample> batch;
+  for (int i = 1; i <= 25; ++i) batch.push_back(make_sample(i, i));
+  const auto result = store.record_batch(handle, batch);
+  EXPECT_EQ(result.stored, 25u);
+  EXPECT_FALSE(result.rejection);
+  EXPECT_EQ(seconds_of(store.history(kA)), (std::vector<std::int64_t>{16, 17, 18, 19, 20, 21, 22, 23, 24, 25}));
+  EXPECT_EQ(store.latest(kA)->memory_used_bytes, 25);
+}
+
+TEST(TelemetryStoreBatch, ShortBatchAppendsToTheHistory) {
+  TelemetryStore store(HistoryLimits{10, std::nullopt});
+  store.add_device(make_info("host-a", "cuda:0"));
+  store.record(kA, make_sample(1));
+  const auto result = store.record_batch(kA, samples_at({2, 2, 3}));  // equal timestamps are accepted
+  EXPECT_EQ(result.stored, 3u);
+  EXPECT_FALSE(result.rejection);
+  EXPECT_EQ(seconds_of(store.history(kA)), (std::vector<std::int64_t>{1, 2, 2, 3}));
+  EXPECT_EQ(store.record_batch(kA, std::span<const Sample>{}).stored, 0u);
+}
+
+TEST(TelemetryStoreBatch, StopsAtTheFirstInvalidSample) {
+  TelemetryStore store(HistoryLimits{10, std::nullopt});
+  store.add_device(make_info("host-a", "cuda:0"));
+  auto batch = samples_at({1, 2, 3, 4, 5});
+  batch[3].temperature_celsius = std::numeric_limits<float>::quiet_NaN();
+  batch[4].memory_used_bytes = -1;
+  const auto result = store.record_batch(kA, batch);
+  EXPECT_EQ(result.stored, 3u);
+  ASSERT_TRUE(result.rejection);
+  EXPECT_EQ(result.rejection->reason(), RejectReason::not_finite);
+  EXPECT_EQ(result.rejection->field(), "temperature_celsius");
+  EXPECT_EQ(result.rejection->device(), "host-a/cuda:0");
+  EXPECT_EQ(seconds_of(store.history(kA)), (std::vector<std::int64_t>{1, 2, 3}));  // none after it
+}
+
+TEST(TelemetryStoreBatch, OrderIsCheckedAgainstTheNewestAndInsideTheBatch) {
+  TelemetryStore store(HistoryLimits{10, std::nullopt});
+  store.add_device(make_info("host-a", "cuda:0"));
+  store.record(kA, make_sample(10));
+  auto older = store.record_batch(kA, samples_at({9, 11}));
+  EXPECT_EQ(older.stored, 0u);
+  ASSERT_TRUE(older.rejection);
+  EXPECT_EQ(older.rejection->reason(), RejectReason::out_of_order);
+  EXPECT_EQ(seconds_of(store.history(kA)), (std::vector<std::int64_t>{10}));
+
+  auto inside = store.record_batch(kA, samples_at({11, 12, 11, 13}));
+  EXPECT_EQ(inside.stored, 2u);
+  ASSERT_TRUE(inside.rejection);
+  EXPECT_EQ(inside.rejection->reason(), RejectReason::out_of_order);
+  EXPECT_EQ(inside.rejection->field(), "timestamp");
+  EXPECT_EQ(seconds_of(store.history(kA)), (std::vector<std::int64_t>{10, 11, 12}));
+}
+
+TEST(TelemetryStoreBatch, TheFirstRejectionWinsAsIfRecordedInTurn) {
+  TelemetryStore store(HistoryLimits{10, std::nullopt});
+  store.add_device(make_info("host-a", "cuda:0"));
+  // Out of order at 1, invalid values at 2: the out-of-order one comes first.
+  auto batch = samples_at({5, 4, 6});
+  batch[2].utilization_percent = 101.0f;
+  auto result = store.record_batch(kA, batch);
+  EXPECT_EQ(result.stored, 1u);
+  EXPECT_EQ(result.rejection->reason(), RejectReason::out_of_order);
+  // Both at 1: values are checked before the order, as record() does.
+  batch = samples_at({6, 1});
+  batch[1].utilization_percent = 101.0f;
+  result = store.record_batch(kA, batch);
+  EXPECT_EQ(result.stored, 1u);
+  EXPECT_EQ(result.rejection->reason(), RejectReason::out_of_range);
+  EXPECT_EQ(seconds_of(store.history(kA)), (std::vector<std::int64_t>{5, 6}));
+}
+
+TEST(TelemetryStoreBatch, UnknownOrRemovedDeviceRejectsTheFirstSample) {
+  TelemetryStore store;
+  auto result = store.record_batch(kA, samples_at({1}));
+  EXPECT_EQ(result.stored, 0u);
+  ASSERT_TRUE(result.rejection);
+  EXPECT_EQ(result.rejection->reason(), RejectReason::unknown_device);
+  EXPECT_FALSE(store.record_batch(kA, std::span<const Sample>{}).rejection);  // nothing to reject
+
+  const auto handle = store.add_device(make_info("host-a", "cuda:0"));
+  store.remove_device(kA);
+  result = store.record_batch(handle, samples_at({1, 2}));
+  EXPECT_EQ(result.stored, 0u);
+  ASSERT_TRUE(result.rejection);
+  EXPECT_EQ(result.rejection->reason(), RejectReason::unknown_device);
+}
+
+// The batch must leave exactly the history that recording one by one leaves,
+// with count and age limits, over batches shorter and longer than the ring.
+TEST(TelemetryStoreBatch, SameHistoryAsRecordingInTurn) {
+  const HistoryLimits limits{7, std::chrono::nanoseconds{seconds{5}}};
+  for (const std::size_t batch_size : {1u, 3u, 7u, 8u, 30u}) {
+    TelemetryStore one_by_one(limits), batched(limits);
+    one_by_one.add_device(make_info("host-a", "cuda:0"));
+    batched.add_device(make_info("host-a", "cuda:0"));
+    std::int64_t t = 0;
+    for (int round = 0; round < 6; ++round) {
+      std::vector<Sample> batch;
+      for (std::size_t i = 0; i < batch_size; ++i) {
+        t += static_cast<std::int64_t>((i * 7 + static_cast<std::size_t>(round)) % 4);  // gaps of 0-3 s
+        batch.push_back(make_sample(t, static_cast<std::int64_t>(i)));
+      }
+      for (const Sample& s : batch) one_by_one.record(kA, s);
+      const auto result = batched.record_batch(kA, batch);
+      ASSERT_EQ(result.stored, batch.size());
+      const auto expected = one_by_one.history(kA), actual = batched.history(kA);
+      ASSERT_EQ(seconds_of(actual), seconds_of(expected)) << "batch of " << batch_size << ", round " << round;
+      for (std::size_t i = 0; i < expected.size(); ++i) {
+        EXPECT_EQ(actual[i].memory_used_bytes, expected[i].memory_used_bytes);
+      }
+    }
+  }
+}
+
+TEST(TelemetryStoreBatch, ConcurrentBatchesRecordsAndReads) {
+  TelemetryStore store(HistoryLimits{50, std::nullopt});
+  const DeviceKey kB{"host-a", "cuda:1"};
+  const auto a = store.add_device(make_info("host-a", "cuda:0"));
+  store.add_device(make_info("host-a", "cuda:1"));
+  constexpr int kRounds = 200;
+  std::thread batcher([&] {
+    for (int r = 0; r < kRounds; ++r) {
+      std::vector<Sample> batch;
+      for (int i = 0; i < 20; ++i) batch.push_back(make_sample(r * 20 + i));
+      const auto result = store.record_batch(a, batch);
+      EXPECT_EQ(result.stored, batch.size());
+    }
+  });
+  std::thread recorder([&] {
+    for (int r = 0; r < kRounds * 20; ++r) store.record(kB, make_sample(r));
+  });
+  std::thread reader([&] {
+    for (int r = 0; r < kRounds; ++r) {
+      const auto history = store.history(kA);
+      for (std::size_t i = 1; i < history.size(); ++i) EXPECT_LE(history[i - 1].timestamp, history[i].timestamp);
+      (void)store.aggregate();
+    }
+  });
+  batcher.join();
+  recorder.join();
+  reader.join();
+  EXPECT_EQ(store.history(kA).size(), 50u);
+  EXPECT_EQ(store.latest(kA)->timestamp, at(kRounds * 20 - 1));
+  EXPECT_EQ(store.latest(kB)->timestamp, at(kRounds * 20 - 1));
 }
 
 }  // namespace

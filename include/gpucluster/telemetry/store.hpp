@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <shared_mutex>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -82,6 +83,20 @@ class TelemetryStore {
   // device is a ValidationError with reason unknown_device.
   void record(const Handle& handle, const Sample& sample);
   void record(const DeviceKey& key, const Sample& sample);
+
+  // What record_batch did: samples[0, stored) were stored; when stored < size,
+  // `rejection` says why samples[stored] was not, and nothing after it was stored.
+  struct BatchResult {
+    std::size_t stored = 0;
+    std::optional<ValidationError> rejection;
+  };
+  // Records the samples in turn under one lock, each validated as record() would
+  // (values, then not older than the device's newest), stopping at the first
+  // rejected one. Only the newest samples the history can hold are copied in; the
+  // history ends exactly as if each had been recorded in turn. An unregistered or
+  // removed device rejects samples[0] (reason unknown_device). Throws nothing else.
+  BatchResult record_batch(const Handle& handle, std::span<const Sample> samples);
+  BatchResult record_batch(const DeviceKey& key, std::span<const Sample> samples);
 
   void set_availability(const DeviceKey& key, bool available, std::string reason = {});
 
