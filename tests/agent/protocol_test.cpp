@@ -12,6 +12,7 @@
 #include <type_traits>
 #include <vector>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "gpucluster/json.hpp"
@@ -196,6 +197,44 @@ TEST(Protocol, IntegralFloatsAreAcceptedForIntegers) {
   EXPECT_EQ(m.sample.memory_total_bytes, 80000000000);
   const auto r = parse_as<DeviceRegistration>(edit("registration.json", "/payload/port", 8765.0));
   EXPECT_EQ(r.port, 8765);
+}
+
+TEST(Protocol, NumbersAreReadAsJsonWritesThem) {
+  // Exponents and signs as JSON allows them; an underflow reads as zero, as strtod does.
+  const auto exponent = parse_as<MetricsReport>(raw("metrics.json", "/payload/memory_used_bytes", "4E10"));
+  EXPECT_EQ(exponent.sample.memory_used_bytes, 40000000000);
+  const auto plus = parse_as<MetricsReport>(raw("metrics.json", "/payload/memory_used_bytes", "4.0e+10"));
+  EXPECT_EQ(plus.sample.memory_used_bytes, 40000000000);
+  const auto negative_zero = parse_as<MetricsReport>(raw("metrics.json", "/payload/compute_utilization_percent", "-0"));
+  EXPECT_EQ(negative_zero.sample.utilization_percent, 0.0F);
+  const auto tiny = parse_as<MetricsReport>(raw("metrics.json", "/payload/power_watts", "1e-400"));
+  EXPECT_EQ(tiny.sample.power_watts, 0.0F);
+  // Integers past int64 but within uint64, and past uint64 (read as doubles): out of range, named.
+  expect_refused(raw("metrics.json", "/payload/memory_total_bytes", "9223372036854775808"), Kind::invalid,
+                 "payload.memory_total_bytes");
+  expect_refused(raw("metrics.json", "/payload/memory_used_bytes", "-9223372036854775809"), Kind::invalid,
+                 "payload.memory_used_bytes");
+}
+
+TEST(Protocol, NumbersJsonDoesNotAllowAreMalformed) {
+  for (const char* text : {"01", "1.", ".5", "+1", "0x10", "1e", "--1", "1_000"}) {
+    const auto error = refusal(raw("metrics.json", "/payload/power_watts", text));
+    ASSERT_TRUE(error.has_value()) << "accepted " << text;
+    EXPECT_EQ(error->kind(), Kind::malformed) << text << ": " << error->what();
+    EXPECT_EQ(error->field(), "body") << text;
+  }
+}
+
+TEST(Protocol, ANulByteAnywhereIsMalformed) {
+  std::string body = example("metrics.json").dump();
+  body.push_back('\0');  // after a complete document: a reader that stops at NUL would accept it
+  const auto error = refusal(body);
+  ASSERT_TRUE(error.has_value());
+  EXPECT_EQ(error->kind(), Kind::malformed);
+  EXPECT_EQ(error->value(), fmt::format("byte {}", body.size() - 1));
+  const auto inside = refusal(raw("metrics.json", "/payload/device_id", std::string("\"cuda\0:0\"", 9)));
+  ASSERT_TRUE(inside.has_value());
+  EXPECT_EQ(inside->kind(), Kind::malformed);
 }
 
 TEST(Protocol, IntegerTimestampsAndSubMicrosecondPrecision) {
