@@ -159,7 +159,6 @@ struct HttpServer::Impl {
 
   void accept();
   void sweep();
-  void close_all_idle();
   std::vector<std::shared_ptr<HttpSession>> live_sessions();
   void forget(HttpSession* session);
 };
@@ -178,6 +177,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     buffer_.reserve(4096);                             // a request (head + a heartbeat's body) in one read
     read_head();
   }
+
+  tcp::socket::executor_type executor() { return socket_.get_executor(); }
 
   // From the sweep timer: close when past the deadline, or idle while stopping.
   void check(Clock::time_point now, bool stopping) {
@@ -395,7 +396,8 @@ void HttpServer::Impl::accept() {
         }
       }
       if (session) {
-        session->start();
+        // Everything a session does happens on its own event loop, its start too.
+        net::post(session->executor(), [session] { session->start(); });
       } else {
         spdlog::warn("refused a connection: {} connections are open", self->options.max_connections);
       }
