@@ -2,6 +2,8 @@
 
 #include <malloc.h>
 
+#include <vector>
+
 #include <benchmark/benchmark.h>
 
 #include "gpucluster/manager.hpp"
@@ -39,7 +41,7 @@ gpucluster::Sample make_sample(std::int64_t step) {
 
 // One validated sample into a full history (steady state: overwrites the oldest).
 void BM_RecordSample(benchmark::State& state) {
-  gpucluster::TelemetryStore store(gpucluster::HistoryLimits{100, std::nullopt});
+  gpucluster::TelemetryStore store(gpucluster::HistoryLimits{100, std::nullopt, std::nullopt});
   const auto handle = store.add_device(make_device(0));
   std::int64_t step = 0;
   for (int i = 0; i < 200; ++i) store.record(handle, make_sample(step++));
@@ -75,7 +77,7 @@ void BM_HistoryBytesPerSample(benchmark::State& state) {
   for (auto _ : state) {
     const std::size_t before = heap_in_use_bytes();
     {
-      gpucluster::TelemetryStore store(gpucluster::HistoryLimits{capacity, std::nullopt});
+      gpucluster::TelemetryStore store(gpucluster::HistoryLimits{capacity, std::nullopt, std::nullopt});
       for (int d = 0; d < devices; ++d) {
         const auto handle = store.add_device(make_device(d));
         for (std::size_t s = 0; s < capacity; ++s) store.record(handle, make_sample(static_cast<std::int64_t>(s)));
@@ -89,5 +91,32 @@ void BM_HistoryBytesPerSample(benchmark::State& state) {
   state.counters["sizeof_sample"] = sizeof(gpucluster::Sample);
 }
 BENCHMARK(BM_HistoryBytesPerSample)->Arg(100)->Arg(1000)->Iterations(3);
+
+// Heap bytes per registered device before any sample arrives (its slot, static
+// info and map entry; the history grows with the samples), and once it holds
+// one sample (the first chunk of its history).
+void BM_DeviceBytesWithoutAndWithOneSample(benchmark::State& state) {
+  const int devices = 1000;
+  double empty_bytes = 0, one_sample_bytes = 0;
+  for (auto _ : state) {
+    const std::size_t before = heap_in_use_bytes();
+    {
+      gpucluster::TelemetryStore store(gpucluster::HistoryLimits{10'000, std::nullopt, std::nullopt});
+      std::vector<gpucluster::TelemetryStore::Handle> handles;
+      handles.reserve(devices);
+      const std::size_t reserved = heap_in_use_bytes();
+      for (int d = 0; d < devices; ++d) handles.push_back(store.add_device(make_device(d)));
+      const std::size_t registered = heap_in_use_bytes();
+      for (const auto& handle : handles) store.record(handle, make_sample(0));
+      const std::size_t sampled = heap_in_use_bytes();
+      empty_bytes = static_cast<double>(registered - reserved) / devices;
+      one_sample_bytes = static_cast<double>(sampled - reserved) / devices;
+    }
+    benchmark::DoNotOptimize(before);
+  }
+  state.counters["bytes_per_device_empty"] = empty_bytes;
+  state.counters["bytes_per_device_one_sample"] = one_sample_bytes;
+}
+BENCHMARK(BM_DeviceBytesWithoutAndWithOneSample)->Iterations(3);
 
 }  // namespace

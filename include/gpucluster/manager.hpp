@@ -89,7 +89,12 @@ class Manager {
 
   void register_device(DeviceInfo info);  // registers or updates static info
   bool unregister_device(const DeviceKey& key);
-  void record(const DeviceKey& key, const Sample& sample);  // throws ValidationError, UnknownDeviceError
+  // Throws ValidationError (counted per reason); a retransmitted sample is a
+  // counted `duplicate` and changes nothing.
+  RecordOutcome record(const DeviceKey& key, const Sample& sample);
+  // Counts a sample refused before it reached the store (e.g. the agent could
+  // not tell which device a message meant), so every rejection is counted.
+  void count_rejected_sample(RejectReason reason) const;
   void set_availability(const DeviceKey& key, bool available, std::string reason = {});
 
   std::vector<DeviceState> devices() const;
@@ -105,6 +110,7 @@ class Manager {
 
   std::vector<BackendReport> backend_reports() const;
   std::array<std::uint64_t, kRejectReasonCount> rejected_samples() const;
+  std::uint64_t duplicate_samples() const noexcept { return duplicates_.load(std::memory_order_relaxed); }
   std::uint64_t backend_errors() const noexcept { return backend_errors_.load(); }
   // How long each backend call to sample one device took (successful or not).
   DurationHistogram::Snapshot sample_durations() const { return sample_duration_.snapshot(); }
@@ -117,7 +123,6 @@ class Manager {
   class OperationGuard;
   OperationGuard enter(const char* operation) const;
   void sampler_loop();
-  void count_rejection(RejectReason reason) const;
   void mark_unavailable(const DeviceKey& key, const std::string& reason);
   void apply_outcome(const Backend& backend, const DeviceKey& key, const std::variant<Sample, std::string>& outcome);
   void mark_backend_late(BackendWorker& worker, const std::string& why);
@@ -132,6 +137,7 @@ class Manager {
   std::atomic<ManagerState> state_{ManagerState::created};
   mutable std::atomic<std::int64_t> in_flight_{0};
   mutable std::array<std::atomic<std::uint64_t>, kRejectReasonCount> rejected_{};
+  std::atomic<std::uint64_t> duplicates_{0};
   std::atomic<std::uint64_t> backend_errors_{0};
   DurationHistogram sample_duration_;
 

@@ -38,6 +38,8 @@ class RejectReason(Enum):
     used_exceeds_total: int
     out_of_order: int
     unknown_device: int
+    future_timestamp: int
+    conflict: int
 
 class ManagerState(Enum):
     created: int

@@ -6,7 +6,8 @@ caller can report it without parsing the message:
 * ``InputError(ValueError)``: ``field``, ``value``, ``rule``.
 * ``ValidationError(InputError)``: a rejected telemetry sample; adds ``device`` and
   ``reason`` (``"not_finite"``, ``"out_of_range"``, ``"used_exceeds_total"``,
-  ``"out_of_order"``, ``"unknown_device"``). Nothing was stored.
+  ``"out_of_order"``, ``"unknown_device"``, ``"future_timestamp"``, ``"conflict"``).
+  Nothing was stored.
 * ``UnregisteredDeviceError(ValidationError, UnknownDeviceError)``: a sample for a
   device nobody registered; both a ``ValueError`` and a ``KeyError``.
 * ``PlanError(InputError)``: an invalid work plan request (weights, caps, no devices).

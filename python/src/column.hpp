@@ -260,14 +260,18 @@ inline Sample batch_sample(const BatchColumns& c, std::size_t i, const std::stri
 }
 
 // Checks a whole batch without storing anything and without the GIL: every
-// sample's values (as check_sample with `limits`) and that each is not older
-// than the one before it (the first is not compared with anything). Returns how
-// many leading samples pass; when fewer than n, `failure` holds the error of the
-// next one, exactly as recording them in turn would raise it. The columns are
-// read in cache-sized chunks and checked branch-free; a chunk that fails is
-// re-read sample by sample to find and describe the first bad one.
+// sample's values (as check_sample with `limits`), that each is newer than the
+// one before it (the first is not compared with anything) and not newer than
+// max_timestamp_ns. Returns how many leading samples pass. When fewer than n,
+// either `failure` holds the error of the next one, exactly as recording them
+// in turn would raise it, or (failure empty) the next one has valid values but
+// is not newer than the one before it or lies past max_timestamp_ns: a
+// retransmission, a conflict, out of order or from the future, which only the
+// store can settle. The columns are read in cache-sized chunks and checked
+// branch-free; a chunk that fails is re-read sample by sample.
 inline std::size_t validate_batch(const BatchColumns& c, std::size_t n, const std::string& device,
-                                  const ValidationLimits& limits, std::exception_ptr& failure) {
+                                  const ValidationLimits& limits, std::int64_t max_timestamp_ns,
+                                  std::exception_ptr& failure) {
   constexpr std::size_t kChunk = 512;
   double ts[kChunk];
   std::int64_t used[kChunk], total[kChunk];
@@ -299,7 +303,7 @@ inline std::size_t validate_batch(const BatchColumns& c, std::size_t n, const st
         const double t = ts[j];
         bool ok = (missing[4][j] == 0) & (t >= 0.0) & (t <= 9e9);
         const auto ns = static_cast<std::int64_t>((ok ? t : 0.0) * 1e9 + 0.5);
-        ok &= ns >= previous;
+        ok &= (ns > previous) & (ns <= max_timestamp_ns);
         ok &= (used[j] >= 0) & (total[j] > 0) & (used[j] <= total[j]);
         for (int g = 0; g < 4; ++g) {
           const auto v = static_cast<double>(static_cast<float>(gauge[g][j]));  // stored as float
@@ -314,12 +318,7 @@ inline std::size_t validate_batch(const BatchColumns& c, std::size_t n, const st
         const Sample s = batch_sample(c, begin + j, device);
         if (const auto bad = check_sample(s, limits)) throw make_validation_error(device, *bad);
         const std::int64_t ns = s.timestamp.time_since_epoch().count();
-        if (ns < previous) {
-          throw ValidationError(device, "timestamp", fmt::format("{:.9f}", to_seconds(s.timestamp)),
-                                fmt::format("must not be older than the device's newest sample ({:.9f})",
-                                            to_seconds(Timestamp{std::chrono::nanoseconds{previous}})),
-                                RejectReason::out_of_order);
-        }
+        if (ns <= previous || ns > max_timestamp_ns) return begin + j;  // for the store to settle
         previous = ns;
       } catch (...) {
         failure = std::current_exception();

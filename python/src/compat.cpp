@@ -171,7 +171,7 @@ py::object clock_value(const std::optional<float>& g) {
 class CompatCore {
  public:
   CompatCore(std::size_t max_history, bool auto_register, std::optional<double> staleness_seconds)
-      : store_(HistoryLimits{max_history, std::nullopt}), auto_register_(auto_register) {
+      : store_(HistoryLimits{max_history, std::nullopt, std::nullopt}), auto_register_(auto_register) {
     if (staleness_seconds) {
       if (!std::isfinite(*staleness_seconds) || *staleness_seconds <= 0) {
         throw InputError("staleness_seconds", fmt::format("{}", *staleness_seconds), "must be a positive number");
@@ -297,12 +297,16 @@ class CompatCore {
       try {
         // 1. Every sample is checked (values, then order inside the batch) without
         //    a lock; `accepted` leading samples pass.
-        const std::size_t accepted = validate_batch(columns, count, device_id, ValidationLimits{}, failure);
+        const ValidationLimits limits;
+        const Timestamp newest_allowed = now_timestamp() + limits.max_future_skew;
+        const std::size_t accepted =
+            validate_batch(columns, count, device_id, limits, newest_allowed.time_since_epoch().count(), failure);
         index = accepted;
         // 2. One store call under one lock: the first sample (the order against the
         //    device's newest is checked there) and the newest max_history accepted
         //    ones, which are all the ring can keep: the history ends exactly as if
         //    each had been recorded in turn.
+        bool rejected = false;
         if (accepted > 0) {
           const std::size_t tail = accepted - std::min(accepted, store_.limits().max_samples);
           std::vector<Sample> samples;
@@ -311,10 +315,36 @@ class CompatCore {
           for (std::size_t j = tail; j < accepted; ++j) samples.push_back(batch_sample(columns, j, device_id));
           const TelemetryStore::BatchResult result = store_.record_batch(handle, samples);
           if (result.rejection) {  // in practice only samples[0]: older than the newest, or the device removed
-            const std::size_t k = result.stored;
+            const std::size_t k = result.accepted;
             index = tail > 0 && k > 0 ? tail + k - 1 : k;
-            const ValidationError& e = *result.rejection;
-            failure = std::make_exception_ptr(ValidationError(device_id, e.field(), e.value(), e.rule(), e.reason()));
+            failure = renamed(*result.rejection, device_id);
+            rejected = true;
+          }
+        }
+        // 3. A sample validate_batch left to the store (a retransmission, a
+        //    conflict, out of order, from the future): the store settles the rest
+        //    of the batch sample by sample, up to the first one with bad values.
+        if (!rejected && !failure && accepted < count) {
+          std::vector<Sample> rest;
+          std::exception_ptr bad_values;
+          for (std::size_t j = accepted; j < count; ++j) {
+            try {
+              Sample s = batch_sample(columns, j, device_id);
+              if (const auto bad = check_sample(s, limits)) throw make_validation_error(device_id, *bad);
+              rest.push_back(s);
+            } catch (...) {
+              bad_values = std::current_exception();
+              break;
+            }
+          }
+          const TelemetryStore::BatchResult result = store_.record_batch(handle, rest);
+          index = accepted + result.accepted;
+          if (result.rejection) {
+            failure = renamed(*result.rejection, device_id);
+          } else if (bad_values) {
+            failure = bad_values;
+          } else {
+            index = count;
           }
         }
       } catch (...) {
@@ -412,6 +442,11 @@ class CompatCore {
 
  private:
   Gate::Guard gate_enter_const(const char* operation) const { return const_cast<Gate&>(gate_).enter(operation); }
+
+  // The store's rejection, naming the seed's device id rather than the store's "exo/" key.
+  static std::exception_ptr renamed(const ValidationError& e, std::string_view device_id) {
+    return std::make_exception_ptr(ValidationError(std::string(device_id), e.field(), e.value(), e.rule(), e.reason()));
+  }
 
   // Stores; a rejection names the seed's device id, not the store's "exo/" key.
   void store_record(const TelemetryStore::Handle& handle, const Sample& s, std::string_view device_id) {

@@ -136,7 +136,9 @@ void bind_types(py::module_& m) {
       .value("out_of_range", RejectReason::out_of_range)
       .value("used_exceeds_total", RejectReason::used_exceeds_total)
       .value("out_of_order", RejectReason::out_of_order)
-      .value("unknown_device", RejectReason::unknown_device);
+      .value("unknown_device", RejectReason::unknown_device)
+      .value("future_timestamp", RejectReason::future_timestamp)
+      .value("conflict", RejectReason::conflict);
 
   py::class_<DeviceKey>(m, "DeviceKey", "Cluster-wide identity: host + local id.")
       .def(py::init<std::string, std::string>(), py::arg("host"), py::arg("local_id"))
@@ -404,8 +406,8 @@ void bind_types(py::module_& m) {
       "load_fleet", [](const std::string& path) { return load_fleet(path); }, py::arg("path"),
       "Reads a fleet file; raises InputError naming the JSON path of a bad field.");
   m.def(
-      "parse_fleet", [](const std::string& text) { return parse_fleet(nlohmann::json::parse(text)); },
-      py::arg("json_text"), "A fleet from JSON text.");
+      "parse_fleet", [](const std::string& text) { return parse_fleet_text(text, "fleet"); }, py::arg("json_text"),
+      "A fleet from JSON text.");
 
   m.def(
       "validate_sample", [](const Sample& sample, const std::string& device) { validate_sample(device, sample); },

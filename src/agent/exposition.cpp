@@ -340,11 +340,16 @@ std::string render_exposition(const ExpositionSnapshot& snapshot) {
                    snapshot.sample_durations);
 
   constexpr std::string_view kRejected = "gpucluster_rejected_samples_total";
-  append_header(out, kRejected, "counter", "Samples rejected by validation, by reason.");
+  append_header(out, kRejected, "counter", "Samples rejected, by reason.");
   for (std::size_t i = 0; i < kRejectReasonCount; ++i) {
     fmt::format_to(Out(out), "{}{{reason=\"{}\"}} {}\n", kRejected, to_string(static_cast<RejectReason>(i)),
                    snapshot.rejected_samples[i]);
   }
+
+  constexpr std::string_view kDuplicates = "gpucluster_duplicate_samples_total";
+  append_header(out, kDuplicates, "counter",
+                "Samples received again with the same timestamp and values (acknowledged, not stored twice).");
+  fmt::format_to(Out(out), "{} {}\n", kDuplicates, snapshot.duplicate_samples);
 
   constexpr std::string_view kBackendErrors = "gpucluster_backend_errors_total";
   append_header(out, kBackendErrors, "counter", "Backend sampling calls that failed.");

@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <new>
 #include <shared_mutex>
 #include <unordered_map>
 #include <utility>
@@ -273,6 +274,8 @@ struct Agent::Impl {
 
   DeviceKey device_from_path(std::string_view text) const;
   DeviceKey remote_device(const std::string& device_id, const std::optional<std::string>& hostname) const;
+  DeviceKey sample_device(const std::string& device_id, const std::optional<std::string>& hostname,
+                          bool carries_sample) const;
   void register_remote(const DeviceRegistration& registration);
 };
 
@@ -343,7 +346,9 @@ void Agent::Impl::answer(std::string_view route_name, bool needs_token, const Ht
     if (e.reason() == RejectReason::unknown_device) {
       write_error(res, 404, "unknown_device", e.what(), "device_id", e.device());
     } else {
-      write_error(res, 422, std::string("rejected_") + to_string(e.reason()), e.what(), e.field(), e.value(), e.rule());
+      // A conflict is a clash with what is held (409); the rest break a rule (422).
+      write_error(res, e.reason() == RejectReason::conflict ? 409 : 422,
+                  std::string("rejected_") + to_string(e.reason()), e.what(), e.field(), e.value(), e.rule());
     }
   } catch (const UnknownDeviceError& e) {
     write_error(res, 404, "unknown_device", e.what(), "device", e.device());
@@ -353,6 +358,11 @@ void Agent::Impl::answer(std::string_view route_name, bool needs_token, const Ht
     write_error(res, 422, "invalid_value", e.what(), e.field(), e.value(), e.rule());
   } catch (const nlohmann::json::exception& e) {
     write_error(res, 400, "invalid_request", e.what());
+  } catch (const std::bad_alloc&) {
+    // Not the request's fault and maybe passing: tell the client to come back.
+    spdlog::error("{} {}: out of memory", req.method, req.path);
+    write_error(res, 503, "out_of_memory", "the agent could not allocate memory for this request; try again later");
+    res.headers.emplace_back("Retry-After", "1");
   } catch (const std::exception& e) {
     spdlog::error("{} {}: internal error: {}", req.method, req.path, e.what());
     write_error(res, 500, "internal", "internal error (logged by the agent)");
@@ -553,27 +563,44 @@ void Agent::Impl::register_remote(const DeviceRegistration& registration) {
   }
 }
 
+DeviceKey Agent::Impl::sample_device(const std::string& device_id, const std::optional<std::string>& hostname,
+                                     bool carries_sample) const {
+  try {
+    return remote_device(device_id, hostname);
+  } catch (const HttpError& e) {
+    // The sample was refused before the store saw it: counted here, so every
+    // rejected sample is counted under its reason.
+    if (carries_sample) {
+      manager.count_rejected_sample(e.status == 409 ? RejectReason::conflict : RejectReason::unknown_device);
+    }
+    throw;
+  }
+}
+
 void Agent::Impl::handle_telemetry(const HttpRequest& req, HttpResponse& res) {
   const TelemetryMessage message = parse_telemetry_message(req.body, config.limits);
   DeviceKey key;
+  RecordOutcome outcome = RecordOutcome::stored;
   if (const auto* registration = std::get_if<DeviceRegistration>(&message)) {
     key = registration->info.key;
     register_remote(*registration);
   } else if (const auto* heartbeat = std::get_if<Heartbeat>(&message)) {
-    key = remote_device(heartbeat->device_id, heartbeat->hostname);
-    if (heartbeat->sample) manager.record(key, *heartbeat->sample);  // validates first: a bad one changes nothing
+    key = sample_device(heartbeat->device_id, heartbeat->hostname, heartbeat->sample.has_value());
+    // validates first: a bad sample changes nothing, availability included
+    if (heartbeat->sample) outcome = manager.record(key, *heartbeat->sample);
     manager.set_availability(key, heartbeat->is_available,
                              heartbeat->is_available ? std::string{} : heartbeat->error_message);
   } else {
     const auto& metrics = std::get<MetricsReport>(message);
-    key = remote_device(metrics.device_id, metrics.hostname);
-    manager.record(key, metrics.sample);
+    key = sample_device(metrics.device_id, metrics.hostname, true);
+    outcome = manager.record(key, metrics.sample);
   }
   // The hot path's answer, written directly (ids are validated identifiers, but
   // escape them anyway: the body must stay valid JSON whatever they hold).
   res.status = 202;
   res.content_type = kJsonContentType;
-  res.body = fmt::format(R"({{"device":{},"status":"accepted"}})", json(key.str()).dump());
+  res.body = fmt::format(R"({{"device":{},"status":"{}"}})", json(key.str()).dump(),
+                         outcome == RecordOutcome::duplicate ? "duplicate" : "accepted");
 }
 
 void Agent::Impl::handle_metrics(HttpResponse& res) const {
@@ -581,6 +608,7 @@ void Agent::Impl::handle_metrics(HttpResponse& res) const {
   snapshot.devices = manager.devices();
   snapshot.ranked = manager.rank();
   snapshot.rejected_samples = manager.rejected_samples();
+  snapshot.duplicate_samples = manager.duplicate_samples();
   snapshot.backend_errors = manager.backend_errors();
   snapshot.sample_durations = manager.sample_durations();
   snapshot.http_requests = stats.counts();

@@ -6,7 +6,6 @@
 #include <fstream>
 #include <limits>
 #include <map>
-#include <sstream>
 #include <string_view>
 #include <system_error>
 
@@ -268,6 +267,30 @@ Fleet parse_fleet(const json& document) {
   return fleet;
 }
 
+Fleet parse_fleet_text(std::string_view text, const std::string& source) {
+  if (text.size() > kMaxFleetFileBytes) {
+    throw InputError(source, fmt::format("{} bytes", text.size()),
+                     fmt::format("a fleet file must be at most {} bytes", kMaxFleetFileBytes));
+  }
+  json document;
+  try {
+    // The depth is checked as the parser opens each array or object, so a
+    // file of nothing but '[' is refused at the first one too deep.
+    document = json::parse(text, [&source](int depth, json::parse_event_t event, json&) {
+      if ((event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) &&
+          depth >= static_cast<int>(kMaxFleetDepth)) {
+        throw InputError(source, fmt::format("nesting deeper than {}", kMaxFleetDepth),
+                         fmt::format("a fleet file may nest at most {} levels", kMaxFleetDepth));
+      }
+      return true;
+    });
+  } catch (const json::exception& parse_error) {
+    // out_of_range (number overflow) as well as parse_error: both mean the file is not usable JSON.
+    throw InputError(source, "not JSON", parse_error.what());
+  }
+  return parse_fleet(document);
+}
+
 Fleet load_fleet(const std::filesystem::path& path) {
   std::error_code error;
   if (std::filesystem::is_directory(path, error)) throw InputError(path.string(), "a directory", "must be a file");
@@ -276,18 +299,16 @@ Fleet load_fleet(const std::filesystem::path& path) {
     const std::string reason = errno != 0 ? std::error_code(errno, std::generic_category()).message() : "unknown error";
     throw InputError(path.string(), "unreadable", fmt::format("cannot open fleet file: {}", reason));
   }
-  std::ostringstream text;
-  text << in.rdbuf();
+  // One byte past the limit is enough to know the file is too large.
+  std::string text(kMaxFleetFileBytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
   if (in.bad()) throw InputError(path.string(), "unreadable", "cannot read fleet file");
-
-  json document;
-  try {
-    document = json::parse(text.str());
-  } catch (const json::exception& parse_error) {
-    // out_of_range (number overflow) as well as parse_error: both mean the file is not usable JSON.
-    throw InputError(path.string(), "not JSON", parse_error.what());
+  text.resize(static_cast<std::size_t>(in.gcount()));
+  if (text.size() > kMaxFleetFileBytes) {
+    throw InputError(path.string(), fmt::format("more than {} bytes", kMaxFleetFileBytes),
+                     fmt::format("a fleet file must be at most {} bytes", kMaxFleetFileBytes));
   }
-  return parse_fleet(document);
+  return parse_fleet_text(text, path.string());
 }
 
 }  // namespace gpucluster

@@ -1,11 +1,14 @@
 #include "agent_command.hpp"
 
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <algorithm>
 #include <csignal>
+#include <cstdint>
 #include <fstream>
 #include <iostream>
-#include <sstream>
+#include <limits>
 #include <thread>
 
 #include <fmt/format.h>
@@ -18,12 +21,18 @@
 namespace gpucluster::cli {
 namespace {
 
+// A token is one word; the file is read no further than this.
+constexpr std::size_t kMaxTokenFileBytes = 4096;
+
 std::string read_token(const std::string& path) {
-  std::ifstream file(path);
+  std::ifstream file(path, std::ios::binary);
   if (!file) throw InputError("--token-file", path, "must be a readable file holding the token");
-  std::stringstream content;
-  content << file.rdbuf();
-  std::string token = content.str();
+  std::string token(kMaxTokenFileBytes + 1, '\0');
+  file.read(token.data(), static_cast<std::streamsize>(token.size()));
+  token.resize(static_cast<std::size_t>(file.gcount()));
+  if (token.size() > kMaxTokenFileBytes) {
+    throw InputError("--token-file", path, fmt::format("must be at most {} bytes", kMaxTokenFileBytes));
+  }
   const auto first = token.find_first_not_of(" \t\r\n");
   const auto last = token.find_last_not_of(" \t\r\n");
   token = first == std::string::npos ? std::string{} : token.substr(first, last - first + 1);
@@ -53,6 +62,25 @@ agent::AgentConfig agent_config(const AgentOptions& options) {
   return config;
 }
 
+// The memory this process may use: physical memory, lowered by a cgroup
+// (v2 memory.max, e.g. a container or systemd's MemoryMax=) and RLIMIT_AS.
+std::uint64_t usable_memory_bytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES);
+  const long page_bytes = ::sysconf(_SC_PAGESIZE);
+  std::uint64_t usable = pages > 0 && page_bytes > 0
+                             ? static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page_bytes)
+                             : std::numeric_limits<std::uint64_t>::max();
+  if (std::ifstream cgroup("/sys/fs/cgroup/memory.max"); cgroup) {
+    std::uint64_t limit = 0;
+    if (cgroup >> limit && limit > 0) usable = std::min(usable, limit);  // "max" fails to parse: no limit
+  }
+  rlimit address_space{};
+  if (::getrlimit(RLIMIT_AS, &address_space) == 0 && address_space.rlim_cur != RLIM_INFINITY) {
+    usable = std::min<std::uint64_t>(usable, address_space.rlim_cur);
+  }
+  return usable;
+}
+
 ManagerConfig manager_config(const AgentOptions& options) {
   ManagerConfig config;
   config.sample_interval = parse_duration(options.interval, "--interval");
@@ -62,6 +90,23 @@ ManagerConfig manager_config(const AgentOptions& options) {
   if (!options.max_age.empty()) {
     config.history.max_age = parse_duration(options.max_age, "--max-age");
     if (config.history.max_age->count() <= 0) throw InputError("--max-age", options.max_age, "must be positive");
+  }
+  const std::uint64_t budget = options.history_memory.empty()
+                                   ? usable_memory_bytes() / 2
+                                   : parse_size_bytes(options.history_memory, "--history-memory");
+  const std::uint64_t per_device = history_bytes_per_device(config.history);
+  if (per_device > budget) {
+    throw InputError(
+        "--history", std::to_string(options.history),
+        fmt::format("one device's full history ({} samples of {} bytes = {}) must fit the history memory of {} ({}); "
+                    "lower --history or raise --history-memory",
+                    options.history, sizeof(Sample), format_bytes(per_device), format_bytes(budget),
+                    options.history_memory.empty() ? "half of the memory this process may use" : "--history-memory"));
+  }
+  config.history.max_total_bytes = budget;
+  config.validation.max_future_skew = parse_duration(options.max_clock_skew, "--max-clock-skew");
+  if (config.validation.max_future_skew.count() <= 0) {
+    throw InputError("--max-clock-skew", options.max_clock_skew, "must be positive");
   }
   return config;
 }

@@ -14,7 +14,9 @@ struct AgentOptions {
   std::string max_age;     // empty: bounded by count only
   std::string token_file;  // empty: no token (loopback only)
   std::string drain_timeout = "10s";
-  std::size_t threads = 0;  // 0: one per CPU core
+  std::size_t threads = 0;             // 0: one per CPU core
+  std::string history_memory;          // empty: half of the memory this process may use
+  std::string max_clock_skew = "60s";  // samples stamped further ahead of this clock are rejected
 };
 
 // Serves until SIGTERM/SIGINT, then drains in-flight requests within the

@@ -367,6 +367,11 @@ int run(int argc, char** argv) {
   agent->add_option("--interval", agent_options.interval, "Sampling interval (default 1s)");
   agent->add_option("--history", agent_options.history, "Samples kept per device (default 100)")->check(kCount);
   agent->add_option("--max-age", agent_options.max_age, "Also drop samples older than this, e.g. 10m");
+  agent->add_option("--history-memory", agent_options.history_memory,
+                    "Memory the devices' full histories may take, e.g. 2GiB; a device that would pass it is "
+                    "refused (default: half of the memory this process may use)");
+  agent->add_option("--max-clock-skew", agent_options.max_clock_skew,
+                    "Reject samples stamped further ahead of this machine's clock (default 60s)");
   agent->add_option("--token-file", agent_options.token_file,
                     "File holding the Bearer token that POST endpoints then require");
   agent->add_option("--drain-timeout", agent_options.drain_timeout,

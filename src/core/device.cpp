@@ -59,6 +59,10 @@ void validate_identifier(const std::string& id, const char* field) {
   if (id.empty()) throw InputError(field, "\"\"", "must not be empty");
   if (id.size() > 256) throw InputError(field, id.substr(0, 32) + "...", "must be at most 256 characters");
   if (id.find('/') != std::string::npos) throw InputError(field, id, "must not contain '/'");
+  // Ids are path segments of /v1/devices/{host}/{id}, where "." and ".." would
+  // be read as "this folder" and "the parent" (and clients rewrite them).
+  if (id == "." || id == "..")
+    throw InputError(field, id, "must not be \".\" or \"..\" (they cannot be a path segment)");
   for (const char c : id) {
     if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
       throw InputError(field, id, "must not contain control characters");

@@ -21,6 +21,8 @@ const char* to_string(RejectReason reason) noexcept {
     case RejectReason::used_exceeds_total: return "used_exceeds_total";
     case RejectReason::out_of_order: return "out_of_order";
     case RejectReason::unknown_device: return "unknown_device";
+    case RejectReason::future_timestamp: return "future_timestamp";
+    case RejectReason::conflict: return "conflict";
   }
   return "unknown";
 }

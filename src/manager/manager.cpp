@@ -75,7 +75,7 @@ Manager::Manager(ManagerConfig config, std::vector<BackendPtr> backends)
     : config_(std::move(config)),
       host_(resolve_host(config_)),
       backends_(std::move(backends)),
-      store_(config_.history, config_.validation) {
+      store_(config_.history, config_.validation, config_.clock) {
   validate_scoring_config(config_.scoring);
   if (config_.backend_timeout.count() <= 0) {
     throw InputError("backend_timeout", fmt::format("{}ns", config_.backend_timeout.count()), "must be positive");
@@ -181,11 +181,15 @@ void Manager::apply_outcome(const Backend& backend, const DeviceKey& key, const 
     return;
   }
   try {
-    store_.record(key, std::get<Sample>(outcome));
+    if (store_.record(key, std::get<Sample>(outcome)) == RecordOutcome::duplicate) {
+      duplicates_.fetch_add(1, std::memory_order_relaxed);
+    }
     store_.set_availability(key, true);
   } catch (const ValidationError& e) {
-    if (e.reason() == RejectReason::unknown_device) return;  // unregistered by a caller since discovery
-    count_rejection(e.reason());
+    // A device a caller unregistered since discovery: its sample has nowhere to
+    // go, which is no one's error (not counted).
+    if (e.reason() == RejectReason::unknown_device) return;
+    count_rejected_sample(e.reason());
     spdlog::warn("rejected sample from {} backend: {}", backend.name(), e.what());
   } catch (const UnknownDeviceError&) {
     // Unregistered between recording and marking it available: nothing to do.
@@ -229,7 +233,7 @@ void Manager::sampler_loop() {
   }
 }
 
-void Manager::count_rejection(RejectReason reason) const {
+void Manager::count_rejected_sample(RejectReason reason) const {
   rejected_[static_cast<std::size_t>(reason)].fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -243,12 +247,14 @@ bool Manager::unregister_device(const DeviceKey& key) {
   return store_.remove_device(key);
 }
 
-void Manager::record(const DeviceKey& key, const Sample& sample) {
+RecordOutcome Manager::record(const DeviceKey& key, const Sample& sample) {
   const OperationGuard guard = enter("record a sample");
   try {
-    store_.record(key, sample);
+    const RecordOutcome outcome = store_.record(key, sample);
+    if (outcome == RecordOutcome::duplicate) duplicates_.fetch_add(1, std::memory_order_relaxed);
+    return outcome;
   } catch (const ValidationError& e) {
-    count_rejection(e.reason());
+    count_rejected_sample(e.reason());
     throw;
   }
 }

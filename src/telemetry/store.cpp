@@ -1,5 +1,6 @@
 #include "gpucluster/telemetry/store.hpp"
 
+#include <time.h>
 #include <algorithm>
 #include <limits>
 #include <mutex>
@@ -43,10 +44,94 @@ ValidationError out_of_order(const DeviceKey& key, Timestamp timestamp, Timestam
       RejectReason::out_of_order);
 }
 
+std::string format_gauge(const std::optional<float>& value) {
+  return value ? fmt::format("{}", *value) : std::string("unavailable");
+}
+
+// Names the first field where `sample` differs from the held one.
+ValidationError conflicting(const DeviceKey& key, const Sample& sample, const Sample& held) {
+  const auto differ = [&](const char* field, std::string given, std::string kept) {
+    return ValidationError(key.str(), field, std::move(given),
+                           fmt::format("the device already holds a sample at {} with {} = {} (a timestamp "
+                                       "identifies one sample; a retransmission must repeat it exactly)",
+                                       format_timestamp(sample.timestamp), field, kept),
+                           RejectReason::conflict);
+  };
+  if (sample.memory_used_bytes != held.memory_used_bytes) {
+    return differ("memory_used_bytes", std::to_string(sample.memory_used_bytes),
+                  std::to_string(held.memory_used_bytes));
+  }
+  if (sample.memory_total_bytes != held.memory_total_bytes) {
+    return differ("memory_total_bytes", std::to_string(sample.memory_total_bytes),
+                  std::to_string(held.memory_total_bytes));
+  }
+  if (sample.utilization_percent != held.utilization_percent) {
+    return differ("compute_utilization_percent", format_gauge(sample.utilization_percent),
+                  format_gauge(held.utilization_percent));
+  }
+  if (sample.power_watts != held.power_watts) {
+    return differ("power_watts", format_gauge(sample.power_watts), format_gauge(held.power_watts));
+  }
+  if (sample.temperature_celsius != held.temperature_celsius) {
+    return differ("temperature_celsius", format_gauge(sample.temperature_celsius),
+                  format_gauge(held.temperature_celsius));
+  }
+  return differ("clock_rate_mhz", format_gauge(sample.clock_mhz), format_gauge(held.clock_mhz));
+}
+
+ValidationError from_the_future(const DeviceKey& key, Timestamp timestamp, Timestamp now,
+                                std::chrono::nanoseconds skew) {
+  return ValidationError(
+      key.str(), "timestamp", format_timestamp(timestamp),
+      fmt::format("must not be more than {} ahead of the receiver's clock ({})",
+                  std::chrono::duration_cast<std::chrono::milliseconds>(skew), format_timestamp(now)),
+      RejectReason::future_timestamp);
+}
+
+// The newest timestamp a sample may carry now (saturating: a test clock may be anywhere).
+Timestamp future_limit(Timestamp now, std::chrono::nanoseconds skew) {
+  const std::int64_t at = now.time_since_epoch().count();
+  const std::int64_t room = std::numeric_limits<std::int64_t>::max() - skew.count();
+  return at > room ? Timestamp::max() : now + skew;
+}
+
+// The sample with timestamp t among `count` samples in timestamp order
+// (at(i) gives the i-th), or nullptr.
+template <class At>
+const Sample* find_timestamp(std::size_t count, const At& at, Timestamp t) {
+  std::size_t low = 0;
+  std::size_t high = count;
+  while (low < high) {
+    const std::size_t middle = low + (high - low) / 2;
+    if (at(middle).timestamp < t) {
+      low = middle + 1;
+    } else {
+      high = middle;
+    }
+  }
+  return low < count && at(low).timestamp == t ? &at(low) : nullptr;
+}
+
+// A sample not newer than the newest held: a retransmission of the one held
+// at its timestamp, a conflict with it, or (none held there) out of order.
+RecordOutcome settle_past(const Sample* held, const Sample& sample, const DeviceKey& key, Timestamp newest) {
+  if (held == nullptr) throw out_of_order(key, sample.timestamp, newest);
+  if (*held == sample) return RecordOutcome::duplicate;
+  throw conflicting(key, sample, *held);
+}
+
+const Sample* find_timestamp(const RingBuffer<Sample>& history, Timestamp t) {
+  const auto at = [&history](std::size_t i) -> const Sample& { return history[i]; };
+  return find_timestamp(history.size(), at, t);
+}
+
 // Appends one accepted sample and drops what max_age no longer keeps.
 void append(RingBuffer<Sample>& history, const Sample& sample, const HistoryLimits& limits) {
   history.push(sample);
   if (limits.max_age) {
+    // Saturating: a max_age longer than the time since the epoch keeps everything.
+    const std::int64_t newest = sample.timestamp.time_since_epoch().count();
+    if (newest < std::numeric_limits<std::int64_t>::min() + limits.max_age->count()) return;
     const Timestamp oldest_kept = sample.timestamp - *limits.max_age;
     while (history.size() > 1 && history.front().timestamp < oldest_kept) history.pop_front();
   }
@@ -70,16 +155,29 @@ void accumulate(FieldStats& stats, const std::optional<float>& value) {
 
 }  // namespace
 
-TelemetryStore::TelemetryStore(HistoryLimits limits, ValidationLimits validation)
-    : limits_(limits), validation_(validation) {
+TelemetryStore::TelemetryStore(HistoryLimits limits, ValidationLimits validation, Clock clock)
+    : limits_(limits), validation_(validation), clock_(std::move(clock)) {
   validate_limits(validation_);
   if (limits_.max_samples == 0) throw InputError("history.max_samples", "0", "must be at least 1");
+  if (limits_.max_total_bytes && history_bytes_per_device(limits_) > *limits_.max_total_bytes) {
+    throw InputError("history.max_samples", std::to_string(limits_.max_samples),
+                     fmt::format("one device's history ({} samples of {} bytes) must fit the history memory "
+                                 "budget of {} bytes",
+                                 limits_.max_samples, sizeof(Sample), *limits_.max_total_bytes));
+  }
   if (limits_.max_age && limits_.max_age->count() <= 0) {
     throw InputError("history.max_age", fmt::format("{}", *limits_.max_age), "must be positive");
   }
 }
 
 TelemetryStore::~TelemetryStore() = default;
+
+Timestamp TelemetryStore::now() const {
+  if (clock_) return clock_();
+  timespec coarse{};
+  ::clock_gettime(CLOCK_REALTIME_COARSE, &coarse);  // a few ns; its resolution (ms) is far below the skew
+  return Timestamp{std::chrono::seconds{coarse.tv_sec} + std::chrono::nanoseconds{coarse.tv_nsec}};
+}
 
 TelemetryStore::Handle TelemetryStore::add_device(DeviceInfo info) {
   validate_device_info(info);
@@ -89,6 +187,17 @@ TelemetryStore::Handle TelemetryStore::add_device(DeviceInfo info) {
     std::lock_guard slot_lock(it->second->mutex);
     it->second->info = std::make_shared<const DeviceInfo>(std::move(info));
     return it->second;
+  }
+  if (limits_.max_total_bytes) {
+    const std::uint64_t per_device = history_bytes_per_device(limits_);
+    const std::uint64_t devices = devices_.size() + 1;
+    if (devices > *limits_.max_total_bytes / per_device) {
+      throw InputError(
+          "history", fmt::format("{} devices x {} samples x {} bytes", devices, limits_.max_samples, sizeof(Sample)),
+          fmt::format("the histories of all devices must fit the history memory budget of {} bytes (room for {} "
+                      "devices)",
+                      *limits_.max_total_bytes, *limits_.max_total_bytes / per_device));
+    }
   }
   auto slot = std::make_shared<DeviceSlot>(std::move(info), limits_.max_samples);
   devices_.emplace(key, slot);
@@ -127,19 +236,29 @@ std::size_t TelemetryStore::device_count() const {
   return devices_.size();
 }
 
-void TelemetryStore::record(const Handle& slot, const Sample& sample) {
+RecordOutcome TelemetryStore::record(const Handle& slot, const Sample& sample) {
   const std::optional<ValidationFailure> failure = check_sample(sample, validation_);
   std::lock_guard slot_lock(slot->mutex);
   if (slot->removed) throw unregistered(slot->info->key);
   if (failure) throw make_validation_error(slot->info->key.str(), *failure);
   RingBuffer<Sample>& history = slot->history;
-  if (!history.empty() && sample.timestamp < history.back().timestamp) {
-    throw out_of_order(slot->info->key, sample.timestamp, history.back().timestamp);
+  if (!history.empty() && sample.timestamp <= history.back().timestamp) {
+    return settle_past(find_timestamp(history, sample.timestamp), sample, slot->info->key, history.back().timestamp);
+  }
+  // A sample stamped now is within the limit last computed (up to the skew ago
+  // on the system clock): the clock is read only when that no longer settles it.
+  if (clock_ || sample.timestamp.time_since_epoch().count() > future_limit_ns_.load(std::memory_order_relaxed)) {
+    const Timestamp current = now();
+    const Timestamp limit = future_limit(current, validation_.max_future_skew);
+    if (!clock_) future_limit_ns_.store(limit.time_since_epoch().count(), std::memory_order_relaxed);
+    if (sample.timestamp > limit)
+      throw from_the_future(slot->info->key, sample.timestamp, current, validation_.max_future_skew);
   }
   append(history, sample, limits_);
+  return RecordOutcome::stored;
 }
 
-void TelemetryStore::record(const DeviceKey& key, const Sample& sample) {
+RecordOutcome TelemetryStore::record(const DeviceKey& key, const Sample& sample) {
   Handle slot;
   {
     std::shared_lock map_lock(map_mutex_);
@@ -149,7 +268,7 @@ void TelemetryStore::record(const DeviceKey& key, const Sample& sample) {
     }
     slot = it->second;
   }
-  record(slot, sample);
+  return record(slot, sample);
 }
 
 TelemetryStore::BatchResult TelemetryStore::record_batch(const Handle& slot, std::span<const Sample> samples) {
@@ -165,32 +284,74 @@ TelemetryStore::BatchResult TelemetryStore::record_batch(const Handle& slot, std
       break;
     }
   }
+  std::vector<std::size_t> fresh;  // indices of the samples to append: strictly increasing timestamps
+  fresh.reserve(valid);
   std::lock_guard slot_lock(slot->mutex);
   const DeviceKey& key = slot->info->key;
   if (slot->removed) {
     result.rejection = unregistered(key);
     return result;
   }
-  // Then the order: each sample against the one before it (the device's newest for the first).
+  // Then each sample as record() would see it: against the history and the
+  // batch's samples before it.
   RingBuffer<Sample>& history = slot->history;
-  std::optional<Timestamp> newest;
-  if (!history.empty()) newest = history.back().timestamp;
-  std::size_t accepted = 0;
-  for (; accepted < valid; ++accepted) {
-    const Timestamp t = samples[accepted].timestamp;
-    if (newest && t < *newest) {
-      result.rejection = out_of_order(key, t, *newest);
-      break;
+  const Timestamp current = now();
+  const Timestamp limit = future_limit(current, validation_.max_future_skew);
+  // What recording in turn would hold at each step: the history followed by
+  // the fresh samples (one timestamp order), less what the count and age
+  // limits would have dropped by then.
+  const std::size_t held_before = history.size();
+  const auto held_at = [&](std::size_t i) -> const Sample& {
+    return i < held_before ? history[i] : samples[fresh[i - held_before]];
+  };
+  const auto find_held = [&](Timestamp t) -> const Sample* {
+    const std::size_t total = held_before + fresh.size();
+    std::size_t first = total > history.capacity() ? total - history.capacity() : 0;
+    if (limits_.max_age && !fresh.empty()) {
+      const std::int64_t newest = samples[fresh.back()].timestamp.time_since_epoch().count();
+      if (newest >= std::numeric_limits<std::int64_t>::min() + limits_.max_age->count()) {
+        const Timestamp oldest_kept = samples[fresh.back()].timestamp - *limits_.max_age;
+        std::size_t low = first, high = total - 1;  // the newest is always kept
+        while (low < high) {
+          const std::size_t middle = low + (high - low) / 2;
+          if (held_at(middle).timestamp < oldest_kept) {
+            low = middle + 1;
+          } else {
+            high = middle;
+          }
+        }
+        first = low;
+      }
     }
-    newest = t;
+    const auto at = [&](std::size_t i) -> const Sample& { return held_at(first + i); };
+    return find_timestamp(total - first, at, t);
+  };
+  std::size_t accepted = 0;
+  try {
+    for (; accepted < valid; ++accepted) {
+      const Sample& sample = samples[accepted];
+      const std::size_t total = held_before + fresh.size();
+      if (total > 0 && sample.timestamp <= held_at(total - 1).timestamp) {
+        const RecordOutcome outcome =
+            settle_past(find_held(sample.timestamp), sample, key, held_at(total - 1).timestamp);
+        if (outcome == RecordOutcome::duplicate) ++result.duplicates;
+        continue;
+      }
+      if (sample.timestamp > limit) {
+        throw from_the_future(key, sample.timestamp, current, validation_.max_future_skew);
+      }
+      fresh.push_back(accepted);
+    }
+  } catch (const ValidationError& e) {
+    result.rejection = e;
   }
   if (accepted == valid && failure) result.rejection = make_validation_error(key.str(), *failure);
-  // Only the newest `capacity` accepted samples can survive in the ring; max_age
+  // Only the newest `capacity` fresh samples can survive in the ring; max_age
   // trims relative to the newest, which only grows, so trimming after each of
   // them leaves what trimming after every sample would have left.
-  const std::size_t first = accepted > history.capacity() ? accepted - history.capacity() : 0;
-  for (std::size_t i = first; i < accepted; ++i) append(history, samples[i], limits_);
-  result.stored = accepted;
+  const std::size_t first = fresh.size() > history.capacity() ? fresh.size() - history.capacity() : 0;
+  for (std::size_t i = first; i < fresh.size(); ++i) append(history, samples[fresh[i]], limits_);
+  result.accepted = accepted;
   return result;
 }
 
@@ -251,6 +412,12 @@ std::vector<Sample> TelemetryStore::history(const DeviceKey& key, std::size_t li
   result.reserve(count);
   for (std::size_t i = ring.size() - count; i < ring.size(); ++i) result.push_back(ring[i]);
   return result;
+}
+
+std::size_t TelemetryStore::history_slots(const DeviceKey& key) const {
+  const Handle slot = handle(key);
+  std::lock_guard slot_lock(slot->mutex);
+  return slot->history.allocated();
 }
 
 WindowStats TelemetryStore::window_stats(const DeviceKey& key) const {

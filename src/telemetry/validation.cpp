@@ -40,6 +40,10 @@ void validate_limits(const ValidationLimits& limits) {
           "validation.max_temperature_celsius");
   require(0.0, limits.max_power_watts, "validation.max_power_watts", "validation.max_power_watts");
   require(0.0, limits.max_clock_mhz, "validation.max_clock_mhz", "validation.max_clock_mhz");
+  if (limits.max_future_skew.count() <= 0) {
+    throw InputError("validation.max_future_skew", fmt::format("{}ns", limits.max_future_skew.count()),
+                     "must be positive");
+  }
 }
 
 std::optional<ValidationFailure> check_sample(const Sample& sample, const ValidationLimits& limits) {

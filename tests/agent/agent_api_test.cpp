@@ -248,10 +248,34 @@ TEST(AgentTelemetry, DocumentedExampleMessagesFeedTheAgent) {
   EXPECT_EQ(lost["available"], false);
   EXPECT_NE(lost["error_message"].get<std::string>().find("GPU is lost"), std::string::npos);
 
-  // A metrics message older than the newest sample is refused and changes nothing.
-  const auto stale = post("metrics.json");
-  EXPECT_EQ(stale->status, 422);
+  // A retransmitted sample (the agent holds it) is acknowledged and not stored twice.
+  const auto again = post("metrics.json");
+  ASSERT_EQ(again->status, 202) << again->body;
+  EXPECT_EQ(json::parse(again->body)["status"], "duplicate");
   EXPECT_EQ(body_of(client.Get("/v1/devices/node-a/cuda:0/history"))["samples"].size(), 3U);
+  // The same timestamp with other values is a conflict (409); a sample older
+  // than the newest that the agent does not hold is out of order (422). Neither changes anything.
+  std::string clash = read_file(source_path("examples/protocol/metrics.json"));
+  clash.replace(clash.find("\"power_watts\": 655.5"), 20, "\"power_watts\": 600.0");
+  const auto conflict = client.Post("/v1/telemetry", clash, "application/json");
+  ASSERT_TRUE(conflict);
+  EXPECT_EQ(conflict->status, 409) << conflict->body;
+  EXPECT_EQ(json::parse(conflict->body)["error"]["code"], "rejected_conflict");
+  EXPECT_EQ(json::parse(conflict->body)["error"]["field"], "power_watts");
+  std::string older = read_file(source_path("examples/protocol/metrics.json"));
+  for (std::size_t at = older.find("1717171721.25"); at != std::string::npos; at = older.find("1717171721.25")) {
+    older.replace(at, 13, "1717171700.00");
+  }
+  const auto stale = client.Post("/v1/telemetry", older, "application/json");
+  ASSERT_TRUE(stale);
+  EXPECT_EQ(stale->status, 422) << stale->body;
+  EXPECT_EQ(json::parse(stale->body)["error"]["code"], "rejected_out_of_order");
+  EXPECT_EQ(body_of(client.Get("/v1/devices/node-a/cuda:0/history"))["samples"].size(), 3U);
+  const auto exposition = client.Get("/metrics");
+  ASSERT_TRUE(exposition);
+  EXPECT_NE(exposition->body.find("gpucluster_duplicate_samples_total 1\n"), std::string::npos);
+  EXPECT_NE(exposition->body.find("gpucluster_rejected_samples_total{reason=\"conflict\"} 1\n"), std::string::npos);
+  EXPECT_NE(exposition->body.find("gpucluster_rejected_samples_total{reason=\"out_of_order\"} 1\n"), std::string::npos);
 
   // Remote devices show up in the Prometheus output with their host label.
   const auto metrics = client.Get("/metrics");
@@ -267,6 +291,77 @@ TEST(AgentTelemetry, HeartbeatForAnUnregisteredDeviceIs404) {
   ASSERT_TRUE(result);
   EXPECT_EQ(result->status, 404);
   EXPECT_EQ(json::parse(result->body)["error"]["code"], "unknown_device");
+}
+
+// Every rejected sample is counted under its reason, including those refused
+// before the store sees them: a device nobody registered, or a device id
+// registered from two hosts that the message does not settle.
+TEST(AgentTelemetry, SamplesForUnknownOrAmbiguousDevicesAreCounted) {
+  AgentProcess agent({"--fleet", home_fleet()});
+  auto client = agent.client();
+  const auto rejected_unknown = [&] {
+    const std::string text = client.Get("/metrics")->body;
+    const std::string series = "gpucluster_rejected_samples_total{reason=\"unknown_device\"} ";
+    const auto at = text.find(series);
+    return at == std::string::npos ? std::string("absent")
+                                   : text.substr(at + series.size(), text.find('\n', at) - at - series.size());
+  };
+  EXPECT_EQ(rejected_unknown(), "0");
+  const std::string metrics = read_file(source_path("examples/protocol/metrics.json"));
+  EXPECT_EQ(client.Post("/v1/telemetry", metrics, "application/json")->status, 404);
+  EXPECT_EQ(rejected_unknown(), "1");
+  // A heartbeat without a sample carries no sample to count.
+  std::string bare_heartbeat = read_file(source_path("examples/protocol/heartbeat-unavailable.json"));
+  EXPECT_EQ(client.Post("/v1/telemetry", bare_heartbeat, "application/json")->status, 404);
+  EXPECT_EQ(rejected_unknown(), "1");
+  // cuda:0 from two hosts: a metrics message naming no host cannot be placed.
+  std::string registration = read_file(source_path("examples/protocol/registration.json"));
+  ASSERT_EQ(client.Post("/v1/telemetry", registration, "application/json")->status, 202);
+  registration.replace(registration.find("\"node-a\""), 8, "\"node-b\"");
+  ASSERT_EQ(client.Post("/v1/telemetry", registration, "application/json")->status, 202);
+  EXPECT_EQ(client.Post("/v1/telemetry", metrics, "application/json")->status, 400);
+  EXPECT_EQ(rejected_unknown(), "2");
+}
+
+// The devices' full histories stay within --history-memory: a registration
+// that would pass it is refused (422, naming the budget) and changes nothing.
+TEST(AgentTelemetry, RegistrationsBeyondTheHistoryMemoryAreRefused) {
+  // fleet-home has 3 devices; room for 4 histories of 100 samples (56 bytes each).
+  AgentProcess agent({"--fleet", home_fleet(), "--history", "100", "--history-memory", "22400"});
+  auto client = agent.client();
+  std::string registration = read_file(source_path("examples/protocol/registration.json"));
+  ASSERT_EQ(client.Post("/v1/telemetry", registration, "application/json")->status, 202);
+  registration.replace(registration.find("\"node-a\""), 8, "\"node-b\"");
+  const auto refused = client.Post("/v1/telemetry", registration, "application/json");
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 422) << refused->body;
+  EXPECT_EQ(json::parse(refused->body)["error"]["field"], "history");
+  EXPECT_NE(refused->body.find("room for 4 devices"), std::string::npos) << refused->body;
+  EXPECT_EQ(body_of(client.Get("/v1/devices")).size(), 4U);
+}
+
+// "." and ".." cannot be one path segment of /v1/devices/{id}: refused at
+// ingest (paths naming them: tests/agent/malformed_requests_test.cpp).
+TEST(AgentTelemetry, DotAndDotDotAreNotDeviceIdsOrHostNames) {
+  AgentProcess agent({"--fleet", home_fleet()});
+  auto client = agent.client();
+  const std::string registration = read_file(source_path("examples/protocol/registration.json"));
+  for (const std::string& bad : {std::string("."), std::string("..")}) {
+    std::string as_host = registration;
+    as_host.replace(as_host.find("\"node-a\""), 8, "\"" + bad + "\"");
+    const auto host = client.Post("/v1/telemetry", as_host, "application/json");
+    ASSERT_TRUE(host);
+    EXPECT_EQ(host->status, 422) << bad << ": " << host->body;
+    EXPECT_NE(host->body.find("path segment"), std::string::npos) << host->body;
+    std::string as_device = registration;
+    for (std::size_t at = as_device.find("\"cuda:0\""); at != std::string::npos; at = as_device.find("\"cuda:0\"")) {
+      as_device.replace(at, 8, "\"" + bad + "\"");
+    }
+    const auto device = client.Post("/v1/telemetry", as_device, "application/json");
+    ASSERT_TRUE(device);
+    EXPECT_EQ(device->status, 422) << bad << ": " << device->body;
+  }
+  EXPECT_EQ(body_of(client.Get("/v1/devices")).size(), 3U) << "nothing was registered";
 }
 
 TEST(AgentSecurity, NonLoopbackAddressWithoutTokenRefusesToStart) {

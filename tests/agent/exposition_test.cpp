@@ -41,6 +41,7 @@ const std::map<std::string, std::string> kFamilies = {
     {"gpucluster_last_sample_timestamp_seconds", "gauge"},
     {"gpucluster_sample_duration_seconds", "histogram"},
     {"gpucluster_rejected_samples_total", "counter"},
+    {"gpucluster_duplicate_samples_total", "counter"},
     {"gpucluster_backend_errors_total", "counter"},
     {"gpucluster_http_requests_total", "counter"},
     {"gpucluster_http_request_duration_seconds", "histogram"},

@@ -319,7 +319,10 @@ TEST(PrometheusScrape, PromtoolAcceptsTheExposition) {
   ASSERT_EQ(post_telemetry(agent, example("metrics")), 202);
   ASSERT_EQ(post_telemetry(agent, example("metrics-partial")), 202);
   ASSERT_EQ(post_telemetry(agent, example("heartbeat-unavailable")), 202);
-  ASSERT_EQ(post_telemetry(agent, example("metrics")), 422);  // older than the newest: rejected
+  ASSERT_EQ(post_telemetry(agent, example("metrics")), 202);  // a retransmission: counted as a duplicate
+  std::string out_of_range = example("metrics");
+  out_of_range.replace(out_of_range.find("91.0"), 4, "150.0");
+  ASSERT_EQ(post_telemetry(agent, out_of_range), 422);  // utilization 150 %: rejected
   ASSERT_EQ(post_telemetry(agent, odd_registration()), 202);
   ASSERT_EQ(post_telemetry(agent, "{"), 400);
   auto client = agent.client();
@@ -331,8 +334,9 @@ TEST(PrometheusScrape, PromtoolAcceptsTheExposition) {
   EXPECT_EQ(result->get_header_value("Content-Type").rfind("text/plain; version=0.0.4", 0), 0U)
       << result->get_header_value("Content-Type");
   ASSERT_NE(result->body.find("gpucluster_device_up{host=\"node-a\""), std::string::npos);
-  ASSERT_NE(result->body.find("gpucluster_rejected_samples_total{reason=\"out_of_order\"} 1"), std::string::npos)
+  ASSERT_NE(result->body.find("gpucluster_rejected_samples_total{reason=\"out_of_range\"} 1"), std::string::npos)
       << result->body;
+  ASSERT_NE(result->body.find("gpucluster_duplicate_samples_total 1"), std::string::npos) << result->body;
 
   const CommandResult check = run_command({kPromtoolPath, "check", "metrics"}, result->body);
   EXPECT_EQ(check.exit_code, 0) << "promtool check metrics:\n" << check.output << "\non:\n" << result->body;

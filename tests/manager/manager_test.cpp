@@ -849,6 +849,7 @@ TEST(ManagerSelection, NeverPicksAStaleDevice) {
   Manager manager(config);
   manager.register_device(make_info("h", "best"));
   manager.register_device(make_info("h", "worse"));
+  clock.set(100);  // samples from further ahead of the manager's clock than the skew allowed are refused
   manager.record(DeviceKey{"h", "best"}, make_sample(100, 0, 0.0f));      // idle and empty
   manager.record(DeviceKey{"h", "worse"}, make_sample(115, 900, 90.0f));  // busy and full
 

@@ -283,6 +283,23 @@ async def test_nan_and_out_of_order_metrics_are_rejected():
 
 
 @pytest.mark.asyncio
+async def test_retransmission_is_acknowledged_conflict_and_future_rejected():
+    manager = GPUClusteringManager()
+    manager.register_device(create_test_device("cuda:0"))
+    await manager.record_metrics(metrics(timestamp=100.0))
+    await manager.record_metrics(metrics(timestamp=100.0))  # the same sample again: acknowledged
+    assert len(manager.get_metrics_history("cuda:0")) == 1
+    with pytest.raises(ValueError) as raised:
+        await manager.record_metrics(metrics(timestamp=100.0, util=1.0))
+    assert raised.value.reason == "conflict" and raised.value.field == "compute_utilization_percent"
+    with pytest.raises(ValueError) as raised:  # 2099: would block every true sample until then
+        await manager.record_metrics(metrics(timestamp=4_070_908_800.0))
+    assert raised.value.reason == "future_timestamp" and raised.value.field == "timestamp"
+    await manager.record_metrics(metrics(timestamp=time.time()))
+    assert len(manager.get_metrics_history("cuda:0")) == 2
+
+
+@pytest.mark.asyncio
 async def test_staleness_is_opt_in():
     fresh = GPUClusteringManager(staleness_seconds=10.0)
     fresh.register_device(create_test_device("cuda:0"))

@@ -70,7 +70,7 @@ async def test_record_metrics_in_tasks_gather_and_with_errors():
     await asyncio.create_task(manager.record_metrics(sample(2.0)))
     await asyncio.ensure_future(manager.record_metrics(sample(3.0)))
     await asyncio.gather(manager.record_metrics(sample(4.0)), manager.record_metrics(sample(4.0)))
-    assert timestamps(manager) == [1.0, 2.0, 3.0, 4.0, 4.0]
+    assert timestamps(manager) == [1.0, 2.0, 3.0, 4.0]  # the second is a retransmission: not stored twice
 
     bad = manager.record_metrics(sample(5.0, temp=math.nan))  # raises when awaited, not when called
     with pytest.raises(ValueError) as raised:
@@ -255,6 +255,67 @@ def test_batch_failures_name_the_first_bad_sample():
     with pytest.raises(ValueError) as raised:
         manager.record_metrics_batch("cuda:0", [30000.0, 30001.0], [1, 11], [10, 10])
     assert raised.value.index == 1 and raised.value.reason == "used_exceeds_total"
+
+
+def record_in_turn(manager, ts, used, total):
+    """What recording each sample in turn gives: (accepted count, reason of the first rejection or None)."""
+    for i in range(len(ts)):
+        try:
+            manager._record(GPUMetrics("cuda:0", ts[i], used[i], total[i], None, None, None, None))
+        except ValueError as error:
+            return i, error.reason
+    return len(ts), None
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_batch_settles_retransmissions_conflicts_and_the_future_as_in_turn(seed):
+    """Retransmitted samples (of the newest, of older held ones, inside the batch)
+    are acknowledged and not stored twice; the same timestamp with other values
+    is a conflict; a sample from far in the future is refused. The batch gives
+    the same index, reason and history as recording in turn, across chunks."""
+    import random
+    rng = random.Random(seed)
+    batched = manager_with("cuda:0", max_history=100)
+    one_by_one = manager_with("cuda:0", max_history=100)
+    t = 1000.0
+    for _ in range(4):
+        n = rng.choice([1, 5, 600, 1500])
+        ts, used = [], []
+        for _ in range(n):
+            kind = rng.random()
+            if ts and kind < 0.01:
+                j = rng.randrange(max(0, len(ts) - 50), len(ts))  # retransmit one sent before
+                ts.append(ts[j]), used.append(used[j])
+            elif ts and kind < 0.012:
+                ts.append(ts[-1]), used.append(used[-1] + 1)  # same time, other values
+            elif kind < 0.013:
+                ts.append(4_070_908_800.0), used.append(1)  # 2099
+            else:
+                t += rng.choice([1.0, 2.0])
+                ts.append(t), used.append(rng.randrange(3))
+        total = [10 * GIB] * n
+        expected_index, expected_reason = record_in_turn(one_by_one, ts, used, total)
+        try:
+            assert batched.record_metrics_batch("cuda:0", ts, used, total) == n
+            assert expected_reason is None
+        except ValueError as error:
+            assert (error.index, error.reason) == (expected_index, expected_reason)
+        assert batched.get_metrics_history("cuda:0") == one_by_one.get_metrics_history("cuda:0")
+
+
+def test_batch_retransmission_is_acknowledged_and_conflict_named():
+    manager = manager_with("cuda:0")
+    manager.record_metrics_batch("cuda:0", [1.0, 2.0, 3.0], [1, 2, 3], [10] * 3)
+    assert manager.record_metrics_batch("cuda:0", [2.0, 3.0, 4.0], [2, 3, 4], [10] * 3) == 3
+    assert timestamps(manager) == [1.0, 2.0, 3.0, 4.0]
+    with pytest.raises(ValueError) as raised:
+        manager.record_metrics_batch("cuda:0", [5.0, 4.0], [5, 9], [10, 10])
+    assert raised.value.index == 1 and raised.value.reason == "conflict"
+    assert raised.value.field == "memory_used_bytes" and raised.value.value == "9"
+    with pytest.raises(ValueError) as raised:
+        manager.record_metrics_batch("cuda:0", [6.0, 4_070_908_800.0], [1, 1], [10, 10])
+    assert raised.value.index == 1 and raised.value.reason == "future_timestamp"
+    assert timestamps(manager) == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
 
 
 def test_batch_gauges_are_checked_as_stored_floats():

@@ -23,7 +23,39 @@ TEST(RingBuffer, StartsEmptyWithItsCapacity) {
   EXPECT_TRUE(ring.empty());
   EXPECT_EQ(ring.size(), 0u);
   EXPECT_EQ(ring.capacity(), 4u);
-  EXPECT_GE(ring.storage_bytes(), 4 * sizeof(int));
+  EXPECT_EQ(ring.allocated(), 0u);  // storage comes with the elements
+  EXPECT_EQ(ring.storage_bytes(), 0u);
+}
+
+// Storage grows in chunks (doubling from kFirstChunk) up to exactly the bound,
+// keeping the elements in order, and never grows again once full.
+TEST(RingBuffer, StorageGrowsInChunksUpToTheBound) {
+  RingBuffer<int> ring(100);
+  std::vector<std::size_t> sizes_seen;
+  for (int i = 0; i < 250; ++i) {
+    ring.push(i);
+    if (sizes_seen.empty() || sizes_seen.back() != ring.allocated()) sizes_seen.push_back(ring.allocated());
+    ASSERT_GE(ring.allocated(), ring.size());
+  }
+  EXPECT_EQ(sizes_seen, (std::vector<std::size_t>{8, 16, 32, 64, 100}));
+  EXPECT_EQ(ring.storage_bytes(), 100 * sizeof(int));
+  EXPECT_EQ(ring.size(), 100u);
+  EXPECT_EQ(ring.front(), 150);
+  EXPECT_EQ(ring.back(), 249);
+}
+
+// Growing after pop_front (the age limit) and wrapping keeps the order.
+TEST(RingBuffer, GrowthAfterPopFrontAndWrapKeepsTheOrder) {
+  RingBuffer<int> ring(20);
+  std::vector<int> reference;
+  for (int i = 0; i < 8; ++i) ring.push(i), reference.push_back(i);
+  for (int i = 0; i < 5; ++i) ring.pop_front(), reference.erase(reference.begin());
+  for (int i = 8; i < 40; ++i) {
+    ring.push(i);
+    reference.push_back(i);
+    if (reference.size() > 20) reference.erase(reference.begin());
+    ASSERT_EQ(contents(ring), reference) << "after pushing " << i;
+  }
 }
 
 TEST(RingBuffer, PushBelowCapacityKeepsInsertionOrder) {
@@ -96,6 +128,7 @@ TEST(RingBuffer, ClearEmptiesAndKeepsCapacity) {
   ring.clear();
   EXPECT_TRUE(ring.empty());
   EXPECT_EQ(ring.capacity(), 3u);
+  EXPECT_EQ(ring.storage_bytes(), 0u);  // the storage is given back
   ring.push(42);
   EXPECT_EQ(contents(ring), (std::vector<int>{42}));
 }

@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include "gpucluster/core/errors.hpp"
+#include "gpucluster/telemetry/ring_buffer.hpp"
 
 namespace gpucluster {
 namespace {
@@ -55,7 +56,7 @@ const DeviceKey kA{"host-a", "cuda:0"};
 
 // The review's verification of fix #1: max 10, record 20 -> exactly the last 10.
 TEST(TelemetryStore, HistoryIsBoundedByCount) {
-  TelemetryStore store(HistoryLimits{10, std::nullopt});
+  TelemetryStore store(HistoryLimits{10, std::nullopt, std::nullopt});
   store.add_device(make_info("host-a", "cuda:0"));
   for (int i = 0; i < 20; ++i) store.record(kA, make_sample(i));
 
@@ -68,7 +69,7 @@ TEST(TelemetryStore, HistoryIsBoundedByCount) {
 }
 
 TEST(TelemetryStore, HistoryStaysBoundedOverManyWraps) {
-  TelemetryStore store(HistoryLimits{7, std::nullopt});
+  TelemetryStore store(HistoryLimits{7, std::nullopt, std::nullopt});
   store.add_device(make_info("host-a", "cuda:0"));
   for (int i = 0; i < 1000; ++i) {
     store.record(kA, make_sample(i));
@@ -99,7 +100,7 @@ TEST(TelemetryStore, HistoryReadsAreChronologicalAndKeepEveryField) {
 }
 
 TEST(TelemetryStore, HistoryLimitReturnsTheNewestInOrder) {
-  TelemetryStore store(HistoryLimits{10, std::nullopt});
+  TelemetryStore store(HistoryLimits{10, std::nullopt, std::nullopt});
   store.add_device(make_info("host-a", "cuda:0"));
   for (int i = 0; i < 20; ++i) store.record(kA, make_sample(i));
 
@@ -117,7 +118,7 @@ TEST(TelemetryStore, HistoryOfADeviceWithoutSamplesIsEmpty) {
 }
 
 TEST(TelemetryStore, HistoryIsBoundedByAge) {
-  TelemetryStore store(HistoryLimits{100, std::chrono::nanoseconds{seconds{5}}});
+  TelemetryStore store(HistoryLimits{100, std::chrono::nanoseconds{seconds{5}}, std::nullopt});
   store.add_device(make_info("host-a", "cuda:0"));
   for (int i = 0; i <= 20; ++i) store.record(kA, make_sample(i));
   // Newest is 20; samples older than 20 - 5 = 15 are dropped, 15 itself is kept.
@@ -129,27 +130,27 @@ TEST(TelemetryStore, HistoryIsBoundedByAge) {
 }
 
 TEST(TelemetryStore, AgeAndCountLimitsBothApply) {
-  TelemetryStore store(HistoryLimits{3, std::chrono::nanoseconds{seconds{100}}});
+  TelemetryStore store(HistoryLimits{3, std::chrono::nanoseconds{seconds{100}}, std::nullopt});
   store.add_device(make_info("host-a", "cuda:0"));
   for (int i = 0; i < 10; ++i) store.record(kA, make_sample(i));
   EXPECT_EQ(seconds_of(store.history(kA)), (std::vector<std::int64_t>{7, 8, 9}));
 }
 
 TEST(TelemetryStore, InvalidLimitsAreRejected) {
-  EXPECT_THROW(TelemetryStore(HistoryLimits{0, std::nullopt}), InputError);
-  EXPECT_THROW(TelemetryStore(HistoryLimits{10, std::chrono::nanoseconds{0}}), InputError);
-  EXPECT_THROW(TelemetryStore(HistoryLimits{10, std::chrono::nanoseconds{-5}}), InputError);
+  EXPECT_THROW(TelemetryStore(HistoryLimits{0, std::nullopt, std::nullopt}), InputError);
+  EXPECT_THROW(TelemetryStore(HistoryLimits{10, std::chrono::nanoseconds{0}, std::nullopt}), InputError);
+  EXPECT_THROW(TelemetryStore(HistoryLimits{10, std::chrono::nanoseconds{-5}, std::nullopt}), InputError);
   try {
-    TelemetryStore store(HistoryLimits{0, std::nullopt});
+    TelemetryStore store(HistoryLimits{0, std::nullopt, std::nullopt});
     FAIL() << "max_samples = 0 must be rejected";
   } catch (const InputError& e) {
     EXPECT_EQ(e.field(), "history.max_samples");
   }
-  EXPECT_NO_THROW(TelemetryStore(HistoryLimits{1, std::chrono::nanoseconds{1}}));
+  EXPECT_NO_THROW(TelemetryStore(HistoryLimits{1, std::chrono::nanoseconds{1}, std::nullopt}));
 }
 
 TEST(TelemetryStore, LatestIsTheNewestSample) {
-  TelemetryStore store(HistoryLimits{2, std::nullopt});
+  TelemetryStore store(HistoryLimits{2, std::nullopt, std::nullopt});
   store.add_device(make_info("host-a", "cuda:0"));
   store.record(kA, make_sample(1, 10));
   store.record(kA, make_sample(2, 20));
@@ -191,15 +192,157 @@ TEST(TelemetryStore, OlderSampleNeverOverwritesTheLatest) {
   EXPECT_EQ(store.latest(kA)->memory_used_bytes, 2000);
 }
 
-TEST(TelemetryStore, EqualTimestampIsAccepted) {
+// A retransmission (same device, timestamp and values) is acknowledged and not
+// stored again; the same timestamp with other values is a conflict.
+TEST(TelemetryStore, ExactDuplicateIsAcknowledgedAndNotStoredTwice) {
+  TelemetryStore store;
+  store.add_device(make_info("host-a", "cuda:0"));
+  EXPECT_EQ(store.record(kA, make_sample(10, 100)), RecordOutcome::stored);
+  EXPECT_EQ(store.record(kA, make_sample(10, 100)), RecordOutcome::duplicate);
+  EXPECT_EQ(store.record(kA, make_sample(10, 100)), RecordOutcome::duplicate);
+  EXPECT_EQ(seconds_of(store.history(kA)), (std::vector<std::int64_t>{10}));
+}
+
+TEST(TelemetryStore, SameTimestampWithOtherValuesIsAConflict) {
   TelemetryStore store;
   store.add_device(make_info("host-a", "cuda:0"));
   store.record(kA, make_sample(10, 100));
-  EXPECT_NO_THROW(store.record(kA, make_sample(10, 200)));
+  try {
+    store.record(kA, make_sample(10, 200));
+    FAIL() << "a second sample with the same timestamp must be a conflict";
+  } catch (const ValidationError& e) {
+    EXPECT_EQ(e.reason(), RejectReason::conflict);
+    EXPECT_EQ(e.field(), "memory_used_bytes");
+    EXPECT_EQ(e.value(), "200");
+    EXPECT_NE(std::string(e.what()).find("memory_used_bytes = 100"), std::string::npos) << e.what();
+  }
+  Sample unavailable_gauge = make_sample(10, 100);
+  unavailable_gauge.power_watts.reset();  // unavailable is not the held 100 W
+  try {
+    store.record(kA, unavailable_gauge);
+    FAIL() << "an unavailable gauge differs from a reported one";
+  } catch (const ValidationError& e) {
+    EXPECT_EQ(e.reason(), RejectReason::conflict);
+    EXPECT_EQ(e.field(), "power_watts");
+    EXPECT_EQ(e.value(), "unavailable");
+  }
   const std::vector<Sample> history = store.history(kA);
-  ASSERT_EQ(history.size(), 2u);
-  EXPECT_EQ(history[1].memory_used_bytes, 200);
-  EXPECT_EQ(store.latest(kA)->memory_used_bytes, 200);
+  ASSERT_EQ(history.size(), 1u);
+  EXPECT_EQ(history[0].memory_used_bytes, 100);
+}
+
+// A retransmission of an older sample the device still holds is a duplicate
+// too (not out of order); one it does not hold is out of order.
+TEST(TelemetryStore, RetransmittedOlderSampleIsADuplicateWhileHeld) {
+  TelemetryStore store(HistoryLimits{3, std::nullopt, std::nullopt});
+  store.add_device(make_info("host-a", "cuda:0"));
+  for (int t : {10, 20, 30, 40}) store.record(kA, make_sample(t, t));  // holds 20, 30, 40
+  EXPECT_EQ(store.record(kA, make_sample(30, 30)), RecordOutcome::duplicate);
+  EXPECT_EQ(store.record(kA, make_sample(20, 20)), RecordOutcome::duplicate);
+  try {
+    store.record(kA, make_sample(30, 31));
+    FAIL();
+  } catch (const ValidationError& e) {
+    EXPECT_EQ(e.reason(), RejectReason::conflict);
+  }
+  for (int t : {10, 25}) {  // 10 has left the history; 25 was never there
+    try {
+      store.record(kA, make_sample(t, t));
+      FAIL() << t;
+    } catch (const ValidationError& e) {
+      EXPECT_EQ(e.reason(), RejectReason::out_of_order);
+    }
+  }
+  EXPECT_EQ(seconds_of(store.history(kA)), (std::vector<std::int64_t>{20, 30, 40}));
+}
+
+// One sender stamping a sample in 2099 must not poison the device: the sample
+// is refused (future_timestamp) and true samples go on being stored.
+TEST(TelemetryStore, SampleFromTheFarFutureIsRejectedAndDoesNotPoisonTheDevice) {
+  Timestamp now = at(1'800'000'000);
+  ValidationLimits validation;
+  validation.max_future_skew = seconds{60};
+  TelemetryStore store(HistoryLimits{}, validation, [&now] { return now; });
+  store.add_device(make_info("host-a", "cuda:0"));
+  store.record(kA, make_sample(1'800'000'000));
+  try {
+    store.record(kA, make_sample(4'070'908'800));  // 2099-01-01
+    FAIL() << "a sample from 2099 must be rejected";
+  } catch (const ValidationError& e) {
+    EXPECT_EQ(e.reason(), RejectReason::future_timestamp);
+    EXPECT_EQ(e.field(), "timestamp");
+    EXPECT_NE(std::string(e.what()).find("ahead of the receiver's clock"), std::string::npos) << e.what();
+  }
+  now = at(1'800'000'001);
+  EXPECT_EQ(store.record(kA, make_sample(1'800'000'001)), RecordOutcome::stored);
+  // Within the skew is accepted; just past it is not.
+  EXPECT_EQ(store.record(kA, make_sample(1'800'000'061)), RecordOutcome::stored);
+  EXPECT_THROW(store.record(kA, make_sample(1'800'000'062)), ValidationError);
+  const auto batch =
+      store.record_batch(kA, std::vector<Sample>{make_sample(1'800'000'061), make_sample(1'800'000'070)});
+  EXPECT_EQ(batch.accepted, 1u);
+  EXPECT_EQ(batch.duplicates, 1u);
+  ASSERT_TRUE(batch.rejection);
+  EXPECT_EQ(batch.rejection->reason(), RejectReason::future_timestamp);
+  EXPECT_EQ(seconds_of(store.history(kA)), (std::vector<std::int64_t>{1'800'000'000, 1'800'000'001, 1'800'000'061}));
+}
+
+TEST(TelemetryStore, TheSkewIsChecked) {
+  ValidationLimits validation;
+  validation.max_future_skew = std::chrono::nanoseconds{0};
+  EXPECT_THROW(TelemetryStore(HistoryLimits{}, validation), InputError);
+}
+
+// With a budget, devices are registered while their full histories fit it.
+TEST(TelemetryStore, DevicesBeyondTheHistoryMemoryBudgetAreRefused) {
+  HistoryLimits limits{100, std::nullopt, std::nullopt};
+  limits.max_total_bytes = 3 * 100 * sizeof(Sample);
+  TelemetryStore store(limits);
+  for (int i = 0; i < 3; ++i) store.add_device(make_info("host-a", "cuda:" + std::to_string(i)));
+  EXPECT_NO_THROW(store.add_device(make_info("host-a", "cuda:1", "renamed")));  // an update takes no room
+  try {
+    store.add_device(make_info("host-a", "cuda:3"));
+    FAIL() << "a fourth device does not fit";
+  } catch (const InputError& e) {
+    EXPECT_EQ(e.field(), "history");
+    EXPECT_NE(e.rule().find("room for 3 devices"), std::string::npos) << e.rule();
+  }
+  EXPECT_EQ(store.device_count(), 3u);
+  store.remove_device(DeviceKey{"host-a", "cuda:0"});  // frees its room
+  EXPECT_NO_THROW(store.add_device(make_info("host-a", "cuda:3")));
+  // One device's history larger than the budget: the store cannot be made.
+  limits.max_total_bytes = 100 * sizeof(Sample) - 1;
+  EXPECT_THROW(TelemetryStore{limits}, InputError);
+}
+
+// History memory follows the samples held: a device with few samples holds
+// little, whatever the bound; a full history holds exactly the bound.
+TEST(TelemetryStore, HistoryMemoryFollowsTheSamplesHeld) {
+  TelemetryStore store(HistoryLimits{10'000, std::nullopt, std::nullopt});
+  const auto handle = store.add_device(make_info("host-a", "cuda:0"));
+  const auto allocated = [&] { return store.history_slots(kA); };
+  EXPECT_EQ(allocated(), 0u);
+  store.record(handle, make_sample(1));
+  EXPECT_LE(allocated(), RingBuffer<Sample>::kFirstChunk);
+  for (int t = 2; t <= 100; ++t) store.record(handle, make_sample(t));
+  EXPECT_LE(allocated(), 200u);
+  for (int t = 101; t <= 20'000; ++t) store.record(handle, make_sample(t));
+  EXPECT_EQ(allocated(), 10'000u);
+  EXPECT_EQ(store.history(kA).size(), 10'000u);
+}
+
+// A max_age longer than the time since the epoch keeps everything (no overflow).
+TEST(TelemetryStore, HugeMaxAgeDoesNotOverflow) {
+  TelemetryStore store(
+      HistoryLimits{10, std::chrono::nanoseconds{std::numeric_limits<std::int64_t>::max()}, std::nullopt});
+  store.add_device(make_info("host-a", "cuda:0"));
+  Sample early = make_sample(0);
+  early.timestamp = Timestamp{std::chrono::nanoseconds{std::numeric_limits<std::int64_t>::min() + 5}};
+  store.record(kA, early);
+  store.record(kA, make_sample(-100));  // newest - max_age is below the int64 range: everything is kept
+  EXPECT_EQ(store.history(kA).size(), 2u);
+  store.record(kA, make_sample(1));  // now `early` is older than newest - max_age
+  EXPECT_EQ(seconds_of(store.history(kA)), (std::vector<std::int64_t>{-100, 1}));
 }
 
 TEST(TelemetryStore, InvalidSampleIsRejectedAndNothingStored) {
@@ -360,7 +503,7 @@ TEST(TelemetryStore, WindowStatsSkipUnavailableFields) {
 }
 
 TEST(TelemetryStore, WindowStatsCoverOnlyTheRetainedWindow) {
-  TelemetryStore store(HistoryLimits{2, std::nullopt});
+  TelemetryStore store(HistoryLimits{2, std::nullopt, std::nullopt});
   store.add_device(make_info("host-a", "cuda:0"));
   for (int i = 1; i <= 4; ++i) store.record(kA, make_sample(i, i * 100));
   const WindowStats stats = store.window_stats(kA);
@@ -489,7 +632,7 @@ TEST(TelemetryStore, AddDeviceUpdatesStaticInfoAndKeepsHistory) {
   EXPECT_EQ(old_info->name, "old name");  // readers keep the copy they took
   EXPECT_EQ(seconds_of(store.history(kA)), (std::vector<std::int64_t>{0, 1, 2}));
   // Ordering still applies to the kept history.
-  EXPECT_THROW(store.record(kA, make_sample(1)), ValidationError);
+  EXPECT_THROW(store.record(kA, make_sample(1, 4242)), ValidationError);
 }
 
 TEST(TelemetryStore, InvalidDeviceInfoIsRejected) {
@@ -568,37 +711,38 @@ std::vector<Sample> samples_at(std::initializer_list<std::int64_t> seconds_list)
 }
 
 TEST(TelemetryStoreBatch, StoresEverySampleAndKeepsTheNewest) {
-  TelemetryStore store(HistoryLimits{10, std::nullopt});
+  TelemetryStore store(HistoryLimits{10, std::nullopt, std::nullopt});
   const auto handle = store.add_device(make_info("host-a", "cuda:0"));
   store.record(kA, make_sample(0));
   std::vector<Sample> batch;
   for (int i = 1; i <= 25; ++i) batch.push_back(make_sample(i, i));
   const auto result = store.record_batch(handle, batch);
-  EXPECT_EQ(result.stored, 25u);
+  EXPECT_EQ(result.accepted, 25u);
   EXPECT_FALSE(result.rejection);
   EXPECT_EQ(seconds_of(store.history(kA)), (std::vector<std::int64_t>{16, 17, 18, 19, 20, 21, 22, 23, 24, 25}));
   EXPECT_EQ(store.latest(kA)->memory_used_bytes, 25);
 }
 
 TEST(TelemetryStoreBatch, ShortBatchAppendsToTheHistory) {
-  TelemetryStore store(HistoryLimits{10, std::nullopt});
+  TelemetryStore store(HistoryLimits{10, std::nullopt, std::nullopt});
   store.add_device(make_info("host-a", "cuda:0"));
   store.record(kA, make_sample(1));
-  const auto result = store.record_batch(kA, samples_at({2, 2, 3}));  // equal timestamps are accepted
-  EXPECT_EQ(result.stored, 3u);
+  const auto result = store.record_batch(kA, samples_at({1, 2, 2, 3}));  // retransmissions: acknowledged once
+  EXPECT_EQ(result.accepted, 4u);
+  EXPECT_EQ(result.duplicates, 2u);
   EXPECT_FALSE(result.rejection);
-  EXPECT_EQ(seconds_of(store.history(kA)), (std::vector<std::int64_t>{1, 2, 2, 3}));
-  EXPECT_EQ(store.record_batch(kA, std::span<const Sample>{}).stored, 0u);
+  EXPECT_EQ(seconds_of(store.history(kA)), (std::vector<std::int64_t>{1, 2, 3}));
+  EXPECT_EQ(store.record_batch(kA, std::span<const Sample>{}).accepted, 0u);
 }
 
 TEST(TelemetryStoreBatch, StopsAtTheFirstInvalidSample) {
-  TelemetryStore store(HistoryLimits{10, std::nullopt});
+  TelemetryStore store(HistoryLimits{10, std::nullopt, std::nullopt});
   store.add_device(make_info("host-a", "cuda:0"));
   auto batch = samples_at({1, 2, 3, 4, 5});
   batch[3].temperature_celsius = std::numeric_limits<float>::quiet_NaN();
   batch[4].memory_used_bytes = -1;
   const auto result = store.record_batch(kA, batch);
-  EXPECT_EQ(result.stored, 3u);
+  EXPECT_EQ(result.accepted, 3u);
   ASSERT_TRUE(result.rejection);
   EXPECT_EQ(result.rejection->reason(), RejectReason::not_finite);
   EXPECT_EQ(result.rejection->field(), "temperature_celsius");
@@ -607,17 +751,17 @@ TEST(TelemetryStoreBatch, StopsAtTheFirstInvalidSample) {
 }
 
 TEST(TelemetryStoreBatch, OrderIsCheckedAgainstTheNewestAndInsideTheBatch) {
-  TelemetryStore store(HistoryLimits{10, std::nullopt});
+  TelemetryStore store(HistoryLimits{10, std::nullopt, std::nullopt});
   store.add_device(make_info("host-a", "cuda:0"));
   store.record(kA, make_sample(10));
   auto older = store.record_batch(kA, samples_at({9, 11}));
-  EXPECT_EQ(older.stored, 0u);
+  EXPECT_EQ(older.accepted, 0u);
   ASSERT_TRUE(older.rejection);
   EXPECT_EQ(older.rejection->reason(), RejectReason::out_of_order);
   EXPECT_EQ(seconds_of(store.history(kA)), (std::vector<std::int64_t>{10}));
 
-  auto inside = store.record_batch(kA, samples_at({11, 12, 11, 13}));
-  EXPECT_EQ(inside.stored, 2u);
+  auto inside = store.record_batch(kA, samples_at({11, 12, 9, 13}));
+  EXPECT_EQ(inside.accepted, 2u);
   ASSERT_TRUE(inside.rejection);
   EXPECT_EQ(inside.rejection->reason(), RejectReason::out_of_order);
   EXPECT_EQ(inside.rejection->field(), "timestamp");
@@ -625,19 +769,19 @@ TEST(TelemetryStoreBatch, OrderIsCheckedAgainstTheNewestAndInsideTheBatch) {
 }
 
 TEST(TelemetryStoreBatch, TheFirstRejectionWinsAsIfRecordedInTurn) {
-  TelemetryStore store(HistoryLimits{10, std::nullopt});
+  TelemetryStore store(HistoryLimits{10, std::nullopt, std::nullopt});
   store.add_device(make_info("host-a", "cuda:0"));
   // Out of order at 1, invalid values at 2: the out-of-order one comes first.
   auto batch = samples_at({5, 4, 6});
   batch[2].utilization_percent = 101.0f;
   auto result = store.record_batch(kA, batch);
-  EXPECT_EQ(result.stored, 1u);
+  EXPECT_EQ(result.accepted, 1u);
   EXPECT_EQ(result.rejection->reason(), RejectReason::out_of_order);
   // Both at 1: values are checked before the order, as record() does.
   batch = samples_at({6, 1});
   batch[1].utilization_percent = 101.0f;
   result = store.record_batch(kA, batch);
-  EXPECT_EQ(result.stored, 1u);
+  EXPECT_EQ(result.accepted, 1u);
   EXPECT_EQ(result.rejection->reason(), RejectReason::out_of_range);
   EXPECT_EQ(seconds_of(store.history(kA)), (std::vector<std::int64_t>{5, 6}));
 }
@@ -645,7 +789,7 @@ TEST(TelemetryStoreBatch, TheFirstRejectionWinsAsIfRecordedInTurn) {
 TEST(TelemetryStoreBatch, UnknownOrRemovedDeviceRejectsTheFirstSample) {
   TelemetryStore store;
   auto result = store.record_batch(kA, samples_at({1}));
-  EXPECT_EQ(result.stored, 0u);
+  EXPECT_EQ(result.accepted, 0u);
   ASSERT_TRUE(result.rejection);
   EXPECT_EQ(result.rejection->reason(), RejectReason::unknown_device);
   EXPECT_FALSE(store.record_batch(kA, std::span<const Sample>{}).rejection);  // nothing to reject
@@ -653,40 +797,76 @@ TEST(TelemetryStoreBatch, UnknownOrRemovedDeviceRejectsTheFirstSample) {
   const auto handle = store.add_device(make_info("host-a", "cuda:0"));
   store.remove_device(kA);
   result = store.record_batch(handle, samples_at({1, 2}));
-  EXPECT_EQ(result.stored, 0u);
+  EXPECT_EQ(result.accepted, 0u);
   ASSERT_TRUE(result.rejection);
   EXPECT_EQ(result.rejection->reason(), RejectReason::unknown_device);
 }
 
-// The batch must leave exactly the history that recording one by one leaves,
-// with count and age limits, over batches shorter and longer than the ring.
-TEST(TelemetryStoreBatch, SameHistoryAsRecordingInTurn) {
-  const HistoryLimits limits{7, std::chrono::nanoseconds{seconds{5}}};
-  for (const std::size_t batch_size : {1u, 3u, 7u, 8u, 30u}) {
-    TelemetryStore one_by_one(limits), batched(limits);
-    one_by_one.add_device(make_info("host-a", "cuda:0"));
-    batched.add_device(make_info("host-a", "cuda:0"));
-    std::int64_t t = 0;
-    for (int round = 0; round < 6; ++round) {
-      std::vector<Sample> batch;
-      for (std::size_t i = 0; i < batch_size; ++i) {
-        t += static_cast<std::int64_t>((i * 7 + static_cast<std::size_t>(round)) % 4);  // gaps of 0-3 s
-        batch.push_back(make_sample(t, static_cast<std::int64_t>(i)));
-      }
-      for (const Sample& s : batch) one_by_one.record(kA, s);
-      const auto result = batched.record_batch(kA, batch);
-      ASSERT_EQ(result.stored, batch.size());
-      const auto expected = one_by_one.history(kA), actual = batched.history(kA);
-      ASSERT_EQ(seconds_of(actual), seconds_of(expected)) << "batch of " << batch_size << ", round " << round;
-      for (std::size_t i = 0; i < expected.size(); ++i) {
-        EXPECT_EQ(actual[i].memory_used_bytes, expected[i].memory_used_bytes);
+// The batch must leave exactly the history, and give exactly the answer, that
+// recording one by one gives: with count and age limits, over batches shorter
+// and longer than the ring, with retransmissions (of the newest, of older held
+// samples, of samples earlier in the same batch), conflicts and older samples.
+TEST(TelemetryStoreBatch, SameOutcomeAsRecordingInTurn) {
+  const HistoryLimits limits{7, std::chrono::nanoseconds{seconds{5}}, std::nullopt};
+  std::uint64_t state = 12345;
+  const auto next = [&state](std::uint64_t below) {  // a small fixed-seed LCG: the cases are the same every run
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (state >> 33) % below;
+  };
+  for (const std::size_t batch_size : {1u, 2u, 3u, 7u, 8u, 30u}) {
+    for (int trial = 0; trial < 40; ++trial) {
+      TelemetryStore one_by_one(limits), batched(limits);
+      one_by_one.add_device(make_info("host-a", "cuda:0"));
+      batched.add_device(make_info("host-a", "cuda:0"));
+      std::vector<Sample> sent;  // every sample offered so far, to retransmit from
+      std::int64_t t = 100;
+      for (int round = 0; round < 5; ++round) {
+        std::vector<Sample> batch;
+        for (std::size_t i = 0; i < batch_size; ++i) {
+          const std::uint64_t kind = next(10);
+          if (kind == 0 && !sent.empty()) {
+            batch.push_back(sent[sent.size() - 1 - next(std::min<std::uint64_t>(sent.size(), 12))]);  // retransmit
+          } else if (kind == 1 && !sent.empty()) {
+            Sample clash = sent.back();  // same timestamp, other values
+            clash.memory_used_bytes += 1;
+            batch.push_back(clash);
+          } else if (kind == 2) {
+            batch.push_back(make_sample(t - static_cast<std::int64_t>(next(4)), 7));  // older, or equal
+          } else {
+            t += static_cast<std::int64_t>(next(3));  // gaps of 0-2 s
+            batch.push_back(make_sample(t, static_cast<std::int64_t>(next(3))));
+          }
+          sent.push_back(batch.back());
+        }
+        std::size_t expected_accepted = 0, expected_duplicates = 0;
+        std::optional<RejectReason> expected_reason;
+        for (const Sample& sample : batch) {
+          try {
+            if (one_by_one.record(kA, sample) == RecordOutcome::duplicate) ++expected_duplicates;
+            ++expected_accepted;
+          } catch (const ValidationError& e) {
+            expected_reason = e.reason();
+            break;
+          }
+        }
+        const auto result = batched.record_batch(kA, batch);
+        const std::string where = "batch of " + std::to_string(batch_size) + ", trial " + std::to_string(trial) +
+                                  ", round " + std::to_string(round);
+        ASSERT_EQ(result.accepted, expected_accepted) << where;
+        ASSERT_EQ(result.duplicates, expected_duplicates) << where;
+        ASSERT_EQ(result.rejection.has_value(), expected_reason.has_value()) << where;
+        if (expected_reason) {
+          ASSERT_EQ(result.rejection->reason(), *expected_reason) << where;
+        }
+        const auto expected = one_by_one.history(kA), actual = batched.history(kA);
+        ASSERT_EQ(actual, expected) << where;
       }
     }
   }
 }
 
 TEST(TelemetryStoreBatch, ConcurrentBatchesRecordsAndReads) {
-  TelemetryStore store(HistoryLimits{50, std::nullopt});
+  TelemetryStore store(HistoryLimits{50, std::nullopt, std::nullopt});
   const DeviceKey kB{"host-a", "cuda:1"};
   const auto a = store.add_device(make_info("host-a", "cuda:0"));
   store.add_device(make_info("host-a", "cuda:1"));
@@ -696,7 +876,7 @@ TEST(TelemetryStoreBatch, ConcurrentBatchesRecordsAndReads) {
       std::vector<Sample> batch;
       for (int i = 0; i < 20; ++i) batch.push_back(make_sample(r * 20 + i));
       const auto result = store.record_batch(a, batch);
-      EXPECT_EQ(result.stored, batch.size());
+      EXPECT_EQ(result.accepted, batch.size());
     }
   });
   std::thread recorder([&] {

@@ -23,6 +23,7 @@ struct ExpositionSnapshot {
   std::vector<DeviceState> devices;
   std::vector<RankedDevice> ranked;  // gpucluster_device_score for each device with a breakdown
   std::array<std::uint64_t, kRejectReasonCount> rejected_samples{};
+  std::uint64_t duplicate_samples = 0;
   std::uint64_t backend_errors = 0;
   DurationHistogram::Snapshot sample_durations;
   std::vector<HttpRequestCount> http_requests;

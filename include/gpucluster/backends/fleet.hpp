@@ -16,9 +16,11 @@
 // A device without "metrics" samples as memory_used_bytes 0 of memory_bytes with
 // every gauge unavailable (memory is the one field a sample must carry).
 
+#include <cstddef>
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
@@ -44,6 +46,15 @@ struct Fleet {
 // Throws InputError naming the JSON path (e.g. "devices[1].metrics.power_watts"),
 // or ValidationError for metrics that break a sample rule.
 Fleet parse_fleet(const nlohmann::json& document);
+
+// Limits of a fleet file, checked before and while it is parsed (a fleet of
+// 10,000 devices is about 5 MiB; a device object nests 3 levels deep).
+inline constexpr std::size_t kMaxFleetFileBytes = 8 * 1024 * 1024;
+inline constexpr std::size_t kMaxFleetDepth = 16;
+
+// Parses fleet JSON text within the limits above; `source` names it in errors
+// (a path). Throws InputError.
+Fleet parse_fleet_text(std::string_view text, const std::string& source);
 Fleet load_fleet(const std::filesystem::path& path);
 
 }  // namespace gpucluster

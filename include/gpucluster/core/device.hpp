@@ -55,7 +55,8 @@ struct DeviceInfo {
   std::optional<bool> supports_tensor_cores;
 };
 
-// A host name or local id: 1–256 characters, no '/', no control characters. Throws InputError.
+// A host name or local id: 1–256 characters, no '/', no control characters, not "." or "..".
+// Throws InputError.
 void validate_identifier(const std::string& id, const char* field);
 
 // Checks the static fields (non-empty ids, finite optional numbers); throws InputError.

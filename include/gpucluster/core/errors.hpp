@@ -40,8 +40,10 @@ enum class RejectReason : std::uint8_t {
   used_exceeds_total,
   out_of_order,
   unknown_device,
+  future_timestamp,  // further ahead of the receiver's clock than the allowed skew
+  conflict,          // same timestamp as a stored sample, other values (or a remote sample for a local device)
 };
-inline constexpr std::size_t kRejectReasonCount = 5;
+inline constexpr std::size_t kRejectReasonCount = 7;
 const char* to_string(RejectReason reason) noexcept;
 
 // A sample that failed validation. Nothing was stored.

@@ -52,6 +52,8 @@ struct Sample {
   std::optional<float> clock_mhz;
 
   std::int64_t memory_free_bytes() const noexcept { return memory_total_bytes - memory_used_bytes; }
+  // Every field equal: a retransmission of the same reading.
+  bool operator==(const Sample&) const = default;
 };
 
 // Fields that may be unavailable, for per-field availability reporting.

@@ -5,9 +5,12 @@
 // history, so recording for different devices never contends. Lock order:
 // map, then one device; never two devices at once.
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -25,6 +28,21 @@ namespace gpucluster {
 struct HistoryLimits {
   std::size_t max_samples = 100;                    // per device; at least 1
   std::optional<std::chrono::nanoseconds> max_age;  // samples older than newest - max_age are dropped
+  // Budget for the histories' worst case: a device is registered only while
+  // (devices + 1) * max_samples * sizeof(Sample) stays within it. Histories
+  // grow as samples arrive, so this bounds what they can come to hold.
+  std::optional<std::uint64_t> max_total_bytes;
+};
+
+// Bytes one device's full history takes (its ring of Samples).
+inline std::uint64_t history_bytes_per_device(const HistoryLimits& limits) noexcept {
+  return static_cast<std::uint64_t>(limits.max_samples) * sizeof(Sample);
+}
+
+// What record() did with a valid sample.
+enum class RecordOutcome : std::uint8_t {
+  stored,
+  duplicate,  // the device already holds this exact sample (a retransmission): acknowledged, not stored again
 };
 
 // A device as seen now: static info, availability, latest sample (if any).
@@ -66,12 +84,18 @@ class TelemetryStore {
   // A registered device's slot; recording through it skips the map lookup.
   using Handle = std::shared_ptr<DeviceSlot>;
 
-  explicit TelemetryStore(HistoryLimits limits = {}, ValidationLimits validation = {});
+  // The receiver's clock, for refusing samples from the future; empty: the
+  // system clock (coarse: the skew allowed is seconds, not nanoseconds).
+  using Clock = std::function<Timestamp()>;
+
+  explicit TelemetryStore(HistoryLimits limits = {}, ValidationLimits validation = {}, Clock clock = {});
   ~TelemetryStore();
   TelemetryStore(const TelemetryStore&) = delete;
   TelemetryStore& operator=(const TelemetryStore&) = delete;
 
-  // Registers a device or replaces its static info (history kept). Throws InputError on bad info.
+  // Registers a device or replaces its static info (history kept). Throws
+  // InputError on bad info, and when a new device would take the histories
+  // past limits.max_total_bytes.
   Handle add_device(DeviceInfo info);
   // Removes the device and its history; handles to it then throw UnknownDeviceError.
   bool remove_device(const DeviceKey& key);
@@ -79,22 +103,28 @@ class TelemetryStore {
   Handle handle(const DeviceKey& key) const;  // throws UnknownDeviceError
   std::size_t device_count() const;
 
-  // Validates, then stores. Throws ValidationError (nothing stored); an unregistered
-  // device is a ValidationError with reason unknown_device.
-  void record(const Handle& handle, const Sample& sample);
-  void record(const DeviceKey& key, const Sample& sample);
+  // Validates, then stores. Throws ValidationError (nothing stored): bad
+  // values; reason unknown_device for an unregistered device; future_timestamp
+  // for a timestamp more than validation.max_future_skew ahead of the clock;
+  // out_of_order for one older than the device's newest that it does not hold;
+  // conflict for a timestamp it holds with other values. A sample equal to
+  // one the device holds is a retransmission: `duplicate`, nothing changes.
+  RecordOutcome record(const Handle& handle, const Sample& sample);
+  RecordOutcome record(const DeviceKey& key, const Sample& sample);
 
-  // What record_batch did: samples[0, stored) were stored; when stored < size,
-  // `rejection` says why samples[stored] was not, and nothing after it was stored.
+  // What record_batch did: samples[0, accepted) were accepted (stored, or
+  // `duplicates` of them already held); when accepted < size, `rejection` says
+  // why samples[accepted] was not, and nothing after it was stored.
   struct BatchResult {
-    std::size_t stored = 0;
+    std::size_t accepted = 0;
+    std::size_t duplicates = 0;
     std::optional<ValidationError> rejection;
   };
-  // Records the samples in turn under one lock, each validated as record() would
-  // (values, then not older than the device's newest), stopping at the first
-  // rejected one. Only the newest samples the history can hold are copied in; the
-  // history ends exactly as if each had been recorded in turn. An unregistered or
-  // removed device rejects samples[0] (reason unknown_device). Throws nothing else.
+  // Records the samples in turn under one lock, each checked as record() would,
+  // stopping at the first rejected one. Only the newest samples the history can
+  // hold are copied in; the history ends exactly as if each had been recorded
+  // in turn. An unregistered or removed device rejects samples[0] (reason
+  // unknown_device). Throws nothing else (std::bad_alloc aside).
   BatchResult record_batch(const Handle& handle, std::span<const Sample> samples);
   BatchResult record_batch(const DeviceKey& key, std::span<const Sample> samples);
 
@@ -106,6 +136,9 @@ class TelemetryStore {
   // Chronological (oldest first), at most `limit` newest samples. Throws UnknownDeviceError.
   std::vector<Sample> history(const DeviceKey& key, std::size_t limit = SIZE_MAX) const;
   WindowStats window_stats(const DeviceKey& key) const;
+  // Sample slots allocated for the device's history now (it grows as samples
+  // arrive, up to limits().max_samples). Throws UnknownDeviceError.
+  std::size_t history_slots(const DeviceKey& key) const;
   ClusterAggregate aggregate() const;
 
   // Drops every device and sample (shutdown).
@@ -113,8 +146,15 @@ class TelemetryStore {
   const HistoryLimits& limits() const noexcept { return limits_; }
 
  private:
+  Timestamp now() const;
+
   HistoryLimits limits_;
   ValidationLimits validation_;
+  Clock clock_;
+  // With the system clock: the newest timestamp (ns) a sample could carry when
+  // the clock was last read. The clock only moves on, so anything up to it is
+  // still allowed.
+  mutable std::atomic<std::int64_t> future_limit_ns_{std::numeric_limits<std::int64_t>::min()};
   mutable std::shared_mutex map_mutex_;
   std::map<DeviceKey, Handle> devices_;  // ordered: states() comes out sorted by key
 };

@@ -2,6 +2,7 @@
 // Sample validation: every rule a stored sample must satisfy (seed fix #3 and
 // the Python design's NaN/ordering bugs). Pure functions; no state.
 
+#include <chrono>
 #include <optional>
 #include <string>
 
@@ -15,6 +16,10 @@ struct ValidationLimits {
   double max_temperature_celsius = 250.0;    // no silicon reports more and lives
   double max_power_watts = 100'000.0;        // far above any single accelerator
   double max_clock_mhz = 100'000.0;
+  // A sample stamped further ahead of the receiver's clock than this is
+  // rejected (future_timestamp): stored, it would make every true sample of
+  // its device "out of order" until the receiver's clock caught up.
+  std::chrono::nanoseconds max_future_skew = std::chrono::seconds{60};
 };
 
 // Throws InputError unless every limit is finite and each range non-empty.
