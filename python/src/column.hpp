@@ -226,7 +226,7 @@ void ingest(const BatchColumns& c, std::size_t n, const std::string& device, std
       if (missing[4][j] != 0 || !(t >= 0 && t <= 9e9)) {
         s.timestamp = checked_timestamp(missing[4][j] != 0 ? std::nan("") : t, device);  // throws
       } else {
-        s.timestamp = Timestamp{std::chrono::nanoseconds{static_cast<std::int64_t>(t * 1e9 + 0.5)}};
+        s.timestamp = timestamp_from_seconds(t);
       }
       s.memory_used_bytes = used[j];
       s.memory_total_bytes = total[j];
@@ -248,7 +248,7 @@ inline Sample batch_sample(const BatchColumns& c, std::size_t i, const std::stri
   if (!t || !(*t >= 0 && *t <= 9e9)) {
     s.timestamp = checked_timestamp(t ? *t : std::nan(""), device);  // throws
   } else {
-    s.timestamp = Timestamp{std::chrono::nanoseconds{static_cast<std::int64_t>(*t * 1e9 + 0.5)}};
+    s.timestamp = timestamp_from_seconds(*t);
   }
   s.memory_used_bytes = c.used->integer_at(i);
   s.memory_total_bytes = c.total->integer_at(i);
@@ -302,7 +302,7 @@ inline std::size_t validate_batch(const BatchColumns& c, std::size_t n, const st
       for (; j < count; ++j) {
         const double t = ts[j];
         bool ok = (missing[4][j] == 0) & (t >= 0.0) & (t <= 9e9);
-        const auto ns = static_cast<std::int64_t>((ok ? t : 0.0) * 1e9 + 0.5);
+        const std::int64_t ns = timestamp_from_seconds(ok ? t : 0.0).time_since_epoch().count();
         ok &= (ns > previous) & (ns <= max_timestamp_ns);
         ok &= (used[j] >= 0) & (total[j] > 0) & (used[j] <= total[j]);
         for (int g = 0; g < 4; ++g) {

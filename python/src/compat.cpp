@@ -173,8 +173,9 @@ class CompatCore {
   CompatCore(std::size_t max_history, bool auto_register, std::optional<double> staleness_seconds)
       : store_(HistoryLimits{max_history, std::nullopt, std::nullopt}), auto_register_(auto_register) {
     if (staleness_seconds) {
-      if (!std::isfinite(*staleness_seconds) || *staleness_seconds <= 0) {
-        throw InputError("staleness_seconds", fmt::format("{}", *staleness_seconds), "must be a positive number");
+      if (!std::isfinite(*staleness_seconds) || *staleness_seconds <= 0 || *staleness_seconds > 9.2e9) {
+        throw InputError("staleness_seconds", fmt::format("{}", *staleness_seconds),
+                         "must be a positive number of seconds up to 9.2e9");
       }
       scoring_.staleness = std::chrono::nanoseconds{std::llround(*staleness_seconds * 1e9)};
     } else {
@@ -237,7 +238,7 @@ class CompatCore {
       Py_DECREF(t);
       if (seconds == -1.0 && PyErr_Occurred()) throw py::error_already_set();
       if (seconds >= 0 && seconds <= 9e9) {  // checked_timestamp's conversion, without its std::string
-        s.timestamp = Timestamp{std::chrono::nanoseconds{std::llround(seconds * 1e9)}};
+        s.timestamp = timestamp_from_seconds(seconds);
       } else {
         s.timestamp = checked_timestamp(seconds, id_text(id));  // throws
       }

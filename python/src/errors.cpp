@@ -52,7 +52,7 @@ Timestamp checked_timestamp(double seconds, const std::string& device) {
     throw ValidationError(device, "timestamp", fmt::format("{}", seconds),
                           "must be within [0, 9e9] seconds since the epoch", RejectReason::out_of_range);
   }
-  return Timestamp{std::chrono::nanoseconds{std::llround(seconds * 1e9)}};
+  return timestamp_from_seconds(seconds);
 }
 
 py::object json_to_python(const std::string& text) {

@@ -442,15 +442,11 @@ double non_negative_at(const json& value, const FieldPath& field) {
   return number;
 }
 
-// The nanosecond nearest the double's exact value (seconds·10⁹ in one double
-// product would round to a multiple of 256 ns today). Whole seconds and the
-// fraction are converted apart: both steps are exact or correctly rounded.
-// Monotonic in seconds; for 0 <= seconds <= kMaxTimestampSeconds only.
+// The one conversion of the project (core's, exact to the nanosecond: see
+// sample.hpp), so the same float gives the same nanoseconds over HTTP and
+// through Python. Monotonic in seconds.
 Timestamp seconds_to_timestamp(double seconds) {
-  const double whole = std::floor(seconds);
-  const std::int64_t nanoseconds =
-      static_cast<std::int64_t>(whole) * 1'000'000'000 + std::llround((seconds - whole) * 1e9);
-  return Timestamp{std::chrono::nanoseconds{nanoseconds}};
+  return timestamp_from_seconds(seconds);
 }
 
 Timestamp timestamp_at(const json& value, const FieldPath& field) {

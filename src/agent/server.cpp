@@ -250,6 +250,14 @@ struct Agent::Impl {
   std::unordered_map<std::string, std::vector<std::string>> remote_hosts_by_device;
   std::unordered_map<std::string, std::size_t> remote_devices_per_host;
 
+  // Remote devices a heartbeat marked unavailable, with that heartbeat's time:
+  // a sample stamped later shows the device reporting again (docs/protocol.md).
+  std::mutex unavailable_mutex;
+  std::map<DeviceKey, Timestamp> unavailable_since;
+  std::atomic<std::size_t> unavailable_count{0};  // lets the hot path skip the lock when none is
+  void note_availability(const DeviceKey& key, bool available, Timestamp as_of);
+  void note_sample(const DeviceKey& key, Timestamp sample_time);
+
   std::mutex serve_mutex;
   std::condition_variable serve_done;
   bool serving = false;
@@ -590,10 +598,12 @@ void Agent::Impl::handle_telemetry(const HttpRequest& req, HttpResponse& res) {
     if (heartbeat->sample) outcome = manager.record(key, *heartbeat->sample);
     manager.set_availability(key, heartbeat->is_available,
                              heartbeat->is_available ? std::string{} : heartbeat->error_message);
+    note_availability(key, heartbeat->is_available, heartbeat->timestamp);
   } else {
     const auto& metrics = std::get<MetricsReport>(message);
     key = sample_device(metrics.device_id, metrics.hostname, true);
     outcome = manager.record(key, metrics.sample);
+    if (outcome == RecordOutcome::stored) note_sample(key, metrics.sample.timestamp);
   }
   // The hot path's answer, written directly (ids are validated identifiers, but
   // escape them anyway: the body must stay valid JSON whatever they hold).
@@ -601,6 +611,26 @@ void Agent::Impl::handle_telemetry(const HttpRequest& req, HttpResponse& res) {
   res.content_type = kJsonContentType;
   res.body = fmt::format(R"({{"device":{},"status":"{}"}})", json(key.str()).dump(),
                          outcome == RecordOutcome::duplicate ? "duplicate" : "accepted");
+}
+
+void Agent::Impl::note_availability(const DeviceKey& key, bool available, Timestamp as_of) {
+  std::lock_guard lock(unavailable_mutex);
+  if (available) {
+    unavailable_since.erase(key);
+  } else {
+    unavailable_since.insert_or_assign(key, as_of);
+  }
+  unavailable_count.store(unavailable_since.size());
+}
+
+void Agent::Impl::note_sample(const DeviceKey& key, Timestamp sample_time) {
+  if (unavailable_count.load() == 0) return;
+  std::lock_guard lock(unavailable_mutex);
+  const auto it = unavailable_since.find(key);
+  if (it == unavailable_since.end() || sample_time <= it->second) return;
+  unavailable_since.erase(it);
+  unavailable_count.store(unavailable_since.size());
+  manager.set_availability(key, true);
 }
 
 void Agent::Impl::handle_metrics(HttpResponse& res) const {

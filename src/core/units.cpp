@@ -57,8 +57,9 @@ std::uint64_t parse_size_bytes(std::string_view text, std::string_view field) {
   for (const Unit& unit : kUnits) {
     if (split.suffix != unit.suffix) continue;
     const double bytes = split.number * unit.multiplier;
-    if (bytes >= 18446744073709551615.0) throw InputError(std::string(field), std::string(text), "size too large");
-    return static_cast<std::uint64_t>(std::llround(bytes));
+    // 2^64 and above do not fit (and converting them would be undefined); below, round() is exact.
+    if (bytes >= 18446744073709551616.0) throw InputError(std::string(field), std::string(text), "size too large");
+    return static_cast<std::uint64_t>(std::round(bytes));
   }
   throw InputError(std::string(field), fmt::format("\"{}\"", text), kRule);
 }

@@ -81,11 +81,10 @@ ValidationError conflicting(const DeviceKey& key, const Sample& sample, const Sa
 
 ValidationError from_the_future(const DeviceKey& key, Timestamp timestamp, Timestamp now,
                                 std::chrono::nanoseconds skew) {
-  return ValidationError(
-      key.str(), "timestamp", format_timestamp(timestamp),
-      fmt::format("must not be more than {} ahead of the receiver's clock ({})",
-                  std::chrono::duration_cast<std::chrono::milliseconds>(skew), format_timestamp(now)),
-      RejectReason::future_timestamp);
+  return ValidationError(key.str(), "timestamp", format_timestamp(timestamp),
+                         fmt::format("must not be more than {} s ahead of the receiver's clock ({})",
+                                     static_cast<double>(skew.count()) / 1e9, format_timestamp(now)),
+                         RejectReason::future_timestamp);
 }
 
 // The newest timestamp a sample may carry now (saturating: a test clock may be anywhere).

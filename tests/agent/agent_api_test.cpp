@@ -283,6 +283,32 @@ TEST(AgentTelemetry, DocumentedExampleMessagesFeedTheAgent) {
   EXPECT_NE(metrics->body.find("host=\"node-a\""), std::string::npos);
 }
 
+// docs/protocol.md's examples in the order of its table: the unavailable
+// heartbeat marks the device unavailable; a sample stamped after it shows the
+// device reporting again; one stamped before it (a late delivery) does not.
+TEST(AgentTelemetry, ASampleAfterAnUnavailableHeartbeatMakesTheDeviceAvailableAgain) {
+  AgentProcess agent({"--fleet", home_fleet()});
+  auto client = agent.client();
+  const auto post = [&](const std::string& name) {
+    return client.Post("/v1/telemetry", read_file(source_path("examples/protocol/" + name)), "application/json");
+  };
+  const auto available = [&] { return body_of(client.Get("/v1/devices/node-a/cuda:0"))["available"]; };
+  ASSERT_EQ(post("registration.json")->status, 202);
+  ASSERT_EQ(post("heartbeat.json")->status, 202);
+  ASSERT_EQ(post("heartbeat-unavailable.json")->status, 202);
+  EXPECT_EQ(available(), false);
+  std::string late = read_file(source_path("examples/protocol/metrics.json"));
+  for (std::size_t at = late.find("1717171721.25"); at != std::string::npos; at = late.find("1717171721.25")) {
+    late.replace(at, 13, "1717171720.75");  // after the last sample, before the unavailable heartbeat
+  }
+  ASSERT_EQ(client.Post("/v1/telemetry", late, "application/json")->status, 202);
+  EXPECT_EQ(available(), false) << "a sample taken before the heartbeat says nothing of after it";
+  ASSERT_EQ(post("metrics.json")->status, 202);
+  EXPECT_EQ(available(), true);
+  ASSERT_EQ(post("metrics-partial.json")->status, 202);
+  EXPECT_EQ(available(), true);
+}
+
 TEST(AgentTelemetry, HeartbeatForAnUnregisteredDeviceIs404) {
   AgentProcess agent({"--fleet", home_fleet()});
   auto client = agent.client();

@@ -99,6 +99,10 @@ TEST_F(InputLimits, HistoryThatCannotFitInMemoryIsRefusedAtStart) {
   EXPECT_EQ(huge.exit_code, 2) << huge.err;
   EXPECT_NE(huge.err.find("--history-memory"), std::string::npos) << huge.err;
   EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds{10});
+  // So large that samples x 56 bytes passes 2^64: still refused, not wrapped around.
+  const Result wrapping =
+      run("agent --listen 127.0.0.1:0 --fleet " + example("fleet-home.json") + " --history 329406144173384851");
+  EXPECT_EQ(wrapping.exit_code, 2) << wrapping.err;
   // An explicit budget too small for one device's history, likewise.
   const Result small =
       run("agent --listen 127.0.0.1:0 --fleet " + example("fleet-home.json") + " --history 1000 --history-memory 1KiB");

@@ -88,3 +88,35 @@ def test_agent_refuses_what_the_module_refuses():
     with pytest.raises(ValueError):  # and the drop-in's serializer refuses NaN before it reaches the wire
         TelemetryProtocol.serialize_message(
             TelemetryProtocol.create_metrics_message(GPUMetrics("cuda:0", 1.0, 1, 2, float("nan"), 1.0, 1.0, 1)))
+
+
+def test_example_messages_reproduce_exactly():
+    """docs/protocol.md: to_protocol_json of each example file gives the file back (up to key order and
+    whitespace), the envelope timestamp included: one float, one nanosecond count, on every path."""
+    import pathlib
+    examples = pathlib.Path(__file__).resolve().parents[2] / "examples" / "protocol"
+    files = sorted(examples.glob("*.json"))
+    assert len(files) == 5
+    for path in files:
+        original = json.loads(path.read_text())
+        parsed = gpucluster.parse_telemetry_message(path.read_text())
+        back = json.loads(gpucluster.to_protocol_json(parsed, original["timestamp"]))
+        assert back == original, path.name
+
+
+@pytest.mark.parametrize("seconds", [1717171721.25, 1717171720.5, 0.1, 1.000000001, 1796000000.999999])
+def test_the_same_float_is_the_same_timestamp_over_the_wire_and_through_the_drop_in(seconds):
+    from gpucluster.exo_compat import GPUClusteringManager, GPUDevice
+    wire = TelemetryProtocol.create_metrics_message(GPUMetrics("cuda:0", seconds, 1, 2, None, None, None, None))
+    parsed = gpucluster.parse_telemetry_message(json.dumps(wire))
+    manager = GPUClusteringManager()
+    manager.register_device(GPUDevice(device_id="cuda:0", name="GPU", vendor="nvidia", backend="cuda",
+                                      compute_capability="9.0", memory_bytes=2, memory_available=2, compute_units=1,
+                                      tensor_core_count=0, max_threads_per_block=1024, clock_rate_mhz=1,
+                                      bandwidth_gbps=1.0, support_level="full", driver_version="1",
+                                      backend_name="cuda"))
+    manager._record(GPUMetrics("cuda:0", seconds, 1, 2, None, None, None, None))
+    manager.record_metrics_batch("cuda:0", [seconds], [1], [2])  # the same sample again: a duplicate
+    assert len(manager.get_metrics_history("cuda:0")) == 1
+    # The native Sample's conversion is the wire's too.
+    assert gpucluster.Sample(timestamp=seconds).timestamp_ns == parsed.sample.timestamp_ns

@@ -34,9 +34,11 @@ struct HistoryLimits {
   std::optional<std::uint64_t> max_total_bytes;
 };
 
-// Bytes one device's full history takes (its ring of Samples).
+// Bytes one device's full history takes (its ring of Samples); saturates.
 inline std::uint64_t history_bytes_per_device(const HistoryLimits& limits) noexcept {
-  return static_cast<std::uint64_t>(limits.max_samples) * sizeof(Sample);
+  constexpr std::uint64_t kMax = std::numeric_limits<std::uint64_t>::max();
+  const auto samples = static_cast<std::uint64_t>(limits.max_samples);
+  return samples > kMax / sizeof(Sample) ? kMax : samples * sizeof(Sample);
 }
 
 // What record() did with a valid sample.
