@@ -47,6 +47,21 @@ py::dict apply_plan_to(const Plan& plan, const py::handle& items_in) {
     const auto stop = static_cast<Py_ssize_t>(a.start + a.count);
     out[py::str(key_text(a.device))] = py::reinterpret_steal<py::object>(PyList_GetSlice(items.ptr(), start, stop));
   }
+  if (plan.unassigned > 0) {
+    // Never lose an item: what no device could take is raised with it, as the drop-in does.
+    const auto first = static_cast<Py_ssize_t>(plan.total_items - plan.unassigned);
+    const py::object unplaced = py::reinterpret_steal<py::object>(
+        PyList_GetSlice(items.ptr(), first, static_cast<Py_ssize_t>(plan.total_items)));
+    const py::object error_class = py::module_::import("gpucluster.errors").attr("UnplacedItemsError");
+    const std::string message = fmt::format(
+        "{} of {} items could not be placed (every device is at its max_per_device); the error's `unplaced` holds "
+        "them, `distribution` what was placed",
+        plan.unassigned, plan.total_items);
+    const py::object error = error_class(message, out, unplaced, "items", std::to_string(plan.unassigned),
+                                         "every item must be placed");
+    PyErr_SetObject(error_class.ptr(), error.ptr());
+    throw py::error_already_set();
+  }
   return out;
 }
 
@@ -371,7 +386,8 @@ void bind_types(py::module_& m) {
           },
           "device id -> count")
       .def("apply", &apply_plan_to, py::arg("items"),
-           "device id -> list of the caller's items (len(items) must equal total_items).")
+           "device id -> list of the caller's items (len(items) must equal total_items). Raises "
+           "UnplacedItemsError (with .distribution and .unplaced) when the plan leaves items unassigned.")
       .def(
           "unassigned_items",
           [](const Plan& p, const py::sequence& items) {

@@ -133,6 +133,11 @@ def test_plans_have_ranges_unassigned_and_apply(manager):
     assert capped.unassigned_items(list(range(25))) == [20, 21, 22, 23, 24]
     with pytest.raises(gpucluster.PlanError):
         capped.apply(range(3))
+    # apply never drops an item silently: the unplaced ones are raised with what was placed.
+    with pytest.raises(gpucluster.UnplacedItemsError) as raised:
+        capped.apply(list(range(25)))
+    assert raised.value.unplaced == [20, 21, 22, 23, 24]
+    assert sum(len(part) for part in raised.value.distribution.values()) == 20
 
     weighted = manager.plan("capacity", items=100, weights={"cuda:0": 29, "cuda:1": 71})
     assert weighted.counts() == {"lab/cuda:0": 29, "lab/cuda:1": 71}
