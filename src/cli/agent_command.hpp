@@ -15,6 +15,12 @@ struct AgentOptions {
   std::string token_file;  // empty: no token (loopback only)
   std::string drain_timeout = "10s";
   std::size_t threads = 0;  // 0: one per CPU core
+  // Connection timeouts and the body budget (docs/agent.md, "Connections").
+  std::string head_timeout = "10s";
+  std::string body_timeout = "10s";
+  std::string write_timeout = "10s";
+  std::string idle_timeout = "60s";
+  std::string max_body_memory = "64MiB";
 };
 
 // Serves until SIGTERM/SIGINT, then drains in-flight requests within the
