@@ -123,6 +123,8 @@ const std::string* HttpRequest::query_value(std::string_view name) const {
 
 class HttpSession;
 
+namespace {
+
 // At most one log line per interval; the lines left out in between are counted
 // and reported with the next one, so a storm (descriptors exhausted, a flood of
 // connections) cannot fill the disk. Used from one thread (the acceptor's).
@@ -164,6 +166,8 @@ std::chrono::milliseconds sweep_interval_of(const HttpServerOptions& options) {
       std::min({options.head_timeout, options.body_timeout, options.write_timeout, options.idle_timeout});
   return std::clamp(shortest / 4, std::chrono::milliseconds{10}, std::chrono::milliseconds{1000});
 }
+
+}  // namespace
 
 struct HttpServer::Impl {
   Impl(HttpServerOptions server_options, HttpHandler request_handler, HttpRefusal request_refusal,

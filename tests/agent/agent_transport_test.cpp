@@ -43,11 +43,15 @@ std::string home_fleet() {
 // A blocking loopback connection; reads wait at most 5 s each.
 class Connection {
  public:
-  explicit Connection(int port) {
+  // receive_buffer_bytes: SO_RCVBUF set before connecting (0: the default).
+  explicit Connection(int port, int receive_buffer_bytes = 0) {
     fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     timeval timeout{5, 0};
     ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
     ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+    if (receive_buffer_bytes > 0) {
+      ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer_bytes, sizeof receive_buffer_bytes);
+    }
     sockaddr_in address{};
     address.sin_family = AF_INET;
     address.sin_port = htons(static_cast<std::uint16_t>(port));
@@ -331,6 +335,39 @@ TEST(AgentTimeouts, HeadBodyAndIdleTimeoutsCloseConnections) {
     EXPECT_TRUE(within(took, 490)) << (took ? took->count() : -1) << " ms";
   }
   EXPECT_TRUE(agent.running());
+}
+
+// A client that does not take its answer: /metrics of 6,000 devices (about
+// 5 MB) is more than the socket buffers hold, so the write stalls.
+TEST(AgentTimeouts, WriteTimeoutClosesAConnectionWhoseClientDoesNotRead) {
+  const auto fleet_path =
+      std::filesystem::temp_directory_path() / ("gpucluster-big-fleet-" + std::to_string(::getpid()) + ".json");
+  {
+    json fleet = json::parse(read_text(home_fleet()));
+    const json model = fleet["devices"][0];
+    fleet["devices"] = json::array();
+    for (int i = 0; i < 6000; ++i) {
+      json device = model;
+      device["device_id"] = "cuda:" + std::to_string(i);
+      device.erase("uuid");
+      device.erase("pci_bus_id");
+      fleet["devices"].push_back(std::move(device));
+    }
+    std::ofstream(fleet_path) << fleet.dump();
+  }
+  AgentProcess agent({"--fleet", fleet_path.string(), "--write-timeout", "300ms"});
+  Connection reader(agent.port(), 4096);
+  reader.send("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+  std::this_thread::sleep_for(1500ms);           // not reading: the answer cannot be written in time
+  const std::string answer = reader.read_all();  // what the kernel buffered, then the close
+  ASSERT_EQ(answer.rfind("HTTP/1.1 200", 0), 0U) << answer.substr(0, 200);
+  const std::size_t length_at = answer.find("Content-Length: ");
+  ASSERT_NE(length_at, std::string::npos);
+  const std::size_t length = std::stoul(answer.substr(length_at + 16));
+  EXPECT_GT(length, 4'500'000U);  // more than the largest send buffer (tcp_wmem: 4 MiB)
+  EXPECT_LT(answer.size() - answer.find("\r\n\r\n") - 4, length) << "the whole answer arrived: the write did not stall";
+  EXPECT_TRUE(agent.running());
+  std::filesystem::remove(fleet_path);
 }
 
 // The default the documentation promises (10 s), not a configured one.
