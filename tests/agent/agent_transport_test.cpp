@@ -540,6 +540,14 @@ TEST(AgentBodyBudget, BodiesBeyondTheDefaultBudgetAre503WithRetryAfterBeforeBein
   EXPECT_EQ(healthz->status, 200);
 }
 
+// ThreadSanitizer's shadow memory is several times the memory it shadows:
+// resident sizes say nothing about the agent's own use in that build.
+#if defined(__SANITIZE_THREAD__)
+constexpr bool kResidentSizeIsMeaningful = false;
+#else
+constexpr bool kResidentSizeIsMeaningful = true;
+#endif
+
 struct Pinned {
   long long rss_growth_kib = 0;
   int held = 0;     // connections the agent kept reading
@@ -586,7 +594,9 @@ TEST(AgentBodyBudget, MemoryPinnedByHostileConnectionsIsBoundedByTheBudget) {
   EXPECT_EQ(pinned.held, 8);  // 8 bodies of 1 MiB fill the budget
   EXPECT_EQ(pinned.refused, 92);
   EXPECT_GT(pinned.answered_503, 0);
-  EXPECT_LT(pinned.rss_growth_kib, 16 * 1024);  // 8 MiB of bodies, plus buffers: far below 100 MiB
+  if (kResidentSizeIsMeaningful) {
+    EXPECT_LT(pinned.rss_growth_kib, 16 * 1024);  // 8 MiB of bodies, plus buffers: far below 100 MiB
+  }
   EXPECT_TRUE(agent.running());
 }
 
@@ -605,7 +615,9 @@ TEST(AgentSecurity, UnauthenticatedPostsPinNoBodyMemory) {
   EXPECT_EQ(pinned.held, 0);
   EXPECT_EQ(pinned.refused, 300);
   EXPECT_GT(pinned.answered_401, 0);
-  EXPECT_LT(pinned.rss_growth_kib, 8 * 1024);  // 0.3 MiB measured; ASan's quarantine keeps freed memory resident
+  if (kResidentSizeIsMeaningful) {
+    EXPECT_LT(pinned.rss_growth_kib, 8 * 1024);  // 0.3 MiB measured; ASan's quarantine keeps freed memory resident
+  }
   EXPECT_TRUE(agent.running());
   std::filesystem::remove(token_path);
 }
