@@ -366,6 +366,12 @@ std::string render_exposition(const ExpositionSnapshot& snapshot) {
 
   append_histogram(out, "gpucluster_http_request_duration_seconds", "Duration of HTTP requests, in seconds.",
                    snapshot.http_request_durations);
+
+  constexpr std::string_view kAcceptErrors = "gpucluster_http_accept_errors_total";
+  append_header(out, kAcceptErrors, "counter",
+                "Failed accepts of HTTP connections (open-files limit or memory exhausted); each is retried after a "
+                "back-off.");
+  fmt::format_to(Out(out), "{} {}\n", kAcceptErrors, snapshot.http_accept_errors);
   return out;
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <cerrno>
 #include <iterator>
 #include <mutex>
 #include <optional>
@@ -17,6 +18,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/read_size.hpp>
 #include <boost/beast/http.hpp>
 
 #include "gpucluster/core/errors.hpp"
@@ -121,15 +123,64 @@ const std::string* HttpRequest::query_value(std::string_view name) const {
 
 class HttpSession;
 
+namespace {
+
+// At most one log line per interval; the lines left out in between are counted
+// and reported with the next one, so a storm (descriptors exhausted, a flood of
+// connections) cannot fill the disk. Used from one thread (the acceptor's).
+class LogLimiter {
+ public:
+  explicit LogLimiter(Clock::duration interval) : interval_(interval) {}
+  // True when a line may be logged now; `suppressed` is then the number left out since the last one.
+  bool allow(Clock::time_point now, std::uint64_t& suppressed) {
+    if (logged_ && now - last_ < interval_) {
+      ++suppressed_;
+      return false;
+    }
+    suppressed = suppressed_;
+    suppressed_ = 0;
+    last_ = now;
+    logged_ = true;
+    return true;
+  }
+
+ private:
+  Clock::duration interval_;
+  Clock::time_point last_{};
+  std::uint64_t suppressed_ = 0;
+  bool logged_ = false;
+};
+
+constexpr std::chrono::seconds kLogInterval{10};
+// A failed accept is retried after 10 ms, doubling up to 1 s, back to 10 ms
+// after a success: the listening socket stays readable while descriptors are
+// exhausted, and retrying at once would spin.
+constexpr std::chrono::milliseconds kAcceptBackoffMin{10};
+constexpr std::chrono::milliseconds kAcceptBackoffMax{1000};
+
+// The sweep that closes timed-out connections runs every second, or every
+// quarter of the shortest timeout when that is shorter (10 ms at least): a
+// connection is closed at most that long after its deadline.
+std::chrono::milliseconds sweep_interval_of(const HttpServerOptions& options) {
+  const auto shortest =
+      std::min({options.head_timeout, options.body_timeout, options.write_timeout, options.idle_timeout});
+  return std::clamp(shortest / 4, std::chrono::milliseconds{10}, std::chrono::milliseconds{1000});
+}
+
+}  // namespace
+
 struct HttpServer::Impl {
   Impl(HttpServerOptions server_options, HttpHandler request_handler, HttpRefusal request_refusal,
-       HttpObserver request_observer)
+       HttpObserver request_observer, HttpHeadCheck request_head_check)
       : options(server_options),
         handler(std::move(request_handler)),
         refusal(std::move(request_refusal)),
         observer(std::move(request_observer)),
+        head_check(std::move(request_head_check)),
+        sweep_interval(sweep_interval_of(server_options)),
         contexts(make_contexts(std::max<std::size_t>(1, server_options.threads))),
         acceptor(*contexts.front()),
+        accept_timer(*contexts.front()),
         sweep_timer(*contexts.front()) {
     for (const auto& context : contexts) guards.push_back(net::make_work_guard(*context));
   }
@@ -144,7 +195,13 @@ struct HttpServer::Impl {
   HttpHandler handler;
   HttpRefusal refusal;
   HttpObserver observer;
+  HttpHeadCheck head_check;
+  std::chrono::milliseconds sweep_interval;
   std::atomic<bool> stopping{false};
+  // Body bytes announced (Content-Length) by requests being read or answered,
+  // across all connections; at most options.max_body_memory_bytes.
+  std::atomic<std::size_t> body_bytes_reserved{0};
+  std::atomic<std::uint64_t> accept_errors{0};
   // Declared before the loops: a session destroyed with their pending handlers still finds them.
   std::mutex sessions_mutex;
   std::unordered_map<HttpSession*, std::weak_ptr<HttpSession>> sessions;
@@ -154,62 +211,127 @@ struct HttpServer::Impl {
   std::vector<std::unique_ptr<net::io_context>> contexts;
   std::vector<net::executor_work_guard<net::io_context::executor_type>> guards;  // until stop()
   std::size_t next_context = 0;
-  tcp::acceptor acceptor;         // on contexts[0]
-  net::steady_timer sweep_timer;  // closes timed-out connections; on contexts[0]
+  tcp::acceptor acceptor;          // on contexts[0]
+  net::steady_timer accept_timer;  // the back-off after a failed accept; on contexts[0]
+  net::steady_timer sweep_timer;   // closes timed-out connections; on contexts[0]
+  // Used on contexts[0] only (the acceptor's handlers).
+  std::chrono::milliseconds accept_backoff{0};
+  LogLimiter accept_log{kLogInterval};
+  LogLimiter refused_log{kLogInterval};
 
   void accept();
+  void accept_failed(boost::system::error_code ec);
   void sweep();
   std::vector<std::shared_ptr<HttpSession>> live_sessions();
   void forget(HttpSession* session);
+
+  // Reserves `bytes` of the body budget; false (nothing reserved) when they do not fit.
+  bool reserve_body(std::size_t bytes) {
+    std::size_t current = body_bytes_reserved.load();
+    do {
+      if (bytes > options.max_body_memory_bytes - current) return false;  // current ≤ the budget, always
+    } while (!body_bytes_reserved.compare_exchange_weak(current, current + bytes));
+    return true;
+  }
+  void release_body(std::size_t bytes) { body_bytes_reserved.fetch_sub(bytes); }
 };
 
-// One connection: read a head, check it, read the body, answer, repeat.
-// Every step runs on the connection's event loop (one thread).
+// One connection: wait for a request's first byte, read its head, check it,
+// read the body, answer, repeat. Every step runs on the connection's event
+// loop (one thread), the sweep's checks too.
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
   // server outlives every session: serve() returns only once all have ended.
   HttpSession(tcp::socket socket, HttpServer::Impl& server) : socket_(std::move(socket)), server_(&server) {}
-  ~HttpSession() { server_->forget(this); }
+  ~HttpSession() {
+    release_body();
+    server_->forget(this);
+  }
 
   void start() {
     boost::system::error_code ignored;
     socket_.set_option(tcp::no_delay(true), ignored);  // answers are one write; no Nagle wait behind it
     buffer_.reserve(4096);                             // a request (head + a heartbeat's body) in one read
-    read_head();
+    phase_ = Phase::head;                              // the head timeout runs from the accept
+    set_deadline(server_->options.head_timeout);
+    next_request();
   }
 
   tcp::socket::executor_type executor() { return socket_.get_executor(); }
 
-  // From the sweep timer: close when past the deadline, or idle while stopping.
+  // From the sweep timer: close when past the deadline, or, while stopping,
+  // when no request is in flight (waiting for one, or its head incomplete).
   void check(Clock::time_point now, bool stopping) {
     net::post(socket_.get_executor(), [self = shared_from_this(), now, stopping] {
-      const bool expired = now >= Clock::time_point(Clock::duration(self->deadline_.load()));
-      if (expired || (stopping && self->idle_ && self->buffer_.size() == 0)) self->close();
+      const bool in_flight = self->phase_ == Phase::body || self->phase_ == Phase::writing;
+      if (now >= self->deadline_ || (stopping && !in_flight)) self->close();
     });
   }
 
  private:
-  void set_deadline(std::chrono::milliseconds from_now) {
-    deadline_.store((Clock::now() + from_now).time_since_epoch().count());
+  enum class Phase : std::uint8_t {
+    idle,     // keep-alive: waiting for the next request's first byte (idle_timeout)
+    head,     // from the accept or the first byte until the head is complete (head_timeout)
+    body,     // the head arrived: the request is in flight; reading its body (body_timeout)
+    writing,  // the answer is being written (write_timeout)
+  };
+
+  void set_deadline(std::chrono::milliseconds from_now) { deadline_ = Clock::now() + from_now; }
+
+  void release_body() {
+    if (reserved_body_bytes_ == 0) return;
+    server_->release_body(reserved_body_bytes_);
+    reserved_body_bytes_ = 0;
   }
 
-  void read_head() {
-    if (server_->stopping.load() && buffer_.size() == 0) return close();
-    idle_ = true;
-    set_deadline(server_->options.idle_timeout);
+  void next_request() {
+    release_body();
+    if (server_->stopping.load()) return close();  // draining: no new request on this connection
+    request_ = HttpRequest{};
+    keep_alive_ = true;
+    http_1_0_ = false;
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(server_->options.max_head_bytes));
     parser_->body_limit(server_->options.max_body_bytes);
+    if (buffer_.size() > 0) {  // pipelined: the next request has begun
+      begin_head();
+      return parse_head();
+    }
+    if (phase_ != Phase::head) {  // (a new connection's head timeout already runs)
+      phase_ = Phase::idle;
+      set_deadline(server_->options.idle_timeout);
+    }
+    socket_.async_read_some(buffer_.prepare(boost::beast::read_size(buffer_, 65536)),
+                            [self = shared_from_this()](boost::system::error_code ec, std::size_t bytes) {
+                              self->buffer_.commit(bytes);
+                              if (ec) return self->close();  // the peer closed, or the sweep did
+                              self->begin_head();
+                              self->parse_head();
+                            });
+  }
+
+  void begin_head() {
+    if (phase_ == Phase::head) return;
+    phase_ = Phase::head;
+    set_deadline(server_->options.head_timeout);
+  }
+
+  // The head from the buffer when it is all there, else read the rest.
+  void parse_head() {
+    boost::system::error_code ec;
+    buffer_.consume(parser_->put(buffer_.data(), ec));
+    if (ec == http::error::need_more) ec = {};
+    if (ec || parser_->is_header_done()) return on_head(ec);
     http::async_read_header(
         socket_, buffer_, *parser_,
-        [self = shared_from_this()](boost::system::error_code ec, std::size_t) { self->on_head(ec); });
+        [self = shared_from_this()](boost::system::error_code read_error, std::size_t) { self->on_head(read_error); });
   }
 
   void on_head(boost::system::error_code ec) {
-    request_ = HttpRequest{};
-    idle_ = false;
     started_ = Clock::now();
-    set_deadline(server_->options.request_timeout);
+    request_.head_received = started_;
+    phase_ = Phase::body;
+    set_deadline(server_->options.body_timeout);
     if (ec == http::error::body_limit) {  // the parser checks Content-Length against the limit with the head
       const auto& head = parser_->get();
       request_.method = std::string(head.method_string());
@@ -241,6 +363,15 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
                     fmt::format("at most {} bytes", server_->options.max_target_bytes));
     }
     for (const auto& field : head) request_.headers.emplace_back(field.name_string(), field.value());
+    const std::string_view target = request_.target;
+    const std::size_t question = target.find('?');
+    request_.path = percent_decode(target.substr(0, question), false);
+    if (question != std::string_view::npos) request_.query = parse_query(target.substr(question + 1));
+    request_.head_only = head.method() == http::verb::head;
+    if (request_.head_only) request_.method = "GET";
+    keep_alive_ = head.keep_alive();
+    http_1_0_ = head.version() == 10;
+
     // Chunked bodies, and bodies whose end only the peer's close would mark,
     // are refused before any of them is read (nothing unbounded is buffered).
     const bool carries_body =
@@ -260,7 +391,26 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
                     std::string(request_.header("Content-Length")),
                     fmt::format("at most {} bytes", server_->options.max_body_bytes));
     }
-    if (length && *length > 0 && iequals(request_.header("Expect"), "100-continue")) return send_continue();
+    // The owner's check (the token) before any body byte is read or held.
+    if (server_->head_check) {
+      if (std::optional<HttpResponse> refused = server_->head_check(request_)) {
+        return send(std::move(*refused), false);  // the body was not read: the connection cannot go on
+      }
+    }
+    if (length && *length > 0) {
+      const auto bytes = static_cast<std::size_t>(*length);
+      if (!server_->reserve_body(bytes)) {
+        HttpResponse busy = server_->refusal(
+            503, "overloaded",
+            fmt::format("the agent holds too many request bodies; retry in {} s", server_->options.retry_after.count()),
+            "(body)", std::string(request_.header("Content-Length")),
+            fmt::format("at most {} body bytes held across all connections", server_->options.max_body_memory_bytes));
+        busy.headers.emplace_back("Retry-After", std::to_string(server_->options.retry_after.count()));
+        return send(std::move(busy), false);
+      }
+      reserved_body_bytes_ = bytes;
+      if (iequals(request_.header("Expect"), "100-continue")) return send_continue();
+    }
     read_body();
   }
 
@@ -294,16 +444,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
                     fmt::format("at most {} bytes", server_->options.max_body_bytes));
     }
     if (ec) return close();
-    auto& message = parser_->get();
-    request_.body = std::move(message.body());
-    const std::string_view target = request_.target;
-    const std::size_t question = target.find('?');
-    request_.path = percent_decode(target.substr(0, question), false);
-    if (question != std::string_view::npos) request_.query = parse_query(target.substr(question + 1));
-    request_.head_only = message.method() == http::verb::head;
-    if (request_.head_only) request_.method = "GET";
-    keep_alive_ = message.keep_alive();
-    http_1_0_ = message.version() == 10;
+    request_.body = std::move(parser_->get().body());
 
     HttpResponse response;
     try {
@@ -312,6 +453,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       spdlog::error("{} {}: unhandled exception: {}", request_.method, request_.path, e.what());
       response = server_->refusal(500, "internal", "internal error (logged by the agent)", "", "", "");
     }
+    std::string().swap(request_.body);  // answered: the body's memory goes back now, not after the write
+    release_body();
     send(std::move(response), keep_alive_ && !server_->stopping.load());
   }
 
@@ -326,6 +469,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   // The answer in one buffer, one write (reused across requests: no allocation
   // once it has grown). Beast's serializer costs more per small answer.
   void send(HttpResponse response, bool keep_alive) {
+    phase_ = Phase::writing;
+    set_deadline(server_->options.write_timeout);
     if (server_->observer) server_->observer(request_, response, Clock::now() - started_);
     const auto status = static_cast<http::status>(response.status);
     out_.clear();
@@ -343,11 +488,12 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     net::async_write(socket_, net::buffer(out_),
                      [self = shared_from_this(), keep_alive](boost::system::error_code ec, std::size_t) {
                        if (ec || !keep_alive) return self->close();
-                       self->read_head();
+                       self->next_request();
                      });
   }
 
   void close() {
+    release_body();
     boost::system::error_code ignored;
     socket_.shutdown(tcp::socket::shutdown_both, ignored);
     socket_.close(ignored);
@@ -361,9 +507,10 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   std::string out_;  // the answer being written
   bool keep_alive_ = true;
   bool http_1_0_ = false;
-  bool idle_ = true;  // waiting for the next request's head
+  Phase phase_ = Phase::head;
+  std::size_t reserved_body_bytes_ = 0;  // of the server's body budget, for the request being read or answered
   Clock::time_point started_;
-  std::atomic<Clock::rep> deadline_{Clock::time_point::max().time_since_epoch().count()};
+  Clock::time_point deadline_ = Clock::time_point::max();
 };
 
 void HttpServer::Impl::forget(HttpSession* session) {
@@ -386,46 +533,66 @@ void HttpServer::Impl::accept() {
   next_context = (next_context + 1) % contexts.size();
   acceptor.async_accept(context, [self = this](boost::system::error_code ec, tcp::socket socket) {
     if (ec == net::error::operation_aborted || self->stopping.load()) return;  // closed by stop()
-    if (!ec) {
-      std::shared_ptr<HttpSession> session;
-      {
-        std::lock_guard lock(self->sessions_mutex);
-        if (self->sessions.size() < self->options.max_connections) {
-          session = std::make_shared<HttpSession>(std::move(socket), *self);
-          self->sessions.emplace(session.get(), session);
-        }
+    if (ec) return self->accept_failed(ec);
+    self->accept_backoff = std::chrono::milliseconds{0};
+    std::shared_ptr<HttpSession> session;
+    {
+      std::lock_guard lock(self->sessions_mutex);
+      if (self->sessions.size() < self->options.max_connections) {
+        session = std::make_shared<HttpSession>(std::move(socket), *self);
+        self->sessions.emplace(session.get(), session);
       }
-      if (session) {
-        // Everything a session does happens on its own event loop, its start too.
-        net::post(session->executor(), [session] { session->start(); });
-      } else {
-        spdlog::warn("refused a connection: {} connections are open", self->options.max_connections);
-      }
-    } else {
-      spdlog::warn("accept failed: {}", ec.message());
+    }
+    if (session) {
+      // Everything a session does happens on its own event loop, its start too.
+      net::post(session->executor(), [session] { session->start(); });
+    } else if (std::uint64_t suppressed = 0; self->refused_log.allow(Clock::now(), suppressed)) {
+      spdlog::warn("refused a connection: {} connections are open ({} more refused since the last message)",
+                   self->options.max_connections, suppressed);
     }
     self->accept();
   });
 }
 
-// Once a second (every 50 ms while stopping): connections past their deadline
-// are closed; once stopped and no connection is left, the timer is not
-// re-armed and the event loop runs out of work.
+// EMFILE, ENFILE, ENOBUFS, ENOMEM …: the pending connection stays queued and
+// the socket stays readable, so accepting again at once would spin. Back off,
+// count, and log at most once per kLogInterval.
+void HttpServer::Impl::accept_failed(boost::system::error_code ec) {
+  accept_errors.fetch_add(1, std::memory_order_relaxed);
+  accept_backoff = std::clamp(accept_backoff * 2, kAcceptBackoffMin, kAcceptBackoffMax);
+  if (std::uint64_t suppressed = 0; accept_log.allow(Clock::now(), suppressed)) {
+    const bool descriptors = ec == net::error::no_descriptors || ec.value() == ENFILE;
+    spdlog::warn("accept failed: {}{}; retrying in {} ms ({} more failures since the last message)", ec.message(),
+                 descriptors ? " (raise the open-files limit: LimitNOFILE in the systemd unit, ulimit -n)" : "",
+                 accept_backoff.count(), suppressed);
+  }
+  accept_timer.expires_after(accept_backoff);
+  accept_timer.async_wait([self = this](boost::system::error_code wait_error) {
+    if (wait_error || self->stopping.load()) return;  // cancelled by stop()
+    self->accept();
+  });
+}
+
+// Every sweep_interval (every 50 ms at most while stopping): connections past
+// their deadline are closed; once stopped and no connection is left, the timer
+// is not re-armed and the event loop runs out of work.
 void HttpServer::Impl::sweep() {
   const bool is_stopping = stopping.load();
   const auto live = live_sessions();
   if (is_stopping && live.empty()) return;
   const Clock::time_point now = Clock::now();
   for (const auto& session : live) session->check(now, is_stopping);
-  sweep_timer.expires_after(is_stopping ? std::chrono::milliseconds(50) : std::chrono::milliseconds(1000));
+  sweep_timer.expires_after(is_stopping ? std::min(sweep_interval, std::chrono::milliseconds(50)) : sweep_interval);
   sweep_timer.async_wait([self = this](boost::system::error_code ec) {
     if (ec && ec != net::error::operation_aborted) return;
     self->sweep();
   });
 }
 
-HttpServer::HttpServer(HttpServerOptions options, HttpHandler handler, HttpRefusal refusal, HttpObserver observer)
-    : impl_(std::make_unique<Impl>(options, std::move(handler), std::move(refusal), std::move(observer))) {}
+HttpServer::HttpServer(HttpServerOptions options, HttpHandler handler, HttpRefusal refusal, HttpObserver observer,
+                       HttpHeadCheck head_check)
+    : impl_(std::make_unique<Impl>(options, std::move(handler), std::move(refusal), std::move(observer),
+                                   std::move(head_check))) {}
 
 HttpServer::~HttpServer() {
   stop();
@@ -473,9 +640,14 @@ void HttpServer::stop() {
   net::post(impl_->acceptor.get_executor(), [impl = impl_.get()] {
     boost::system::error_code ignored;
     impl->acceptor.close(ignored);
+    impl->accept_timer.cancel();
     impl->sweep_timer.cancel();  // re-armed at the stopping cadence (or not, when nothing is open)
     impl->guards.clear();        // each loop ends once its connections have
   });
+}
+
+HttpServerCounters HttpServer::counters() const {
+  return HttpServerCounters{.accept_errors = impl_->accept_errors.load(std::memory_order_relaxed)};
 }
 
 }  // namespace gpucluster::agent

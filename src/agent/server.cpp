@@ -15,6 +15,7 @@
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <boost/beast/core/string.hpp>
 
 #include "gpucluster/agent/bounded_json.hpp"
 #include "gpucluster/agent/exposition.hpp"
@@ -217,14 +218,70 @@ void validate_agent_config(const AgentConfig& config) {
   positive(config.max_devices_per_host, "max_devices_per_host");
   positive(config.max_hosts, "max_hosts");
   positive(config.worker_threads, "worker_threads");
+  const auto positive_duration = [](std::chrono::milliseconds value, const char* field) {
+    if (value.count() <= 0) throw InputError(field, fmt::format("{} ms", value.count()), "must be positive");
+  };
+  positive_duration(config.head_timeout, "--head-timeout");
+  positive_duration(config.body_timeout, "--body-timeout");
+  positive_duration(config.write_timeout, "--write-timeout");
+  positive_duration(config.idle_timeout, "--idle-timeout");
+  positive_duration(config.drain_timeout, "--drain-timeout");
+  // Below one body's limit, a request of the allowed size could never be read.
+  if (config.max_body_memory_bytes < config.limits.max_body_bytes) {
+    throw InputError("--max-body-memory", std::to_string(config.max_body_memory_bytes),
+                     fmt::format("must be at least the body limit ({} bytes)", config.limits.max_body_bytes));
+  }
 }
+
+namespace {
+
+// The route label of a POST refused on its head (a string literal, for metrics).
+std::string_view post_route_name(std::string_view path) {
+  if (path == "/v1/telemetry") return "/v1/telemetry";
+  if (path == "/v1/select") return "/v1/select";
+  if (path == "/v1/plan") return "/v1/plan";
+  return "(unmatched)";
+}
+
+// The credentials of `Authorization: Bearer <token>`, or nullopt when the
+// header does not use that scheme. RFC 7235: the scheme name is
+// case-insensitive and one or more spaces separate it from the token.
+std::optional<std::string_view> bearer_credentials(std::string_view header) {
+  constexpr std::string_view kScheme = "Bearer";
+  if (header.size() <= kScheme.size() || header[kScheme.size()] != ' ' ||
+      !boost::beast::iequals(boost::beast::string_view(header.data(), kScheme.size()),
+                             boost::beast::string_view(kScheme.data(), kScheme.size()))) {
+    return std::nullopt;
+  }
+  std::string_view credentials = header.substr(kScheme.size());
+  credentials.remove_prefix(std::min(credentials.find_first_not_of(' '), credentials.size()));
+  if (credentials.empty()) return std::nullopt;
+  return credentials;
+}
+
+using Clock = std::chrono::steady_clock;
+
+// Who may call a route, and whether it is answered while draining.
+enum class Access {
+  open,    // GET endpoints: no token; 409 once draining
+  token,   // POST endpoints: the Bearer token when one is set; 409 once draining
+  health,  // GET /healthz: no token; answered while draining (503 "draining", for load balancers)
+};
+
+}  // namespace
 
 struct Agent::Impl {
   Impl(Manager& manager_ref, AgentConfig agent_config)
       : manager(manager_ref),
         config(std::move(agent_config)),
         http(
-            HttpServerOptions{.threads = config.worker_threads, .max_body_bytes = config.limits.max_body_bytes},
+            HttpServerOptions{.threads = config.worker_threads,
+                              .max_body_bytes = config.limits.max_body_bytes,
+                              .max_body_memory_bytes = config.max_body_memory_bytes,
+                              .head_timeout = config.head_timeout,
+                              .body_timeout = config.body_timeout,
+                              .write_timeout = config.write_timeout,
+                              .idle_timeout = config.idle_timeout},
             [this](const HttpRequest& req, HttpResponse& res) { route(req, res); },
             [](int status, std::string_view code, std::string_view message, std::string_view field,
                std::string_view value, std::string_view rule) {
@@ -236,12 +293,15 @@ struct Agent::Impl {
               stats.record(res.route, res.status);
               stats.durations.observe(took);
               spdlog::debug("{} {} → {}", req.method, req.path, res.status);
-            }) {}
+            },
+            [this](const HttpRequest& req) { return check_head(req); }) {}
 
   Manager& manager;
   AgentConfig config;
   RequestStats stats;
-  std::atomic<bool> refusing{false};
+  // When refuse_new_requests() was first called (max: not draining). A
+  // request whose head arrived before it is in flight and answered as usual.
+  std::atomic<Clock::rep> drain_started{Clock::time_point::max().time_since_epoch().count()};
   int port = -1;
 
   // Remote devices registered through the protocol: device id → hosts, so a
@@ -264,11 +324,12 @@ struct Agent::Impl {
 
   HttpServer http;  // last: its threads call back into the members above
 
+  bool draining() const { return drain_started.load() != Clock::time_point::max().time_since_epoch().count(); }
   void route(const HttpRequest& req, HttpResponse& res);
   template <typename Handler>
-  void answer(std::string_view route_name, bool needs_token, const HttpRequest& req, HttpResponse& res,
-              Handler&& handler);
+  void answer(std::string_view route_name, Access access, const HttpRequest& req, HttpResponse& res, Handler&& handler);
   void check_token(const HttpRequest& req) const;
+  std::optional<HttpResponse> check_head(const HttpRequest& req) const;
 
   void handle_health(HttpResponse& res) const;
   void handle_devices(HttpResponse& res) const;
@@ -319,7 +380,8 @@ void Agent::serve() {
 }
 
 void Agent::refuse_new_requests() {
-  impl_->refusing.store(true);
+  auto not_yet = Clock::time_point::max().time_since_epoch().count();
+  impl_->drain_started.compare_exchange_strong(not_yet, Clock::now().time_since_epoch().count());
 }
 
 bool Agent::stop() {
@@ -337,12 +399,16 @@ std::string Agent::base_url() const {
 }
 
 template <typename Handler>
-void Agent::Impl::answer(std::string_view route_name, bool needs_token, const HttpRequest& req, HttpResponse& res,
+void Agent::Impl::answer(std::string_view route_name, Access access, const HttpRequest& req, HttpResponse& res,
                          Handler&& handler) {
   res.route = route_name;
   try {
-    if (refusing.load()) throw ShutDownError("serve a request");
-    if (needs_token) check_token(req);
+    if (access != Access::health && req.head_received.time_since_epoch().count() >= drain_started.load()) {
+      throw ShutDownError("serve a request");
+    }
+    // check_head() refused a POST without the token before its body was read;
+    // checked again here so that no route depends on the transport's hook.
+    if (access == Access::token) check_token(req);
     handler();
   } catch (const HttpError& e) {
     write_error(res, e.status, e.code, e.what(), e.field, e.value, e.rule);
@@ -379,13 +445,29 @@ void Agent::Impl::answer(std::string_view route_name, bool needs_token, const Ht
 
 void Agent::Impl::check_token(const HttpRequest& req) const {
   if (!config.token) return;
-  constexpr std::string_view kScheme = "Bearer ";
   const std::string_view header = req.header("Authorization");
-  const bool bearer = header.size() > kScheme.size() && header.substr(0, kScheme.size()) == kScheme;
-  if (!bearer || !same_secret(header.substr(kScheme.size()), *config.token)) {
+  const std::optional<std::string_view> credentials = bearer_credentials(header);
+  if (!credentials || !same_secret(*credentials, *config.token)) {
     throw HttpError(401, "unauthorized", "this endpoint needs the header Authorization: Bearer <token>",
-                    "Authorization", bearer ? "Bearer (wrong token)" : (header.empty() ? "(absent)" : "(not Bearer)"),
+                    "Authorization",
+                    credentials ? "Bearer (wrong token)" : (header.empty() ? "(absent)" : "(not Bearer)"),
                     "Bearer token of the agent's --token-file");
+  }
+}
+
+// On the head, before any body byte is read: a POST without the token is
+// refused here, so an unauthenticated client never makes the agent read or
+// hold a body (the transport then closes the connection).
+std::optional<HttpResponse> Agent::Impl::check_head(const HttpRequest& req) const {
+  if (!config.token || req.method != "POST") return std::nullopt;
+  try {
+    check_token(req);
+    return std::nullopt;
+  } catch (const HttpError& e) {
+    HttpResponse res;
+    res.route = post_route_name(req.path);
+    write_error(res, e.status, e.code, e.what(), e.field, e.value, e.rule);
+    return res;
   }
 }
 
@@ -404,23 +486,25 @@ void Agent::Impl::route(const HttpRequest& req, HttpResponse& res) {
   const std::string_view path = req.path;
   if (req.method == "POST") {
     // The hot route (telemetry ingest) first.
-    if (path == "/v1/telemetry") return answer("/v1/telemetry", true, req, res, [&] { handle_telemetry(req, res); });
-    if (path == "/v1/select") return answer("/v1/select", true, req, res, [&] { handle_select(req, res); });
-    if (path == "/v1/plan") return answer("/v1/plan", true, req, res, [&] { handle_plan(req, res); });
+    if (path == "/v1/telemetry") {
+      return answer("/v1/telemetry", Access::token, req, res, [&] { handle_telemetry(req, res); });
+    }
+    if (path == "/v1/select") return answer("/v1/select", Access::token, req, res, [&] { handle_select(req, res); });
+    if (path == "/v1/plan") return answer("/v1/plan", Access::token, req, res, [&] { handle_plan(req, res); });
   } else if (req.method == "GET") {  // HEAD too
-    if (path == "/healthz") return answer("/healthz", false, req, res, [&] { handle_health(res); });
-    if (path == "/metrics") return answer("/metrics", false, req, res, [&] { handle_metrics(res); });
-    if (path == "/v1/devices") return answer("/v1/devices", false, req, res, [&] { handle_devices(res); });
-    if (path == "/v1/cluster") return answer("/v1/cluster", false, req, res, [&] { handle_cluster(res); });
+    if (path == "/healthz") return answer("/healthz", Access::health, req, res, [&] { handle_health(res); });
+    if (path == "/metrics") return answer("/metrics", Access::open, req, res, [&] { handle_metrics(res); });
+    if (path == "/v1/devices") return answer("/v1/devices", Access::open, req, res, [&] { handle_devices(res); });
+    if (path == "/v1/cluster") return answer("/v1/cluster", Access::open, req, res, [&] { handle_cluster(res); });
     constexpr std::string_view kDevices = "/v1/devices/";
     constexpr std::string_view kHistory = "/history";
     if (path.size() > kDevices.size() && path.substr(0, kDevices.size()) == kDevices) {
       const std::string_view rest = path.substr(kDevices.size());
       if (rest.size() > kHistory.size() && rest.substr(rest.size() - kHistory.size()) == kHistory) {
         const std::string_view id = rest.substr(0, rest.size() - kHistory.size());
-        return answer("/v1/devices/{id}/history", false, req, res, [&] { handle_history(id, req, res); });
+        return answer("/v1/devices/{id}/history", Access::open, req, res, [&] { handle_history(id, req, res); });
       }
-      return answer("/v1/devices/{id}", false, req, res, [&] { handle_device(rest, res); });
+      return answer("/v1/devices/{id}", Access::open, req, res, [&] { handle_device(rest, res); });
     }
   }
   if (const char* allowed = allowed_methods(path)) {
@@ -434,10 +518,11 @@ void Agent::Impl::route(const HttpRequest& req, HttpResponse& res) {
 
 void Agent::Impl::handle_health(HttpResponse& res) const {
   const ManagerState state = manager.state();
-  const bool ok = state == ManagerState::running && !refusing.load();
+  const bool is_draining = draining();
+  const bool ok = state == ManagerState::running && !is_draining;
   write_json(res, ok ? 200 : 503,
              json{{"status", ok ? "ok" : "unavailable"},
-                  {"state", refusing.load() ? "draining" : to_string(state)},
+                  {"state", is_draining ? "draining" : to_string(state)},
                   {"host", manager.host()}});
 }
 
@@ -643,6 +728,7 @@ void Agent::Impl::handle_metrics(HttpResponse& res) const {
   snapshot.sample_durations = manager.sample_durations();
   snapshot.http_requests = stats.counts();
   snapshot.http_request_durations = stats.durations.snapshot();
+  snapshot.http_accept_errors = http.counters().accept_errors;
   res.status = 200;
   res.content_type = kExpositionContentType;
   res.body = render_exposition(snapshot);

@@ -4,8 +4,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <algorithm>
+#include <cerrno>
 #include <csignal>
 #include <cstdint>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <limits>
@@ -14,6 +16,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "gpucluster/agent/http_server.hpp"
 #include "gpucluster/agent/server.hpp"
 #include "gpucluster/core/units.hpp"
 #include "gpucluster/manager.hpp"
@@ -47,13 +50,31 @@ std::string read_token(const std::string& path) {
   return token;
 }
 
+// A duration from 1 ms (the agent's timers count milliseconds) to 24 h
+// (deadlines are steady_clock time points: far larger ones would overflow).
+std::chrono::milliseconds parse_timeout(const std::string& text, const char* option) {
+  const auto duration = parse_duration(text, option);
+  if (duration < std::chrono::milliseconds{1} || duration > std::chrono::hours{24}) {
+    throw InputError(option, text, "must be from 1ms to 24h");
+  }
+  return std::chrono::duration_cast<std::chrono::milliseconds>(duration);
+}
+
 agent::AgentConfig agent_config(const AgentOptions& options) {
   agent::AgentConfig config;
   config.listen = agent::parse_listen_address(options.listen);
   if (!options.token_file.empty()) config.token = read_token(options.token_file);
-  const auto drain = parse_duration(options.drain_timeout, "--drain-timeout");
-  if (drain.count() <= 0) throw InputError("--drain-timeout", options.drain_timeout, "must be positive");
-  config.drain_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(drain);
+  config.drain_timeout = parse_timeout(options.drain_timeout, "--drain-timeout");
+  config.head_timeout = parse_timeout(options.head_timeout, "--head-timeout");
+  config.body_timeout = parse_timeout(options.body_timeout, "--body-timeout");
+  config.write_timeout = parse_timeout(options.write_timeout, "--write-timeout");
+  config.idle_timeout = parse_timeout(options.idle_timeout, "--idle-timeout");
+  config.max_body_memory_bytes = parse_size_bytes(options.max_body_memory, "--max-body-memory");
+  if (config.max_body_memory_bytes < config.limits.max_body_bytes) {  // as the user wrote it, not in bytes
+    throw InputError("--max-body-memory", options.max_body_memory,
+                     fmt::format("must be at least the body limit ({} bytes): a body of that size could never be read",
+                                 config.limits.max_body_bytes));
+  }
   if (options.threads > 256) {
     throw InputError("--threads", std::to_string(options.threads), "must be 1 to 256");
   }
@@ -127,11 +148,49 @@ void print_banner(const agent::Agent& agent, const Manager& manager) {
             << std::flush;
 }
 
+// The open-files limit bounds the connections the agent can hold (one
+// descriptor each): the soft limit (often 1024) is raised to the hard one.
+void raise_open_files_limit() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    spdlog::warn("cannot read the open-files limit: {}", std::strerror(errno));
+    return;
+  }
+  if (limit.rlim_cur == limit.rlim_max) {
+    spdlog::info("open-files limit: {} (the hard limit)", limit.rlim_cur);
+  } else {
+    const rlim_t before = limit.rlim_cur;
+    limit.rlim_cur = limit.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &limit) == 0) {
+      spdlog::info("open-files limit raised from {} to {} (the hard limit)", before, limit.rlim_cur);
+    } else {
+      spdlog::warn("open-files limit: {}; raising it to the hard limit {} failed: {}", before, limit.rlim_max,
+                   std::strerror(errno));
+      limit.rlim_cur = before;
+    }
+  }
+  // Descriptors besides the connections: the listening socket, event loops, backends, logs.
+  constexpr rlim_t kOtherDescriptors = 64;
+  const std::size_t connections = agent::HttpServerOptions{}.max_connections;
+  if (limit.rlim_cur < connections + kOtherDescriptors) {
+    spdlog::warn(
+        "the open-files limit {} is below the {} connections the agent accepts: accepts will fail (and back off) "
+        "before that; raise it (LimitNOFILE= in the systemd unit, ulimit -n)",
+        limit.rlim_cur, connections);
+  }
+}
+
 }  // namespace
 
 int run_agent(const AgentOptions& options, std::vector<BackendPtr> backends) {
   agent::AgentConfig config = agent_config(options);  // bad options fail before anything starts
   ManagerConfig manager_settings = manager_config(options);
+
+  // A service's stderr and stdout are pipes (journald, a log shipper) whose
+  // reader may go away: writing to them must fail with EPIPE (which the log
+  // sinks ignore), not kill the agent. Sockets are written with MSG_NOSIGNAL.
+  std::signal(SIGPIPE, SIG_IGN);
+  raise_open_files_limit();
 
   // Signals are taken by sigwait on this thread: block them before any thread
   // starts so every thread inherits the mask.

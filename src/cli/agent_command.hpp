@@ -17,6 +17,12 @@ struct AgentOptions {
   std::size_t threads = 0;             // 0: one per CPU core
   std::string history_memory;          // empty: half of the memory this process may use
   std::string max_clock_skew = "60s";  // samples stamped further ahead of this clock are rejected
+  // Connection timeouts and the body budget (docs/agent.md, "Connections").
+  std::string head_timeout = "10s";
+  std::string body_timeout = "10s";
+  std::string write_timeout = "10s";
+  std::string idle_timeout = "60s";
+  std::string max_body_memory = "64MiB";
 };
 
 // Serves until SIGTERM/SIGINT, then drains in-flight requests within the

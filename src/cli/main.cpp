@@ -380,6 +380,17 @@ int run(int argc, char** argv) {
       ->add_option("--threads", agent_options.threads,
                    "HTTP event-loop threads; each connection stays on one (default: one per CPU core)")
       ->check(kCount);
+  agent->add_option("--head-timeout", agent_options.head_timeout,
+                    "Close a connection whose request head is not complete this long after the accept or the "
+                    "request's first byte (default 10s)");
+  agent->add_option("--body-timeout", agent_options.body_timeout,
+                    "Close a connection whose request body is not complete this long after its head (default 10s)");
+  agent->add_option("--write-timeout", agent_options.write_timeout,
+                    "Close a connection whose client has not taken the answer within this long (default 10s)");
+  agent->add_option("--idle-timeout", agent_options.idle_timeout,
+                    "Close a keep-alive connection with no new request for this long (default 60s)");
+  agent->add_option("--max-body-memory", agent_options.max_body_memory,
+                    "Request bodies held across all connections; more are answered 503 (default 64MiB)");
 
   try {
     app.parse(argc, argv);

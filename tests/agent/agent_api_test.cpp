@@ -1,5 +1,9 @@
 // Integration tests of the node agent's HTTP API: each starts the real
 // `gpucluster agent` binary on a free loopback port with a simulated fleet.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -418,9 +422,69 @@ TEST(AgentSecurity, TokenIsRequiredOnPostButNotOnGet) {
   ASSERT_TRUE(right);
   EXPECT_EQ(right->status, 200);
 
+  // RFC 7235: the scheme name is case-insensitive, and one or more spaces follow it.
+  for (const char* authorization :
+       {"bearer s3cret-token", "BEARER s3cret-token", "bEaReR s3cret-token", "Bearer   s3cret-token"}) {
+    const auto any_case = client.Post("/v1/select", {{"Authorization", authorization}}, body, "application/json");
+    ASSERT_TRUE(any_case) << authorization;
+    EXPECT_EQ(any_case->status, 200) << authorization << ": " << any_case->body;
+  }
+  for (const char* authorization : {"bearer s3cret-tokem", "Bearers3cret-token", "Bearer\ts3cret-token", "bearer"}) {
+    const auto refused = client.Post("/v1/select", {{"Authorization", authorization}}, body, "application/json");
+    ASSERT_TRUE(refused) << authorization;
+    EXPECT_EQ(refused->status, 401) << authorization;
+  }
+
   const auto open = client.Get("/v1/devices");
   ASSERT_TRUE(open);
   EXPECT_EQ(open->status, 200);
+  std::filesystem::remove(token_path);
+}
+
+// Without the token, a POST is refused on its head: the agent neither waits
+// for nor reads the body it announces, and closes the connection.
+TEST(AgentSecurity, PostWithoutTheTokenIsRefusedBeforeItsBodyIsRead) {
+  const auto token_path =
+      std::filesystem::temp_directory_path() / ("gpucluster-head-token-" + std::to_string(getpid()));
+  {
+    std::ofstream token(token_path);
+    token << "head-token\n";
+  }
+  std::filesystem::permissions(token_path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  AgentProcess agent({"--fleet", home_fleet(), "--token-file", token_path.string()});
+  httplib::Client client("127.0.0.1", agent.port());
+  client.set_read_timeout(std::chrono::seconds{5});
+  // Only the head is sent (1 MiB announced); the answer comes without the body.
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  timeval timeout{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<std::uint16_t>(agent.port()));
+  ::inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address), 0);
+  const std::string head =
+      "POST /v1/telemetry HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer wrong\r\nContent-Length: "
+      "1048576\r\n\r\n";
+  ASSERT_EQ(::send(fd, head.data(), head.size(), MSG_NOSIGNAL), static_cast<ssize_t>(head.size()));
+  std::string answer;
+  char buffer[4096];
+  for (ssize_t n = 0; (n = ::recv(fd, buffer, sizeof buffer, 0)) > 0;)
+    answer.append(buffer, static_cast<std::size_t>(n));
+  ::close(fd);
+  EXPECT_EQ(answer.rfind("HTTP/1.1 401", 0), 0U) << "no answer before the body: " << answer;
+  EXPECT_NE(answer.find("Connection: close"), std::string::npos) << answer;
+  const std::size_t body_at = answer.find("\r\n\r\n");
+  ASSERT_NE(body_at, std::string::npos) << answer;
+  const json error = json::parse(answer.substr(body_at + 4))["error"];
+  EXPECT_EQ(error["code"], "unauthorized");
+  EXPECT_EQ(error["field"], "Authorization");
+  // Counted under its route like any answer.
+  const auto metrics = client.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(metrics->body.find(R"(gpucluster_http_requests_total{route="/v1/telemetry",code="401"} 1)"),
+            std::string::npos)
+      << metrics->body;
   std::filesystem::remove(token_path);
 }
 

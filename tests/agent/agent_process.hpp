@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -27,10 +28,20 @@ inline std::string source_path(const std::string& relative) {
   return std::string(GPUCLUSTER_SOURCE_DIR) + "/" + relative;
 }
 
+// How the agent's process is set up, beyond its arguments.
+struct AgentLaunch {
+  // RLIMIT_NOFILE (soft, hard) set in the child before exec; unset: inherited.
+  std::optional<std::pair<rlim_t, rlim_t>> open_files_limit;
+  // stderr goes to a pipe the test holds (close_stderr_pipe() closes its read
+  // end) instead of a log file; stderr_text() is then empty.
+  bool stderr_to_pipe = false;
+};
+
 class AgentProcess {
  public:
   // Arguments after `gpucluster agent`; --listen 127.0.0.1:0 is added unless given.
-  explicit AgentProcess(std::vector<std::string> arguments, std::chrono::seconds startup = std::chrono::seconds{30}) {
+  explicit AgentProcess(std::vector<std::string> arguments, std::chrono::seconds startup = std::chrono::seconds{30},
+                        AgentLaunch launch = {}) {
     static int counter = 0;
     stderr_path_ = std::filesystem::temp_directory_path() /
                    ("gpucluster-agent-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + ".log");
@@ -47,20 +58,27 @@ class AgentProcess {
     argv.push_back(nullptr);
 
     int out[2];
-    if (::pipe(out) != 0) throw std::runtime_error("pipe failed");
-    const int log = ::open(stderr_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (::pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
+    int err[2] = {-1, -1};
+    if (launch.stderr_to_pipe) {
+      if (::pipe2(err, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
+    } else {
+      err[1] = ::open(stderr_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    }
+    rlimit open_files{};
+    if (launch.open_files_limit) open_files = {launch.open_files_limit->first, launch.open_files_limit->second};
     pid_ = ::fork();
     if (pid_ == 0) {                       // child: only async-signal-safe calls until exec
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // a crashed test never leaves its agent running
-      ::dup2(out[1], STDOUT_FILENO);
-      ::dup2(log, STDERR_FILENO);
-      ::close(out[0]);
-      ::close(out[1]);
+      ::dup2(out[1], STDOUT_FILENO);       // dup2 clears O_CLOEXEC on the copies
+      ::dup2(err[1], STDERR_FILENO);
+      if (launch.open_files_limit && ::setrlimit(RLIMIT_NOFILE, &open_files) != 0) ::_exit(126);
       ::execv(argv[0], argv.data());
       ::_exit(127);
     }
     ::close(out[1]);
-    ::close(log);
+    ::close(err[1]);
+    stderr_pipe_fd_ = err[0];
     stdout_fd_ = out[0];
     if (pid_ < 0) throw std::runtime_error("cannot start " + std::string(argv[0]));
     read_banner(startup);
@@ -73,6 +91,7 @@ class AgentProcess {
       ::waitpid(pid_, &status, 0);
     }
     if (stdout_fd_ >= 0) ::close(stdout_fd_);
+    close_stderr_pipe();
     std::error_code ignored;
     std::filesystem::remove(stderr_path_, ignored);
   }
@@ -81,6 +100,12 @@ class AgentProcess {
   AgentProcess& operator=(const AgentProcess&) = delete;
 
   int port() const { return port_; }
+  pid_t pid() const { return pid_; }
+  // The agent's stderr reader goes away (with AgentLaunch::stderr_to_pipe).
+  void close_stderr_pipe() {
+    if (stderr_pipe_fd_ >= 0) ::close(stderr_pipe_fd_);
+    stderr_pipe_fd_ = -1;
+  }
   const std::string& banner() const { return banner_; }
   std::string base_url() const { return "http://127.0.0.1:" + std::to_string(port_); }
 
@@ -157,6 +182,7 @@ class AgentProcess {
 
   pid_t pid_ = -1;
   int stdout_fd_ = -1;
+  int stderr_pipe_fd_ = -1;  // read end, with AgentLaunch::stderr_to_pipe
   int port_ = 0;
   int exit_status_ = -1;
   std::string banner_;

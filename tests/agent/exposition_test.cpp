@@ -45,6 +45,7 @@ const std::map<std::string, std::string> kFamilies = {
     {"gpucluster_backend_errors_total", "counter"},
     {"gpucluster_http_requests_total", "counter"},
     {"gpucluster_http_request_duration_seconds", "histogram"},
+    {"gpucluster_http_accept_errors_total", "counter"},
 };
 
 struct DeviceSpec {
@@ -172,6 +173,7 @@ ExpositionSnapshot realistic_snapshot() {
   for (int i = 0; i < 40; ++i) http_durations.observe(std::chrono::microseconds{200 + i * 11});
   snapshot.http_request_durations = http_durations.snapshot();
   snapshot.http_requests = {{"/metrics", 200, 30}, {"/v1/devices", 200, 8}, {"/v1/devices/{id}", 404, 2}};
+  snapshot.http_accept_errors = 12;
   return snapshot;
 }
 
@@ -431,6 +433,13 @@ TEST(Exposition, EveryRejectReasonListedEvenAtZero) {
               reason == RejectReason::used_exceeds_total ? "42" : "0");
   }
   EXPECT_EQ(value_of(text, "gpucluster_backend_errors_total", ""), "5");
+}
+
+TEST(Exposition, AcceptErrorsAreACounterEvenAtZero) {
+  EXPECT_EQ(value_of(render_exposition(ExpositionSnapshot{}), "gpucluster_http_accept_errors_total", ""), "0");
+  ExpositionSnapshot snapshot;
+  snapshot.http_accept_errors = 3;
+  EXPECT_EQ(value_of(render_exposition(snapshot), "gpucluster_http_accept_errors_total", ""), "3");
 }
 
 TEST(Exposition, HttpRequestsByRouteAndCodeMergedAndEscaped) {

@@ -28,6 +28,7 @@ struct ExpositionSnapshot {
   DurationHistogram::Snapshot sample_durations;
   std::vector<HttpRequestCount> http_requests;
   DurationHistogram::Snapshot http_request_durations;
+  std::uint64_t http_accept_errors = 0;  // failed accept() calls of the HTTP server
 };
 
 // Every family with HELP and TYPE; an unavailable field emits no series.

@@ -37,6 +37,15 @@ struct AgentConfig {
   std::chrono::milliseconds drain_timeout{10'000};
   // HTTP event-loop threads; each connection stays on one, handlers run on them.
   std::size_t worker_threads = 2;
+  // Connection timeouts (docs/agent.md, "Connections"): from the accept or a
+  // request's first byte to its full head; from the head to the end of the
+  // body; for the answer to be taken; keep-alive wait for the next request.
+  std::chrono::milliseconds head_timeout{10'000};
+  std::chrono::milliseconds body_timeout{10'000};
+  std::chrono::milliseconds write_timeout{10'000};
+  std::chrono::milliseconds idle_timeout{60'000};
+  // Request bodies held across all connections (announced by Content-Length); 503 past it.
+  std::size_t max_body_memory_bytes = 64 * 1024 * 1024;
 };
 
 // Refuses (InputError) a non-loopback address without a token, an empty
@@ -58,7 +67,8 @@ class Agent {
   // Stops accepting and waits up to drain_timeout for serve() to return.
   // True when every in-flight request ended in time. Safe from any thread.
   bool stop();
-  // New requests are answered 409 from now on (while draining).
+  // Requests whose head arrives from now on are answered 409 (GET /healthz:
+  // 503 "draining"); requests already in flight are answered as usual.
   void refuse_new_requests();
 
   std::string base_url() const;
