@@ -59,12 +59,18 @@ struct BackendReport {
 // A plan request in caller terms; the manager fills in devices and free memory.
 struct PlanRequest {
   Strategy strategy = Strategy::uniform;
-  std::uint64_t items = 0;                              // uniform, capacity
+  std::optional<std::uint64_t> items;                   // uniform, capacity: required
   std::vector<std::pair<std::string, double>> weights;  // capacity; empty → compute units
-  std::optional<std::uint64_t> max_per_device;
-  std::uint64_t layers = 0;                  // memory
-  std::optional<std::uint64_t> layer_bytes;  // memory
+  std::optional<std::uint64_t> max_per_device;          // uniform, capacity
+  std::optional<std::uint64_t> layers;                  // memory: required, > 0
+  std::optional<std::uint64_t> layer_bytes;             // memory
 };
+
+// The rules of a plan request, the one place the CLI, the HTTP API and Python
+// share (Manager::plan checks them too): each strategy's required fields, and
+// no field that another strategy's plan would silently ignore. Throws
+// PlanError naming the field (as the JSON API spells it: "items", "max_per_device").
+void check_plan_request(const PlanRequest& request);
 
 class BackendWorker;
 

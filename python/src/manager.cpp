@@ -281,8 +281,8 @@ void bind_manager(py::module_& m) {
           py::arg("min_free_memory_bytes") = 0, "The best eligible device (Selection; falsy when none qualifies).")
       .def(
           "plan",
-          [](PyManager& self, const py::object& strategy, std::uint64_t items, const py::object& weights,
-             std::optional<std::uint64_t> max_per_device, std::uint64_t layers,
+          [](PyManager& self, const py::object& strategy, std::optional<std::uint64_t> items, const py::object& weights,
+             std::optional<std::uint64_t> max_per_device, std::optional<std::uint64_t> layers,
              std::optional<std::uint64_t> layer_bytes) {
             PlanRequest request;
             if (py::isinstance<py::str>(strategy)) {
@@ -307,10 +307,12 @@ void bind_manager(py::module_& m) {
             request.layer_bytes = layer_bytes;
             return released([&] { return self.get().plan(request); });
           },
-          py::arg("strategy") = "uniform", py::kw_only(), py::arg("items") = 0, py::arg("weights") = py::none(),
-          py::arg("max_per_device") = py::none(), py::arg("layers") = 0, py::arg("layer_bytes") = py::none(),
-          "A Plan over the usable devices. capacity: weights {device: w} or the devices' compute units; "
-          "memory: `layers` split by free memory (each shard fits when layer_bytes is given).")
+          py::arg("strategy") = "uniform", py::kw_only(), py::arg("items") = py::none(),
+          py::arg("weights") = py::none(), py::arg("max_per_device") = py::none(), py::arg("layers") = py::none(),
+          py::arg("layer_bytes") = py::none(),
+          "A Plan over the usable devices (Plan.left_out names the others and why). uniform, capacity: `items` "
+          "(required); capacity: weights {device: w} or the devices' compute units; memory: `layers` split by free "
+          "memory (each shard fits when layer_bytes is given). A field the strategy would ignore is a PlanError.")
       .def(
           "resolve_key", [](PyManager& self, const std::string& text) { return self.get().resolve_key(text); },
           py::arg("text"))

@@ -57,8 +57,8 @@ py::dict apply_plan_to(const Plan& plan, const py::handle& items_in) {
         "{} of {} items could not be placed (every device is at its max_per_device); the error's `unplaced` holds "
         "them, `distribution` what was placed",
         plan.unassigned, plan.total_items);
-    const py::object error = error_class(message, out, unplaced, "items", std::to_string(plan.unassigned),
-                                         "every item must be placed");
+    const py::object error =
+        error_class(message, out, unplaced, "items", std::to_string(plan.unassigned), "every item must be placed");
     PyErr_SetObject(error_class.ptr(), error.ptr());
     throw py::error_already_set();
   }
@@ -367,6 +367,14 @@ void bind_types(py::module_& m) {
       .def_readonly("total_items", &Plan::total_items)
       .def_readonly("assignments", &Plan::assignments)
       .def_readonly("unassigned", &Plan::unassigned, "How many items no device could take (the tail).")
+      .def_property_readonly(
+          "left_out",
+          [](const Plan& p) {
+            py::list out;
+            for (const LeftOut& l : p.left_out) out.append(py::make_tuple(key_text(l.device), l.reason));
+            return out;
+          },
+          "[(device id, reason)]: the registered devices the plan did not use, and why.")
       .def_property_readonly("assigned", &Plan::assigned)
       .def(
           "ranges",

@@ -50,11 +50,11 @@ struct CommonOptions {
 };
 
 struct PlanOptions {
-  std::uint64_t items = 0;
+  std::optional<std::uint64_t> items;
   std::string strategy = "uniform";
   std::vector<std::string> weights;
   std::optional<std::uint64_t> max_per_device;
-  std::uint64_t layers = 0;
+  std::optional<std::uint64_t> layers;
   std::string layer_bytes;
 };
 
@@ -209,11 +209,13 @@ int run_plan(const CommonOptions& options, const PlanOptions& plan_options) {
   if (!plan_options.layer_bytes.empty()) {
     request.layer_bytes = parse_size_bytes(plan_options.layer_bytes, "--layer-bytes");
   }
-  if (*strategy == Strategy::memory && request.layers == 0) {
-    throw InputError("--layers", "0", "the memory strategy needs --layers L (L > 0)");
-  }
-  if (*strategy != Strategy::capacity && !request.weights.empty()) {
-    throw InputError("--weight", plan_options.weights.front(), "weights apply only to --strategy capacity");
+  try {
+    check_plan_request(request);  // before discovery: bad options fail at once
+  } catch (const PlanError& e) {
+    // The rules name the JSON fields; the user typed options.
+    std::string option = "--" + (e.field() == "weights" ? std::string("weight") : e.field());
+    std::replace(option.begin(), option.end(), '_', '-');
+    throw InputError(option, e.value(), e.rule());
   }
   const auto manager = start_manager(options);
   const Plan plan = manager->plan(request);

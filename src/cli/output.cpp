@@ -103,6 +103,7 @@ std::string plan_table(const Plan& plan) {
     out += fmt::format("{:<24}  {:>12}  {:>12}  {:>12}\n", a.device.str(), a.start, a.count, a.start + a.count);
   }
   out += fmt::format("unassigned: {}\n", plan.unassigned);
+  for (const LeftOut& l : plan.left_out) out += fmt::format("left out: {} ({})\n", l.device.str(), l.reason);
   return out;
 }
 

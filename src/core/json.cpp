@@ -135,10 +135,13 @@ json to_json(const Plan& plan) {
   for (const Assignment& a : plan.assignments) {
     assignments.push_back(json{{"device", a.device.str()}, {"start", a.start}, {"count", a.count}});
   }
+  json left_out = json::array();
+  for (const LeftOut& l : plan.left_out) left_out.push_back(json{{"device", l.device.str()}, {"reason", l.reason}});
   return json{{"strategy", std::string(to_string(plan.strategy))},
               {"total_items", plan.total_items},
               {"assignments", std::move(assignments)},
-              {"unassigned", plan.unassigned}};
+              {"unassigned", plan.unassigned},
+              {"left_out", std::move(left_out)}};
 }
 
 nlohmann::json devices_to_json(const std::vector<DeviceState>& devices, const std::vector<RankedDevice>& ranked) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <set>
+#include <unordered_map>
 #include <utility>
 
 #include <fmt/chrono.h>
@@ -318,11 +319,37 @@ DeviceKey Manager::resolve_key(std::string_view text) const {
   return match.value_or(local);
 }
 
-namespace {
-
-bool usable(const DeviceState& state, const ScoringConfig& scoring, Timestamp now) {
-  return state.available && state.latest && now - state.latest->timestamp <= scoring.staleness;
+void check_plan_request(const PlanRequest& request) {
+  const std::string strategy(to_string(request.strategy));
+  if (request.strategy == Strategy::memory) {
+    if (!request.layers || *request.layers == 0) {
+      throw PlanError("layers", request.layers ? "0" : "absent", "a memory plan needs layers > 0");
+    }
+    if (request.items) {
+      throw PlanError("items", std::to_string(*request.items),
+                      "items apply to uniform and capacity plans; a memory plan splits layers");
+    }
+    if (request.max_per_device) {
+      throw PlanError("max_per_device", std::to_string(*request.max_per_device),
+                      "applies to uniform and capacity plans; a memory plan's shards are bounded by each device's "
+                      "free memory (give layer_bytes)");
+    }
+  } else {
+    if (!request.items) throw PlanError("items", "absent", fmt::format("a {} plan needs items", strategy));
+    if (request.layers) {
+      throw PlanError("layers", std::to_string(*request.layers), "layers apply only to the memory strategy");
+    }
+    if (request.layer_bytes) {
+      throw PlanError("layer_bytes", std::to_string(*request.layer_bytes),
+                      "layer_bytes applies only to the memory strategy");
+    }
+  }
+  if (request.strategy != Strategy::capacity && !request.weights.empty()) {
+    throw PlanError("weights", request.weights.front().first, "weights apply only to the capacity strategy");
+  }
 }
+
+namespace {
 
 std::vector<WeightedDevice> weights_from_compute_units(const std::vector<const DeviceState*>& devices) {
   std::vector<WeightedDevice> weighted;
@@ -336,52 +363,78 @@ std::vector<WeightedDevice> weights_from_compute_units(const std::vector<const D
   return weighted;
 }
 
+// A plan may use what selection could take whatever its score (a busy device
+// still takes its share): scoring decides, as it does for select.
+bool usable_for_plans(Eligibility eligibility) {
+  return eligibility == Eligibility::eligible || eligibility == Eligibility::zero_score;
+}
+
 }  // namespace
 
 Plan Manager::plan(const PlanRequest& request) const {
   const OperationGuard guard = enter("plan work");
-  const std::vector<DeviceState> states = store_.states();
-  const Timestamp current = now();
+  check_plan_request(request);
+  const std::vector<DeviceState> states = store_.states();  // sorted by key: plans list devices in that order
+  std::unordered_map<DeviceKey, RankedDevice, DeviceKeyHash> ranked;
+  for (RankedDevice& entry : rank_devices(states, config_.scoring, now())) ranked.emplace(entry.key, std::move(entry));
   std::vector<const DeviceState*> usable_devices;
+  std::vector<LeftOut> left_out;
   for (const DeviceState& state : states) {
-    if (usable(state, config_.scoring, current)) usable_devices.push_back(&state);
+    const RankedDevice& entry = ranked.at(state.info->key);
+    if (usable_for_plans(entry.eligibility)) {
+      usable_devices.push_back(&state);
+    } else {
+      left_out.push_back({state.info->key, entry.reason});
+    }
   }
   if (usable_devices.empty()) {
     throw PlanError("devices", fmt::format("0 usable of {} registered", states.size()),
                     "a plan needs at least one available device with fresh telemetry");
   }
+  Plan plan;
   switch (request.strategy) {
     case Strategy::uniform: {
       std::vector<DeviceKey> keys;
       for (const DeviceState* state : usable_devices) keys.push_back(state->info->key);
-      return plan_uniform(keys, request.items, request.max_per_device);
+      plan = plan_uniform(keys, *request.items, request.max_per_device);
+      break;
     }
     case Strategy::capacity: {
       if (request.weights.empty()) {
-        return plan_capacity(weights_from_compute_units(usable_devices), request.items, request.max_per_device);
+        plan = plan_capacity(weights_from_compute_units(usable_devices), *request.items, request.max_per_device);
+        break;
       }
       std::vector<WeightedDevice> weighted;
       for (const auto& [id, weight] : request.weights) {
         const DeviceKey key = resolve_key(id);
-        const auto it =
-            std::find_if(states.begin(), states.end(), [&](const DeviceState& s) { return s.info->key == key; });
-        if (it == states.end()) throw PlanError(fmt::format("weights[{}]", id), id, "names no registered device");
-        if (!usable(*it, config_.scoring, current)) {
-          throw PlanError(fmt::format("weights[{}]", id), id, "the device is unavailable or its telemetry is stale");
+        const auto it = ranked.find(key);
+        if (it == ranked.end()) throw PlanError(fmt::format("weights[{}]", id), id, "names no registered device");
+        if (!usable_for_plans(it->second.eligibility)) {
+          throw PlanError(fmt::format("weights[{}]", id), id, "the device cannot take work: " + it->second.reason);
         }
         weighted.push_back({key, weight});
       }
-      return plan_capacity(weighted, request.items, request.max_per_device);
+      // Usable devices the weights leave out are shown as such, never dropped silently.
+      for (const DeviceState* state : usable_devices) {
+        const bool weighed = std::any_of(weighted.begin(), weighted.end(),
+                                         [&](const WeightedDevice& w) { return w.device == state->info->key; });
+        if (!weighed) left_out.push_back({state->info->key, "no weight given"});
+      }
+      plan = plan_capacity(weighted, *request.items, request.max_per_device);
+      break;
     }
     case Strategy::memory: {
       std::vector<MemoryDevice> memory;
       for (const DeviceState* state : usable_devices) {
         memory.push_back({state->info->key, static_cast<std::uint64_t>(state->latest->memory_free_bytes())});
       }
-      return plan_memory(memory, request.layers, request.layer_bytes);
+      plan = plan_memory(memory, *request.layers, request.layer_bytes);
+      break;
     }
   }
-  throw PlanError("strategy", std::to_string(static_cast<int>(request.strategy)), "unknown strategy");
+  std::sort(left_out.begin(), left_out.end(), [](const LeftOut& a, const LeftOut& b) { return a.device < b.device; });
+  plan.left_out = std::move(left_out);
+  return plan;
 }
 
 std::vector<BackendReport> Manager::backend_reports() const {

@@ -340,7 +340,8 @@ TEST(ManagerLifecycle, EveryPublicCallAfterShutdownThrowsShutDownError) {
   EXPECT_THROW(manager.aggregate(), ShutDownError);
   EXPECT_THROW(manager.rank(), ShutDownError);
   EXPECT_THROW(manager.select(), ShutDownError);
-  EXPECT_THROW(manager.plan(PlanRequest{Strategy::uniform, 10, {}, std::nullopt, 0, std::nullopt}), ShutDownError);
+  EXPECT_THROW(manager.plan(PlanRequest{Strategy::uniform, 10, {}, std::nullopt, std::nullopt, std::nullopt}),
+               ShutDownError);
   EXPECT_THROW(manager.sample_now(), ShutDownError);
   EXPECT_THROW(manager.start(), ShutDownError);
   EXPECT_THROW(manager.start(false), ShutDownError);
@@ -912,7 +913,7 @@ TEST(ManagerPlan, NoUsableDevicesIsAPlanError) {
   ManagerConfig config = config_for("h");
   config.clock = clock.fn();
   Manager manager(config);
-  const PlanRequest uniform{Strategy::uniform, 10, {}, std::nullopt, 0, std::nullopt};
+  const PlanRequest uniform{Strategy::uniform, 10, {}, std::nullopt, std::nullopt, std::nullopt};
   EXPECT_THROW(manager.plan(uniform), PlanError);  // nothing registered
 
   manager.register_device(make_info("h", "cuda:0"));
@@ -945,7 +946,8 @@ TEST(ManagerPlan, WeightsNamingAnUnknownDeviceAreAPlanErrorNamingIt) {
   manager.record(DeviceKey{"h", "cuda:0"}, make_sample(100));
   manager.record(DeviceKey{"h", "cuda:1"}, make_sample(100));
 
-  PlanRequest request{Strategy::capacity, 12, {{"cuda:0", 1.0}, {"ghost:7", 2.0}}, std::nullopt, 0, std::nullopt};
+  PlanRequest request{Strategy::capacity, 12,           {{"cuda:0", 1.0}, {"ghost:7", 2.0}},
+                      std::nullopt,       std::nullopt, std::nullopt};
   try {
     manager.plan(request);
     FAIL() << "a weight for an unknown device must be rejected";
@@ -975,7 +977,7 @@ TEST(ManagerPlan, CapacityWithoutWeightsUsesComputeUnits) {
   manager.register_device(make_info("h", "small", 100));
   manager.record(DeviceKey{"h", "big"}, make_sample(100));
   manager.record(DeviceKey{"h", "small"}, make_sample(100));
-  const Plan plan = manager.plan(PlanRequest{Strategy::capacity, 8, {}, std::nullopt, 0, std::nullopt});
+  const Plan plan = manager.plan(PlanRequest{Strategy::capacity, 8, {}, std::nullopt, std::nullopt, std::nullopt});
   ASSERT_EQ(plan.assignments.size(), 2u);
   std::uint64_t big = 0, small = 0;
   for (const Assignment& a : plan.assignments) (a.device.local_id == "big" ? big : small) = a.count;
@@ -984,7 +986,66 @@ TEST(ManagerPlan, CapacityWithoutWeightsUsesComputeUnits) {
 
   manager.register_device(make_info("h", "unknown-units", std::nullopt));
   manager.record(DeviceKey{"h", "unknown-units"}, make_sample(100));
-  EXPECT_THROW(manager.plan(PlanRequest{Strategy::capacity, 8, {}, std::nullopt, 0, std::nullopt}), PlanError);
+  EXPECT_THROW(manager.plan(PlanRequest{Strategy::capacity, 8, {}, std::nullopt, std::nullopt, std::nullopt}),
+               PlanError);
+}
+
+// A plan never drops a device silently: every registered device it did not
+// use is listed with the reason (docs audit rows 15 and 17).
+TEST(ManagerPlan, DevicesLeftOutAreListedWithTheirReasons) {
+  FakeClock clock;
+  clock.set(100);
+  ManagerConfig config = config_for("h");
+  config.clock = clock.fn();
+  Manager manager(config);
+  for (const char* id : {"a", "b", "down", "fresh", "old"}) manager.register_device(make_info("h", id));
+  manager.record(DeviceKey{"h", "old"}, make_sample(50));
+  clock.set(200);
+  for (const char* id : {"a", "b", "down"}) manager.record(DeviceKey{"h", id}, make_sample(200));
+  manager.set_availability(DeviceKey{"h", "down"}, false, "GPU is lost");
+  const Plan uniform = manager.plan(PlanRequest{Strategy::uniform, 10, {}, std::nullopt, std::nullopt, std::nullopt});
+  EXPECT_EQ(uniform.assignments.size(), 2u);
+  ASSERT_EQ(uniform.left_out.size(), 3u);
+  EXPECT_EQ(uniform.left_out[0].device.local_id, "down");
+  EXPECT_TRUE(contains(uniform.left_out[0].reason, "GPU is lost")) << uniform.left_out[0].reason;
+  EXPECT_EQ(uniform.left_out[1].device.local_id, "fresh");
+  EXPECT_TRUE(contains(uniform.left_out[1].reason, "no telemetry sample")) << uniform.left_out[1].reason;
+  EXPECT_EQ(uniform.left_out[2].device.local_id, "old");
+  EXPECT_TRUE(contains(uniform.left_out[2].reason, "stale")) << uniform.left_out[2].reason;
+
+  // Weights naming only some usable devices: the others are shown, not dropped.
+  const Plan weighted =
+      manager.plan(PlanRequest{Strategy::capacity, 19, {{"b", 1.0}}, std::nullopt, std::nullopt, std::nullopt});
+  ASSERT_EQ(weighted.assignments.size(), 1u);
+  EXPECT_EQ(weighted.assignments[0].count, 19u);
+  ASSERT_EQ(weighted.left_out.size(), 4u);
+  EXPECT_EQ(weighted.left_out[0], (LeftOut{DeviceKey{"h", "a"}, "no weight given"}));
+}
+
+// One set of rules for every caller: each strategy's required fields, and no
+// field the strategy would ignore (docs audit rows 16 and 28).
+TEST(ManagerPlan, FieldsAStrategyWouldIgnoreAreRefused) {
+  const auto field_of = [](const PlanRequest& request) -> std::string {
+    try {
+      check_plan_request(request);
+    } catch (const PlanError& e) {
+      return e.field();
+    }
+    return "accepted";
+  };
+  const std::optional<std::uint64_t> none;
+  EXPECT_EQ(field_of({Strategy::uniform, none, {}, none, none, none}), "items");
+  EXPECT_EQ(field_of({Strategy::capacity, none, {}, none, none, none}), "items");
+  EXPECT_EQ(field_of({Strategy::uniform, 5, {}, none, 80, none}), "layers");
+  EXPECT_EQ(field_of({Strategy::uniform, 5, {}, none, none, 1024}), "layer_bytes");
+  EXPECT_EQ(field_of({Strategy::uniform, 5, {{"a", 1.0}}, none, none, none}), "weights");
+  EXPECT_EQ(field_of({Strategy::memory, none, {}, none, none, none}), "layers");
+  EXPECT_EQ(field_of({Strategy::memory, none, {}, none, 0, none}), "layers");
+  EXPECT_EQ(field_of({Strategy::memory, 10, {}, none, 80, none}), "items");
+  EXPECT_EQ(field_of({Strategy::memory, none, {}, 2, 80, none}), "max_per_device");
+  EXPECT_EQ(field_of({Strategy::memory, none, {}, none, 80, 1024}), "accepted");
+  EXPECT_EQ(field_of({Strategy::uniform, 0, {}, 3, none, none}), "accepted");
+  EXPECT_EQ(field_of({Strategy::capacity, 7, {{"a", 1.0}}, 3, none, none}), "accepted");
 }
 
 }  // namespace

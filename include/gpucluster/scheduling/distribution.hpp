@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -27,11 +28,20 @@ struct Assignment {
   bool operator==(const Assignment&) const = default;
 };
 
+// A registered device a plan did not use, and why (unavailable, no sample,
+// stale telemetry, no weight given).
+struct LeftOut {
+  DeviceKey device;
+  std::string reason;
+  bool operator==(const LeftOut&) const = default;
+};
+
 struct Plan {
   Strategy strategy = Strategy::uniform;
   std::uint64_t total_items = 0;
   std::vector<Assignment> assignments;  // one per device, in the order the devices were given
   std::uint64_t unassigned = 0;         // items [total_items - unassigned, total_items)
+  std::vector<LeftOut> left_out;        // filled by Manager::plan: every registered device not in `assignments`
 
   std::uint64_t assigned() const noexcept { return total_items - unassigned; }
 };
