@@ -1,13 +1,14 @@
 #include "backend_worker.hpp"
 
 #include <algorithm>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
 namespace gpucluster {
 
-BackendWorker::BackendWorker(BackendPtr backend, std::vector<DeviceKey> devices, Sink sink)
-    : backend_(std::move(backend)), devices_(std::move(devices)), sink_(std::move(sink)), backoff_(devices_.size()) {}
+BackendWorker::BackendWorker(BackendPtr backend, std::string host, Sink sink)
+    : backend_(std::move(backend)), host_(std::move(host)), sink_(std::move(sink)) {}
 
 BackendWorker::~BackendWorker() {
   // Only reached once the thread has ended (it holds a reference while it runs).
@@ -16,6 +17,18 @@ BackendWorker::~BackendWorker() {
 
 void BackendWorker::launch() {
   thread_ = std::thread([self = shared_from_this()] { self->run(); });
+}
+
+std::optional<DiscoveryOutcome> BackendWorker::wait_discovery(Clock::time_point deadline) {
+  std::unique_lock lock(mutex_);
+  if (!done_.wait_until(lock, deadline, [&] { return discovered_; })) return std::nullopt;
+  return std::exchange(discovery_, std::nullopt);
+}
+
+void BackendWorker::set_devices(std::vector<DeviceKey> devices) {
+  std::lock_guard lock(mutex_);  // publishes them to the thread with the next pass request
+  devices_ = std::move(devices);
+  backoff_.assign(devices_.size(), Backoff{});
 }
 
 std::uint64_t BackendWorker::request_pass(bool background) {
@@ -47,7 +60,20 @@ void BackendWorker::deliver(const DeviceKey& key, const SampleOutcome& outcome, 
 }
 
 void BackendWorker::run() {
+  DiscoveryOutcome found;
+  try {
+    found = backend_->discover(host_);
+  } catch (const std::exception& e) {
+    found = std::string(e.what());
+  } catch (...) {
+    found = std::string("unknown error");
+  }
   std::unique_lock lock(mutex_);
+  // Kept here, never pushed to the manager: a discovery that returns after its
+  // deadline is simply never taken (stop() has been called by then).
+  discovery_ = std::move(found);
+  discovered_ = true;
+  done_.notify_all();
   while (true) {
     wake_.wait(lock, [&] { return stop_ || requested_ > completed_; });
     if (stop_) break;
