@@ -53,8 +53,7 @@ agent::AgentConfig agent_config(const AgentOptions& options) {
   return config;
 }
 
-ManagerConfig manager_config(const AgentOptions& options) {
-  ManagerConfig config;
+ManagerConfig manager_config(const AgentOptions& options, ManagerConfig config) {
   config.sample_interval = parse_duration(options.interval, "--interval");
   if (config.sample_interval.count() <= 0) throw InputError("--interval", options.interval, "must be positive");
   if (options.history == 0) throw InputError("--history", "0", "must be at least 1 sample per device");
@@ -84,9 +83,9 @@ void print_banner(const agent::Agent& agent, const Manager& manager) {
 
 }  // namespace
 
-int run_agent(const AgentOptions& options, std::vector<BackendPtr> backends) {
+int run_agent(const AgentOptions& options, std::vector<BackendPtr> backends, ManagerConfig manager_base) {
   agent::AgentConfig config = agent_config(options);  // bad options fail before anything starts
-  ManagerConfig manager_settings = manager_config(options);
+  ManagerConfig manager_settings = manager_config(options, std::move(manager_base));
 
   // Signals are taken by sigwait on this thread: block them before any thread
   // starts so every thread inherits the mask.
