@@ -42,7 +42,8 @@ struct ManagerConfig {
   std::chrono::nanoseconds sample_interval = std::chrono::seconds{1};
   // A backend pass running longer than this marks that backend's devices
   // unavailable (they recover when it answers); also how long shutdown waits
-  // for a backend stuck in a call before leaving it behind.
+  // for the backends' shutdown calls (each on its backend's thread, all at
+  // once) before leaving a stuck one behind.
   std::chrono::nanoseconds backend_timeout = std::chrono::seconds{5};
   // How long start() waits for the backends' discover() calls (all run at once,
   // each on its backend's thread). A backend still discovering then is failed

@@ -110,35 +110,51 @@ void BackendWorker::run() {
     running_since_.reset();
     done_.notify_all();
   }
+  // The backend is shut down here, on its own thread, so a vendor shutdown call
+  // that hangs (nvmlShutdown, rsmi_shut_down) is bounded by the stopper's wait
+  // like any other call of the backend.
+  lock.unlock();
+  try {
+    backend_->shutdown();
+  } catch (const std::exception& e) {
+    spdlog::error("backend {} failed to shut down: {}", backend_->name(), e.what());
+  } catch (...) {
+    spdlog::error("backend {} failed to shut down: unknown error", backend_->name());
+  }
+  lock.lock();
   exited_ = true;
   const bool abandoned = abandoned_;
   done_.notify_all();
   lock.unlock();
-  if (!abandoned) return;
-  try {
-    backend_->shutdown();
-  } catch (const std::exception& e) {
-    spdlog::error("backend {} failed to shut down after it came back: {}", backend_->name(), e.what());
-  }
+  if (abandoned) spdlog::info("backend {} came back from a stuck call and is shut down", backend_->name());
 }
 
-bool BackendWorker::stop(Clock::duration drain) {
+void BackendWorker::request_stop() {
   {
     std::lock_guard fence(deliver_mutex_);  // waits for a sink call in progress
     delivering_ = false;
   }
-  std::unique_lock lock(mutex_);
+  std::lock_guard lock(mutex_);
   stop_ = true;
   wake_.notify_all();
-  if (done_.wait_for(lock, drain, [&] { return exited_; })) {
+}
+
+bool BackendWorker::wait_stopped(Clock::time_point deadline) {
+  std::unique_lock lock(mutex_);
+  if (done_.wait_until(lock, deadline, [&] { return exited_; })) {
     lock.unlock();
     if (thread_.joinable()) thread_.join();
     return true;
   }
-  abandoned_ = true;  // the thread keeps a reference to this worker and shuts the backend down
+  abandoned_ = true;  // the thread keeps a reference to this worker and ends by itself
   lock.unlock();
-  thread_.detach();
+  if (thread_.joinable()) thread_.detach();
   return false;
+}
+
+bool BackendWorker::stop(Clock::duration drain) {
+  request_stop();
+  return wait_stopped(Clock::now() + drain);
 }
 
 }  // namespace gpucluster

@@ -60,10 +60,15 @@ class BackendWorker : public std::enable_shared_from_this<BackendWorker> {
   // How long the current pass has been running; nullopt when idle.
   std::optional<Clock::duration> running_for() const;
 
-  // Stops delivering results at once, then waits up to `drain` for the thread.
-  // True: the thread ended and the backend may be shut down by the caller.
-  // False: the backend is stuck in a call; the thread is left to end by itself
-  // and shuts the backend down then (the worker keeps itself alive until so).
+  // Stops delivering results at once and asks the thread to shut the backend
+  // down (on the thread) and end.
+  void request_stop();
+  // After request_stop(): waits until the deadline for the thread to end.
+  // True: it ended, the backend is shut down. False: the backend is stuck in a
+  // call (or in its shutdown); the thread is left to finish by itself (the
+  // worker keeps itself alive until then) and never delivers again.
+  bool wait_stopped(Clock::time_point deadline);
+  // request_stop(), then wait_stopped(now + drain).
   bool stop(Clock::duration drain);
 
   Backend& backend() noexcept { return *backend_; }
@@ -80,10 +85,10 @@ class BackendWorker : public std::enable_shared_from_this<BackendWorker> {
 
   mutable std::mutex mutex_;
   std::condition_variable wake_;  // a pass requested, or stop
-  std::condition_variable done_;  // a pass finished, or the thread ended
+  std::condition_variable done_;  // discovery or a pass finished, or the thread ended
   bool stop_ = false;
   bool exited_ = false;
-  bool abandoned_ = false;                     // stop() gave up waiting: the thread shuts the backend down
+  bool abandoned_ = false;                     // the stopper gave up waiting: the thread ends by itself
   std::optional<DiscoveryOutcome> discovery_;  // set once discover() has returned, until taken
   bool discovered_ = false;
   std::uint64_t requested_ = 0;

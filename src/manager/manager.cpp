@@ -188,7 +188,7 @@ void Manager::start(bool background_sampling) {
       spdlog::warn("{}; its devices are left out (the other backends go on)", report.error);
       // Never sampled, and its late result is never taken: it cannot touch the
       // manager again. It shuts its backend down itself when discover() returns.
-      if (worker->stop(std::chrono::nanoseconds{0})) shut_down_backend(worker->backend());
+      worker->stop(std::chrono::nanoseconds{0});
       reports_.push_back(std::move(report));
       continue;
     }
@@ -202,15 +202,21 @@ void Manager::start(bool background_sampling) {
       report.unavailable = discovery.unavailable;
       if (report.unavailable) spdlog::debug("backend {} skipped: {}", name, report.note);
       std::size_t duplicates = 0;
-      for (DeviceInfo& info : discovery.devices) {
-        // One physical GPU seen by two backends (rocm and sysfs) is kept once:
-        // by the earlier backend, which callers list richest first.
-        if (info.pci_bus_id && !seen_pci_bus_ids.insert(normalise_pci_bus_id(*info.pci_bus_id)).second) {
-          ++duplicates;
-          continue;
+      try {
+        for (DeviceInfo& info : discovery.devices) {
+          // One physical GPU seen by two backends (rocm and sysfs) is kept once:
+          // by the earlier backend, which callers list richest first.
+          if (info.pci_bus_id && !seen_pci_bus_ids.insert(normalise_pci_bus_id(*info.pci_bus_id)).second) {
+            ++duplicates;
+            continue;
+          }
+          DeviceKey key = info.key;
+          store_.add_device(std::move(info));  // validates: a broken device fails its backend, not start()
+          keys.push_back(std::move(key));
         }
-        keys.push_back(info.key);
-        store_.add_device(std::move(info));
+      } catch (const std::exception& e) {
+        report.error = e.what();
+        spdlog::warn("backend {} reported a device that cannot be registered: {}", name, e.what());
       }
       report.devices = keys.size();
       if (duplicates > 0) {
@@ -488,13 +494,16 @@ void Manager::shutdown_locked() {
   }
   sampler_wake_.notify_all();
   if (sampler_.joinable()) sampler_.join();
+  // Every worker shuts its backend down on its own thread, all at once, and
+  // all get one backend_timeout: a stuck one (in a read or in its shutdown) is
+  // left behind and never touches the manager again.
+  for (const auto& worker : workers_) worker->request_stop();
+  const auto deadline = BackendWorker::Clock::now() + config_.backend_timeout;
   for (const auto& worker : workers_) {
-    if (!worker->stop(config_.backend_timeout)) {
+    if (!worker->wait_stopped(deadline)) {
       spdlog::error("backend {} is stuck in a call; it is left to shut down when the call returns",
                     worker->backend().name());
-      continue;
     }
-    shut_down_backend(worker->backend());
   }
   for (const BackendPtr& backend : backends_) shut_down_backend(*backend);  // never started
   workers_.clear();  // release drivers and handles now, not at destruction

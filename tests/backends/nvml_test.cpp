@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <memory>
 #include <optional>
 #include <string>
@@ -704,6 +705,29 @@ TEST_F(NvmlBackendTest, ManagerGivesUpOnADeviceCountThatHangs) {
   EXPECT_EQ(manager.backend_reports()[0].error, "backend nvml did not finish discovery within 300ms");
   EXPECT_EQ(manager.devices().size(), 1U);
   EXPECT_TRUE(eventually_called("nvmlShutdown", 1));
+}
+
+// nvmlShutdown hanging: the manager's shutdown is bounded by backend_timeout
+// (the call runs on the backend's worker thread, which is left behind).
+TEST_F(NvmlBackendTest, ManagerShutdownDoesNotWaitForAHangingNvmlShutdown) {
+  json scenario = scenario_of({h100(0)});
+  scenario["hang_ms"] = {{"nvmlShutdown", 60000}};
+  write_scenario(scenario);
+  ManagerConfig config;
+  config.host = kHost;
+  config.backend_timeout = std::chrono::milliseconds{300};
+  std::vector<BackendPtr> backends;
+  backends.push_back(std::make_unique<NvmlBackend>());
+  backends.push_back(std::make_unique<HostBackend>());
+  Manager manager(config, std::move(backends));
+  manager.start(false);
+  ASSERT_EQ(manager.devices().size(), 2U);
+  auto stopping = std::async(std::launch::async, [&] { manager.shutdown(); });
+  EXPECT_EQ(stopping.wait_for(std::chrono::seconds{10}), std::future_status::ready)
+      << "shutdown() waited for nvmlShutdown";
+  stopping.wait();
+  EXPECT_EQ(manager.state(), ManagerState::stopped);
+  EXPECT_EQ(calls_to("nvmlShutdown"), 1U);
 }
 
 }  // namespace

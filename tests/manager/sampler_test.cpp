@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -534,6 +535,71 @@ TEST(DiscoveryDeadline, DiscoverNeverRunsOnTheCallersThread) {
   manager.start(false);
   EXPECT_NE(seen, std::this_thread::get_id());
   EXPECT_NE(seen, std::thread::id{});
+}
+
+TEST(DiscoveryDeadline, ADeviceThatCannotBeRegisteredFailsOnlyItsBackend) {
+  struct Broken final : Backend {
+    std::string_view name() const noexcept override { return "broken"; }
+    Discovery discover(const std::string& host) override {
+      DeviceInfo info;
+      info.key = {host, ""};  // fails validation: a device needs an id
+      info.memory_total_bytes = 1;
+      return Discovery{{info}, {}};
+    }
+    Sample sample(const std::string& id) override { throw UnknownDeviceError(id); }
+    FieldAvailability available_fields(const std::string&) const override { return {}; }
+    void shutdown() override {}
+  };
+  auto good = std::make_shared<GatedDiscovery::Probe>();
+  std::vector<BackendPtr> backends;
+  backends.push_back(std::make_unique<Broken>());
+  backends.push_back(std::make_unique<GatedDiscovery>("good", "cuda:1", good));
+  Manager manager(discovery_config(30s), std::move(backends));
+  ASSERT_NO_THROW(manager.start(false));
+  const auto reports = manager.backend_reports();
+  EXPECT_STREQ(report_status(reports[0]), "failed");
+  EXPECT_NE(reports[0].error.find("device_id"), std::string::npos) << reports[0].error;
+  ASSERT_EQ(manager.devices().size(), 1U);
+  EXPECT_EQ(manager.devices()[0].info->key, kGood);
+}
+
+// A vendor shutdown call that hangs (nvmlShutdown) is bounded like any other
+// call: shutdown() returns after backend_timeout, the others are shut down.
+TEST(Sampler, AShutdownCallThatHangsIsLeftBehind) {
+  struct StuckShutdown final : Backend {
+    std::shared_ptr<Gate> gate;
+    std::shared_ptr<std::atomic<int>> shutdowns;
+    StuckShutdown(std::shared_ptr<Gate> g, std::shared_ptr<std::atomic<int>> s)
+        : gate(std::move(g)), shutdowns(std::move(s)) {}
+    std::string_view name() const noexcept override { return "stuck-shutdown"; }
+    Discovery discover(const std::string&) override { return {}; }
+    Sample sample(const std::string& id) override { throw UnknownDeviceError(id); }
+    FieldAvailability available_fields(const std::string&) const override { return {}; }
+    void shutdown() override {
+      gate->pass();
+      ++*shutdowns;
+    }
+  };
+  auto gate = std::make_shared<Gate>();
+  auto stuck_shutdowns = std::make_shared<std::atomic<int>>(0);
+  auto good = std::make_shared<GatedDiscovery::Probe>();
+  gate->set(false);
+  std::vector<BackendPtr> backends;
+  backends.push_back(std::make_unique<StuckShutdown>(gate, stuck_shutdowns));
+  backends.push_back(std::make_unique<GatedDiscovery>("good", "cuda:1", good));
+  ManagerConfig config = discovery_config(30s);
+  config.backend_timeout = 100ms;
+  auto manager = std::make_unique<Manager>(config, std::move(backends));
+  manager->start(false);
+  auto stopping = std::async(std::launch::async, [&] { manager->shutdown(); });
+  const bool returned = stopping.wait_for(10s) == std::future_status::ready;
+  EXPECT_TRUE(returned) << "shutdown() waited for a backend's hung shutdown call";
+  EXPECT_EQ(good->shutdowns.load(), 1);
+  EXPECT_EQ(gate->waiting.load(), 1);
+  gate->set(true);  // the call returns; the worker ends by itself
+  stopping.wait();
+  EXPECT_TRUE(eventually([&] { return stuck_shutdowns->load() == 1; }));
+  manager.reset();
 }
 
 TEST(DiscoveryDeadline, DefaultsAreTheDocumentedOnes) {
