@@ -123,10 +123,7 @@ void BackendWorker::run() {
   }
   lock.lock();
   exited_ = true;
-  const bool abandoned = abandoned_;
   done_.notify_all();
-  lock.unlock();
-  if (abandoned) spdlog::info("backend {} came back from a stuck call and is shut down", backend_->name());
 }
 
 void BackendWorker::request_stop() {

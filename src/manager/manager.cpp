@@ -157,6 +157,11 @@ void Manager::start(bool background_sampling) {
   if (state == ManagerState::running) return;
   if (state != ManagerState::created) throw ShutDownError("start");
 
+  // spdlog creates its registry on first use; make that happen here, before
+  // the backend threads log at once. (C++ makes it thread-safe, but the guard
+  // is inside the uninstrumented libspdlog, so ThreadSanitizer cannot see it.)
+  spdlog::default_logger_raw();
+
   // Every backend discovers on its own worker thread, all at once, under one
   // deadline: a vendor library whose init hangs stalls only its own backend.
   std::vector<std::shared_ptr<BackendWorker>> started;

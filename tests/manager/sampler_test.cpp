@@ -7,7 +7,6 @@
 #include <future>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -224,7 +223,7 @@ class PciBackend final : public Backend {
   Discovery discover(const std::string& host) override {
     DeviceInfo info;
     info.key = {host, id_};
-    info.pci_bus_id = pci_;
+    if (!pci_.empty()) info.pci_bus_id = pci_;
     info.memory_total_bytes = 1;
     info.backend = name_;
     return Discovery{{info}, {}};
@@ -365,7 +364,7 @@ class GatedDiscovery final : public Backend {
     std::atomic<int> finished{0};        // discover() calls that returned
   };
   GatedDiscovery(std::string name, std::string device, std::shared_ptr<Probe> probe,
-                 std::shared_ptr<Probe> other = nullptr, std::optional<std::string> pci = std::nullopt)
+                 std::shared_ptr<Probe> other = nullptr, std::string pci = {})
       : name_(std::move(name)),
         device_(std::move(device)),
         probe_(std::move(probe)),
@@ -386,7 +385,7 @@ class GatedDiscovery final : public Backend {
     info.key = {host, device_};
     info.memory_total_bytes = 1000;
     info.backend = name_;
-    info.pci_bus_id = pci_;
+    if (!pci_.empty()) info.pci_bus_id = pci_;
     ++probe_->finished;
     return Discovery{{info}, {}};
   }
@@ -402,7 +401,7 @@ class GatedDiscovery final : public Backend {
  private:
   std::string name_, device_;
   std::shared_ptr<Probe> probe_, other_;
-  std::optional<std::string> pci_;
+  std::string pci_;  // empty: none
 };
 
 // A backend whose source cannot be used (as nvml without libnvidia-ml.so.1).

@@ -112,9 +112,12 @@ struct Fake {
   std::map<std::string, unsigned long long> calls;
 };
 
+// Never destroyed: tests leave a thread hung inside the fake on purpose (a
+// driver call that does not return), and the process may exit meanwhile; the
+// state must not be torn down under it by static destruction.
 Fake& fake() {
-  static Fake instance;
-  return instance;
+  static auto* instance = new Fake;
+  return *instance;
 }
 
 template <typename T>
