@@ -40,16 +40,14 @@ struct Frequencies {
   std::uint64_t frequency[32];
 };
 
-// Never destroyed: a test may leave a thread hung in rsmi_init on purpose while
-// the process exits; static destruction must not tear the state down under it.
 std::mutex& mutex() {
-  static auto* instance = new std::mutex;
-  return *instance;
+  static std::mutex instance;
+  return instance;
 }
 
 std::map<std::string, std::int64_t>& knobs() {
-  static auto* instance = new std::map<std::string, std::int64_t>;
-  return *instance;
+  static std::map<std::string, std::int64_t> instance;
+  return instance;
 }
 
 std::int64_t knob(const std::string& key, std::int64_t fallback) {
