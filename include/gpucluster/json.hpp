@@ -12,6 +12,8 @@
 
 namespace gpucluster {
 
+struct BackendReport;  // manager.hpp
+
 nlohmann::json to_json(const DeviceInfo& info);
 nlohmann::json to_json(const Sample& sample);  // protocol "metrics" field names
 // Device object of `devices --json`: fleet fields + id, host, available, score, metrics.
@@ -23,5 +25,9 @@ nlohmann::json to_json(const WindowStats& stats);
 nlohmann::json to_json(const Selection& selection);
 nlohmann::json to_json(const RankedDevice& ranked);
 nlohmann::json to_json(const Plan& plan);
+// What a backend found at start: backend, status ("ok", "none", "unavailable",
+// "failed"), devices, note and error (null when empty). `status --json`, /healthz, /v1/cluster.
+nlohmann::json to_json(const BackendReport& report);
+nlohmann::json backends_to_json(const std::vector<BackendReport>& reports);
 
 }  // namespace gpucluster

@@ -42,18 +42,45 @@ struct ManagerConfig {
   std::chrono::nanoseconds sample_interval = std::chrono::seconds{1};
   // A backend pass running longer than this marks that backend's devices
   // unavailable (they recover when it answers); also how long shutdown waits
-  // for a backend stuck in a call before leaving it behind.
+  // for the backends' shutdown calls (each on its backend's thread, all at
+  // once) before leaving a stuck one behind.
   std::chrono::nanoseconds backend_timeout = std::chrono::seconds{5};
+  // How long start() waits for the backends' discover() calls (all run at once,
+  // each on its backend's thread). A backend still discovering then is failed
+  // for the manager's life (its report says so) and the others go on. Longer
+  // than backend_timeout: a vendor library's init (nvmlInit_v2 without
+  // persistence mode, rsmi_init) can take seconds per GPU.
+  std::chrono::nanoseconds discovery_timeout = std::chrono::seconds{30};
+  // Backends (by name) that must work: if one of them is unavailable (library
+  // missing, driver not initialised), throws in discover() or misses the
+  // discovery deadline, start() shuts everything down and throws
+  // BackendUnavailableError. The others are skipped and reported.
+  std::vector<std::string> required_backends;
   std::string host;                  // empty: this machine's host name
   std::function<Timestamp()> clock;  // empty: system clock (tests inject their own)
 };
 
-// What a backend found at start, for `status` and diagnostics.
+// What a backend found at start, for `status`, /healthz and diagnostics.
 struct BackendReport {
   std::string backend;
   std::size_t devices = 0;
-  std::string note;   // why nothing was found, when nothing was
-  std::string error;  // discovery failed
+  std::string note;          // why nothing was found, when nothing was
+  std::string error;         // discovery failed (threw, or missed the discovery deadline)
+  bool unavailable = false;  // the source cannot be used here (Discovery::unavailable); note says why
+};
+// "ok" (devices found), "none" (works, found nothing), "unavailable" or "failed".
+const char* report_status(const BackendReport& report) noexcept;
+
+// Backends the caller required (ManagerConfig::required_backends) that cannot
+// be used; the message names each one and why (its library path and how to
+// point at another, a discovery error or the missed deadline).
+class BackendUnavailableError : public InputError {
+ public:
+  explicit BackendUnavailableError(std::vector<BackendReport> failed);
+  const std::vector<BackendReport>& failed() const noexcept { return failed_; }
+
+ private:
+  std::vector<BackendReport> failed_;
 };
 
 // A plan request in caller terms; the manager fills in devices and free memory.
@@ -81,9 +108,11 @@ class Manager {
   Manager(const Manager&) = delete;
   Manager& operator=(const Manager&) = delete;
 
-  // Discovers every backend's devices, takes a first sample and starts the
-  // background sampler (when there are backends and the interval is > 0).
-  // Each backend is read on its own thread, never on a caller's.
+  // Discovers every backend's devices (in parallel, within discovery_timeout),
+  // takes a first sample and starts the background sampler (when there are
+  // backends and the interval is > 0). Each backend is read on its own thread,
+  // never on a caller's. Throws BackendUnavailableError, leaving the manager
+  // stopped, when a required backend cannot be used.
   void start(bool background_sampling = true);
   // One sampling pass over every backend's devices; waits at most
   // backend_timeout, and marks the devices of a backend that did not answer
@@ -132,6 +161,7 @@ class Manager {
   void mark_unavailable(const DeviceKey& key, const std::string& reason);
   void apply_outcome(const Backend& backend, const DeviceKey& key, const std::variant<Sample, std::string>& outcome);
   void mark_backend_late(BackendWorker& worker, const std::string& why);
+  void shutdown_locked();  // shutdown() with lifecycle_mutex_ held
 
   ManagerConfig config_;
   std::string host_;

@@ -17,6 +17,7 @@ from several threads; calls that scan, wait or ingest in bulk release the GIL.
 
 from . import errors
 from .errors import (
+    BackendUnavailableError,
     Error,
     InputError,
     InsufficientMemoryError,
@@ -80,6 +81,7 @@ __all__ = [
     "errors", "backends",
     "Error", "InputError", "ValidationError", "UnknownDeviceError", "UnregisteredDeviceError", "PlanError",
     "InsufficientMemoryError", "MemoryShortfall", "UnplacedItemsError", "ShutDownError", "ProtocolError",
+    "BackendUnavailableError",
     "Assignment", "Backend", "BackendReport", "ClusterAggregate", "Device", "DeviceInfo", "DeviceKey",
     "DeviceKind", "Eligibility", "Fleet", "FleetDevice", "Manager", "ManagerState", "Plan", "RankedDevice",
     "RejectReason", "Sample", "ScoreBreakdown", "Selection", "Strategy", "WindowStats", "apportion",

@@ -219,11 +219,15 @@ class BackendReport:
     devices: int
     note: str
     error: str
+    unavailable: bool
+    @property
+    def status(self) -> str: ...  # "ok", "none", "unavailable" or "failed"
 
 class Manager:
     def __init__(self, *, backends: Sequence[Backend] = ..., fleet: Optional[str] = None, host: Optional[str] = None,
                  max_history: int = 100, max_age_seconds: Optional[float] = None,
                  sample_interval_seconds: float = 1.0, backend_timeout_seconds: float = 5.0,
+                 discovery_timeout_seconds: float = 30.0, require_backends: bool = True,
                  staleness_seconds: float = 10.0, memory_weight: float = 0.6, compute_weight: float = 0.4,
                  thermal_threshold_celsius: float = 80.0, thermal_span_celsius: float = 40.0,
                  min_thermal_penalty: float = 0.1, clock: Optional[Callable[[], float]] = None) -> None: ...

@@ -2,6 +2,12 @@
 handed to one Manager, which owns it from then on.
 
     Manager(backends=[backends.nvml(), backends.host()])
+
+A backend named here must work: ``Manager.start()`` raises
+``BackendUnavailableError`` when one cannot be used (its library is missing, its
+driver is not initialised, its discovery fails or misses
+``discovery_timeout_seconds``). ``Manager(..., require_backends=False)`` skips such
+backends instead; ``backend_reports()`` says what each one found.
 """
 
 from __future__ import annotations

@@ -15,6 +15,10 @@ caller can report it without parsing the message:
 * ``UnplacedItemsError(PlanError)``: items that no device could take (the
   ``exo_compat`` distributors); carries ``distribution`` (what was placed) and
   ``unplaced`` (the caller's items that were not).
+* ``BackendUnavailableError(InputError)``: a backend given to ``Manager(backends=...)``
+  cannot be used (library missing, driver not initialised, discovery failed or
+  missed ``discovery_timeout_seconds``); ``backends`` names them. The message says
+  which library was tried and how to point at another.
 * ``UnknownDeviceError(KeyError)``: an operation named a device that is not registered.
 * ``ShutDownError(RuntimeError)``: the manager is shut down.
 * ``ProtocolError(InputError)``: a telemetry protocol message was refused; ``kind``
@@ -35,6 +39,7 @@ __all__ = [
     "InsufficientMemoryError",
     "MemoryShortfall",
     "UnplacedItemsError",
+    "BackendUnavailableError",
     "ShutDownError",
     "ProtocolError",
 ]
@@ -117,6 +122,15 @@ class UnplacedItemsError(PlanError):
         super().__init__(message, field, value or str(len(unplaced)), rule)
         self.distribution = distribution
         self.unplaced = unplaced
+
+
+class BackendUnavailableError(InputError):
+    """Backends the caller named cannot be used; ``backends`` lists them. The manager is stopped."""
+
+    def __init__(self, message: str, field: str = "backends", value: str = "", rule: str = "",
+                 backends: Optional[List[str]] = None) -> None:
+        super().__init__(message, field, value, rule)
+        self.backends: List[str] = list(backends or [])
 
 
 class ShutDownError(Error, RuntimeError):

@@ -10,6 +10,7 @@
 
 #include "common.hpp"
 #include "gpucluster/core/errors.hpp"
+#include "gpucluster/manager.hpp"
 
 namespace gpucluster::python {
 
@@ -92,6 +93,15 @@ void translate_error(std::exception_ptr p) {
     kw["rule"] = e.rule();
     kw["reason"] = to_string(e.reason());
     set_python_error(errors_module().attr(cls), make(cls, e, kw));
+  } catch (const BackendUnavailableError& e) {
+    py::list names;
+    for (const BackendReport& report : e.failed()) names.append(report.backend);
+    py::kwargs kw;
+    kw["field"] = e.field();
+    kw["value"] = e.value();
+    kw["rule"] = e.rule();
+    kw["backends"] = names;
+    set_python_error(errors_module().attr("BackendUnavailableError"), make("BackendUnavailableError", e, kw));
   } catch (const InputError& e) {
     py::kwargs kw;
     kw["field"] = e.field();

@@ -50,14 +50,15 @@ class PyManager {
  public:
   PyManager(std::vector<PyBackend*> backends, std::optional<std::string> fleet, std::optional<std::string> host,
             std::size_t max_history, std::optional<double> max_age_seconds, double sample_interval_seconds,
-            double backend_timeout_seconds, double staleness_seconds, double memory_weight, double compute_weight,
-            double thermal_threshold_celsius, double thermal_span_celsius, double min_thermal_penalty,
-            std::optional<std::function<double()>> clock) {
+            double backend_timeout_seconds, double discovery_timeout_seconds, bool require_backends,
+            double staleness_seconds, double memory_weight, double compute_weight, double thermal_threshold_celsius,
+            double thermal_span_celsius, double min_thermal_penalty, std::optional<std::function<double()>> clock) {
     ManagerConfig config;
     config.history.max_samples = max_history;
     if (max_age_seconds) config.history.max_age = seconds_to_ns(*max_age_seconds, "max_age_seconds");
     config.sample_interval = seconds_to_ns(sample_interval_seconds, "sample_interval_seconds");
     config.backend_timeout = seconds_to_ns(backend_timeout_seconds, "backend_timeout_seconds");
+    config.discovery_timeout = seconds_to_ns(discovery_timeout_seconds, "discovery_timeout_seconds");
     config.scoring.staleness = seconds_to_ns(staleness_seconds, "staleness_seconds");
     config.scoring.memory_weight = memory_weight;
     config.scoring.compute_weight = compute_weight;
@@ -75,6 +76,11 @@ class PyManager {
     for (PyBackend* backend : backends) {
       if (backend == nullptr) throw InputError("backends", "None", "every backend must be a Backend");
       if (backend->consumed()) throw InputError("backends", backend->name(), "already given to another Manager");
+    }
+    // Backends named by the caller must work (start() raises BackendUnavailableError
+    // otherwise), unless require_backends=False: then they are skipped and reported.
+    if (require_backends) {
+      for (PyBackend* backend : backends) config.required_backends.push_back(backend->name());
     }
     std::vector<BackendPtr> owned;
     for (PyBackend* backend : backends) owned.push_back(backend->take());
@@ -190,9 +196,11 @@ void bind_manager(py::module_& m) {
       .def_readonly("devices", &BackendReport::devices)
       .def_readonly("note", &BackendReport::note)
       .def_readonly("error", &BackendReport::error)
+      .def_readonly("unavailable", &BackendReport::unavailable)
+      .def_property_readonly("status", [](const BackendReport& r) { return std::string(report_status(r)); })
       .def("__repr__", [](const BackendReport& r) {
-        return fmt::format("BackendReport('{}', devices={}, note='{}', error='{}')", r.backend, r.devices, r.note,
-                           r.error);
+        return fmt::format("BackendReport('{}', status={}, devices={}, note='{}', error='{}')", r.backend,
+                           report_status(r), r.devices, r.note, r.error);
       });
 
   py::class_<PyManager>(m, "Manager",
@@ -200,18 +208,21 @@ void bind_manager(py::module_& m) {
                         "Thread-safe; long calls release the GIL. Device arguments are 'host/local_id', a bare "
                         "local id (resolved on this manager's host or, if unique, any host) or a DeviceKey.")
       .def(py::init<std::vector<PyBackend*>, std::optional<std::string>, std::optional<std::string>, std::size_t,
-                    std::optional<double>, double, double, double, double, double, double, double, double,
+                    std::optional<double>, double, double, double, bool, double, double, double, double, double, double,
                     std::optional<std::function<double()>>>(),
            py::kw_only(), py::arg("backends") = std::vector<PyBackend*>{}, py::arg("fleet") = py::none(),
            py::arg("host") = py::none(), py::arg("max_history") = 100, py::arg("max_age_seconds") = py::none(),
            py::arg("sample_interval_seconds") = 1.0, py::arg("backend_timeout_seconds") = 5.0,
+           py::arg("discovery_timeout_seconds") = 30.0, py::arg("require_backends") = true,
            py::arg("staleness_seconds") = 10.0, py::arg("memory_weight") = 0.6, py::arg("compute_weight") = 0.4,
            py::arg("thermal_threshold_celsius") = 80.0, py::arg("thermal_span_celsius") = 40.0,
            py::arg("min_thermal_penalty") = 0.1, py::arg("clock") = py::none())
       .def(
           "start", [](PyManager& self, bool background) { released([&] { self.get().start(background); }); },
           py::arg("background_sampling") = true,
-          "Discovers every backend's devices, samples once, starts the background sampler.")
+          "Discovers every backend's devices (in parallel, within discovery_timeout_seconds), samples once, "
+          "starts the background sampler. Raises BackendUnavailableError (manager stopped) when a backend given "
+          "in `backends` cannot be used, unless require_backends=False.")
       .def("sample_now", [](PyManager& self) { released([&] { self.get().sample_now(); }); })
       .def(
           "shutdown", [](PyManager& self) { released([&] { self.get().shutdown(); }); },

@@ -514,10 +514,14 @@ void Agent::Impl::handle_health(HttpResponse& res) const {
   const ManagerState state = manager.state();
   const bool is_draining = draining();
   const bool ok = state == ManagerState::running && !is_draining;
-  write_json(res, ok ? 200 : 503,
-             json{{"status", ok ? "ok" : "unavailable"},
-                  {"state", is_draining ? "draining" : to_string(state)},
-                  {"host", manager.host()}});
+  json body{{"status", ok ? "ok" : "unavailable"},
+            {"state", is_draining ? "draining" : to_string(state)},
+            {"host", manager.host()}};
+  // A backend that failed (or missed its discovery deadline) does not make the
+  // agent unhealthy, but a client must be able to see it: /v1/devices stays a
+  // bare array of devices for compatibility.
+  if (ok) body["backends"] = backends_to_json(manager.backend_reports());
+  write_json(res, ok ? 200 : 503, body);
 }
 
 void Agent::Impl::handle_devices(HttpResponse& res) const {
@@ -562,7 +566,9 @@ void Agent::Impl::handle_history(std::string_view id, const HttpRequest& req, Ht
 }
 
 void Agent::Impl::handle_cluster(HttpResponse& res) const {
-  write_json(res, 200, to_json(manager.aggregate()));
+  json body = to_json(manager.aggregate());
+  body["backends"] = backends_to_json(manager.backend_reports());  // which local sources the aggregate lacks
+  write_json(res, 200, body);
 }
 
 void Agent::Impl::handle_select(const HttpRequest& req, HttpResponse& res) const {

@@ -312,7 +312,9 @@ Discovery HostBackend::discover(const std::string& host) {
   const auto memory = read_memory(paths_.proc_root);
   if (!memory) {
     return Discovery{
-        {}, fmt::format("no host CPU device: {} is missing or unreadable", (paths_.proc_root / "meminfo").string())};
+        {},
+        fmt::format("no host CPU device: {} is missing or unreadable", (paths_.proc_root / "meminfo").string()),
+        true};
   }
   const std::string cpuinfo = read_text(paths_.proc_root / "cpuinfo", kMaxProcBytes).value_or("");
 

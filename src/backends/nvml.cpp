@@ -126,7 +126,7 @@ std::optional<Api> load_api(const std::string& path, std::string& why) {
   dlerror();  // clear a stale error
   void* library = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (library == nullptr) {
-    why = fmt::format("no devices: {} not found ({})", path, last_dl_error());
+    why = fmt::format("no devices: cannot load {} ({})", path, last_dl_error());
     return std::nullopt;
   }
   Api api;
@@ -270,8 +270,21 @@ NvmlBackend::NvmlBackend(std::string library_path)
     : library_path_(std::move(library_path)), state_(std::make_unique<State>()) {
   if (library_path_.empty()) {
     const char* from_environment = std::getenv(kLibraryEnvironmentVariable);
-    library_path_ = from_environment != nullptr && *from_environment != '\0' ? from_environment : kDefaultLibrary;
+    from_environment_ = from_environment != nullptr && *from_environment != '\0';
+    library_path_ = from_environment_ ? from_environment : kDefaultLibrary;
   }
+}
+
+std::string NvmlBackend::library_hint() const {
+  if (from_environment_) {
+    return fmt::format("the library was named by {}; point it at the NVIDIA driver's {}", kLibraryEnvironmentVariable,
+                       kDefaultLibrary);
+  }
+  if (library_path_ == kDefaultLibrary) {
+    return fmt::format("set {} to the path of {} if the NVIDIA driver installed it elsewhere",
+                       kLibraryEnvironmentVariable, kDefaultLibrary);
+  }
+  return fmt::format("the path was given by the caller; give the path of the NVIDIA driver's {}", kDefaultLibrary);
 }
 
 NvmlBackend::~NvmlBackend() {
@@ -288,21 +301,23 @@ Discovery NvmlBackend::discover(const std::string& host) {
   State& state = *state_;
   if (state.shut_down) throw Error("nvml backend is shut down");
 
+  // The source cannot be used: say why, which library was tried, and how to point at another.
+  const auto unavailable = [&](const std::string& why, bool hint) {
+    std::string note = hint ? fmt::format("{}; {}", why, library_hint()) : why;
+    spdlog::debug("nvml backend: {}", note);
+    return Discovery{{}, std::move(note), true};
+  };
   if (!state.api) {
     std::string why;
     state.api = load_api(library_path_, why);
-    if (!state.api) {
-      spdlog::debug("nvml backend: {}", why);
-      return Discovery{{}, why};
-    }
+    if (!state.api) return unavailable(why, /*hint=*/true);
   }
   const Api& api = *state.api;
   if (!state.initialised) {
     const nvmlReturn_t code = api.init();
     if (code != NVML_SUCCESS) {
-      std::string why = fmt::format("no devices: nvmlInit_v2 failed: {}", error_text(api, code));
-      spdlog::debug("nvml backend: {}", why);
-      return Discovery{{}, std::move(why)};
+      return unavailable(fmt::format("no devices: nvmlInit_v2 of {} failed: {}", library_path_, error_text(api, code)),
+                         /*hint=*/false);
     }
     state.initialised = true;
     if (api.driver_version != nullptr) {

@@ -97,8 +97,11 @@ namespace {
 
 // rsmi_init prints its own failures ("Failed to open drm root directory ...")
 // to stderr on every machine without an AMD GPU; our note already says why, so
-// its stderr is silenced for that one call (discovery runs before any other
-// thread of ours logs).
+// its stderr is silenced for that one call, only where /dev/kfd is missing
+// (there it fails at once). With an AMD driver loaded rsmi_init may take long or
+// hang (the manager's discovery deadline then gives up on it), and stderr is
+// process-wide: silencing it there could lose the other threads' log lines
+// for as long as the call lasts.
 template <class Call>
 auto quietly(Call call) {
   std::fflush(stderr);
@@ -225,6 +228,7 @@ struct RocmBackend::State {
   bool initialised = false;  // rsmi_init succeeded and rsmi_shut_down is still owed
   std::vector<Device> devices;
   std::string note;
+  bool unavailable = false;  // initialised but cannot count its devices
 
   State() = default;
   State(const State&) = delete;
@@ -306,8 +310,21 @@ struct RocmBackend::State {
 RocmBackend::RocmBackend(std::string library_path) : library_path_(std::move(library_path)) {
   if (library_path_.empty()) {
     const char* from_environment = std::getenv(kLibraryEnvironmentVariable);
-    library_path_ = (from_environment != nullptr && *from_environment != '\0') ? from_environment : kDefaultLibrary;
+    from_environment_ = from_environment != nullptr && *from_environment != '\0';
+    library_path_ = from_environment_ ? from_environment : kDefaultLibrary;
   }
+}
+
+std::string RocmBackend::library_hint() const {
+  if (from_environment_) {
+    return fmt::format("the library was named by {}; point it at ROCm's {}", kLibraryEnvironmentVariable,
+                       kDefaultLibrary);
+  }
+  if (library_path_ == kDefaultLibrary) {
+    return fmt::format("install it (Debian package librocm-smi64-1) or set {} to its path",
+                       kLibraryEnvironmentVariable);
+  }
+  return fmt::format("the path was given by the caller; give the path of ROCm's {}", kDefaultLibrary);
 }
 
 RocmBackend::~RocmBackend() {
@@ -411,10 +428,10 @@ Discovery RocmBackend::discover(const std::string& host) {
     state->handle = dlopen(library_path_.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (state->handle == nullptr) {
       const char* error = dlerror();
-      std::string note = fmt::format("cannot load the ROCm SMI library {}: {}", library_path_,
-                                     error != nullptr ? error : "unknown dlopen error");
-      if (library_path_ == kDefaultLibrary) note += " (Debian package librocm-smi64-1)";
-      return Discovery{{}, std::move(note)};
+      return Discovery{{},
+                       fmt::format("cannot load the ROCm SMI library {}: {}; {}", library_path_,
+                                   error != nullptr ? error : "unknown dlopen error", library_hint()),
+                       true};
     }
 
     Api& api = state->api;
@@ -435,7 +452,9 @@ Discovery RocmBackend::discover(const std::string& host) {
     require(api.status_string, "rsmi_status_string");
     if (!missing.empty()) {
       return Discovery{{},
-                       fmt::format("the ROCm SMI library {} lacks the required function {}", library_path_, missing)};
+                       fmt::format("the ROCm SMI library {} lacks the required function {}; {}", library_path_, missing,
+                                   library_hint()),
+                       true};
     }
     api.busy_percent = find_symbol<rsmi::BusyPercentFn>(state->handle, "rsmi_dev_busy_percent_get");
     api.power_ave = find_symbol<rsmi::PowerAveFn>(state->handle, "rsmi_dev_power_ave_get");
@@ -447,16 +466,19 @@ Discovery RocmBackend::discover(const std::string& host) {
     api.version_str = find_symbol<rsmi::VersionStrFn>(state->handle, "rsmi_version_str_get");
     api.power_cap = find_symbol<rsmi::PowerCapFn>(state->handle, "rsmi_dev_power_cap_get");
 
-    if (const rsmi::Status code = quietly([&] { return api.init(0); }); code != rsmi::kSuccess) {
-      std::string note = fmt::format("rsmi_init: {}", status_text(api, code));
-      if (access("/dev/kfd", F_OK) != 0) note += " (no AMD GPU driver loaded: /dev/kfd is missing)";
-      return Discovery{{}, std::move(note)};  // nothing owed: rsmi_shut_down only balances a successful rsmi_init
+    const bool driver_loaded = access("/dev/kfd", F_OK) == 0;
+    const rsmi::Status init_code = driver_loaded ? api.init(0) : quietly([&] { return api.init(0); });
+    if (init_code != rsmi::kSuccess) {
+      std::string note = fmt::format("rsmi_init: {} (library {})", status_text(api, init_code), library_path_);
+      if (!driver_loaded) note += "; no AMD GPU driver loaded: /dev/kfd is missing";
+      return Discovery{{}, std::move(note), true};  // nothing owed: rsmi_shut_down only balances a successful rsmi_init
     }
     state->initialised = true;
 
     std::uint32_t count = 0;
     if (const rsmi::Status code = api.num_monitor_devices(&count); code != rsmi::kSuccess) {
       state->note = fmt::format("rsmi_num_monitor_devices: {}", status_text(api, code));
+      state->unavailable = true;
     } else if (count == 0) {
       state->note = "ROCm SMI initialised but reports no AMD GPUs";
     } else {
@@ -484,6 +506,7 @@ Discovery RocmBackend::discover(const std::string& host) {
 
   Discovery discovery;
   discovery.note = state_->note;
+  discovery.unavailable = state_->unavailable;
   discovery.devices.reserve(state_->devices.size());
   for (const Device& device : state_->devices) {
     DeviceInfo info = device.info;

@@ -282,6 +282,18 @@ Discovery SysfsBackend::discover(const std::string& host) {
   Discovery discovery;
   std::vector<std::string> notes;
 
+  std::error_code root_error;
+  if (!fs::is_directory(root_, root_error)) {
+    // A mistyped root must not read as "no GPUs here".
+    cards_.clear();
+    discovery.note = fmt::format(
+        "the sysfs root {} is not a directory; set GPUCLUSTER_SYSFS_ROOT (the CLI: --sysfs-root) to the sysfs "
+        "mount point, /sys",
+        root_.string());
+    discovery.unavailable = true;
+    spdlog::debug("{}", discovery.note);
+    return discovery;
+  }
   const auto entries = numbered_entries(drm, "card");
   if (entries.empty()) {
     cards_.clear();

@@ -102,8 +102,7 @@ std::uint64_t usable_memory_bytes() {
   return usable;
 }
 
-ManagerConfig manager_config(const AgentOptions& options) {
-  ManagerConfig config;
+ManagerConfig manager_config(const AgentOptions& options, ManagerConfig config) {
   config.sample_interval = parse_duration(options.interval, "--interval");
   if (config.sample_interval.count() <= 0) throw InputError("--interval", options.interval, "must be positive");
   if (options.history == 0) throw InputError("--history", "0", "must be at least 1 sample per device");
@@ -182,15 +181,14 @@ void raise_open_files_limit() {
 
 }  // namespace
 
-int run_agent(const AgentOptions& options, std::vector<BackendPtr> backends) {
+int run_agent(const AgentOptions& options, std::vector<BackendPtr> backends, ManagerConfig manager_base) {
   agent::AgentConfig config = agent_config(options);  // bad options fail before anything starts
-  ManagerConfig manager_settings = manager_config(options);
+  ManagerConfig manager_settings = manager_config(options, std::move(manager_base));
 
   // A service's stderr and stdout are pipes (journald, a log shipper) whose
   // reader may go away: writing to them must fail with EPIPE (which the log
   // sinks ignore), not kill the agent. Sockets are written with MSG_NOSIGNAL.
   std::signal(SIGPIPE, SIG_IGN);
-  raise_open_files_limit();
 
   // Signals are taken by sigwait on this thread: block them before any thread
   // starts so every thread inherits the mask.
@@ -203,7 +201,8 @@ int run_agent(const AgentOptions& options, std::vector<BackendPtr> backends) {
   Manager manager(std::move(manager_settings), std::move(backends));
   agent::Agent agent(manager, std::move(config));
   agent.bind();
-  manager.start(/*background_sampling=*/true);
+  manager.start(/*background_sampling=*/true);  // a backend that cannot be used stops the agent here
+  raise_open_files_limit();                       // before the first accept
   std::thread server([&agent] { agent.serve(); });
   print_banner(agent, manager);
   spdlog::info("agent listening on {}", agent.base_url());

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "gpucluster/backends/backend.hpp"
+#include "gpucluster/manager.hpp"
 
 namespace gpucluster::cli {
 
@@ -27,7 +28,10 @@ struct AgentOptions {
 
 // Serves until SIGTERM/SIGINT, then drains in-flight requests within the
 // drain timeout, shuts the manager down and returns 0 (1 when the drain ran
-// out of time). Throws InputError for bad options before binding anything.
-int run_agent(const AgentOptions& options, std::vector<BackendPtr> backends);
+// out of time). Throws InputError for bad options before binding anything, and
+// BackendUnavailableError when a backend of manager_base.required_backends
+// cannot be used. manager_base carries the options every command shares
+// (deadlines, required backends); the agent's own options are set on top.
+int run_agent(const AgentOptions& options, std::vector<BackendPtr> backends, ManagerConfig manager_base);
 
 }  // namespace gpucluster::cli

@@ -47,6 +47,8 @@ struct CommonOptions {
   std::string sysfs_root;  // empty: $GPUCLUSTER_SYSFS_ROOT or /sys
   bool json = false;
   std::string log_level = "error";  // the tables already show unavailable devices
+  std::string discovery_timeout = "30s";
+  std::string backend_timeout = "5s";
 };
 
 struct PlanOptions {
@@ -73,6 +75,12 @@ void add_common_options(CLI::App& command, CommonOptions& options) {
                      "Backends, comma-separated: auto, nvml, rocm, sysfs, host, simulated (default: auto = every "
                      "backend that finds devices; simulated alone when --fleet is given)");
   command.add_option("--sysfs-root", options.sysfs_root, "Root of sysfs for the sysfs backend (default /sys)");
+  command.add_option("--discovery-timeout", options.discovery_timeout,
+                     "How long each backend may take to discover its devices (default 30s); a backend that takes "
+                     "longer is reported failed and the others go on");
+  command.add_option("--backend-timeout", options.backend_timeout,
+                     "How long a backend may take to read its devices (default 5s); a backend that takes longer has "
+                     "its devices marked unavailable until it answers");
   command.add_flag("--json", options.json, "Machine-readable JSON output");
   command.add_option("--log-level", options.log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
@@ -107,10 +115,18 @@ Fleet load_fleet_file(const std::string& path) {
 enum BackendChoice { kNvml, kRocm, kSysfs, kHost, kSimulated, kBackendCount };
 constexpr std::array<const char*, kBackendCount> kBackendNames{"nvml", "rocm", "sysfs", "host", "simulated"};
 
-std::vector<BackendPtr> make_backends(const CommonOptions& options) {
+// The backends to start, and those named explicitly (not through `auto`): an
+// explicit backend that cannot be used is an error, not "no devices".
+struct ChosenBackends {
+  std::vector<BackendPtr> backends;
+  std::vector<std::string> required;
+};
+
+ChosenBackends make_backends(const CommonOptions& options) {
   std::vector<std::string> names = split_list(options.backends);
   if (names.empty()) names.push_back(options.fleet_path.empty() ? "auto" : "simulated");
   std::array<bool, kBackendCount> chosen{};
+  std::array<bool, kBackendCount> named{};
   for (const std::string& name : names) {
     if (name == "auto") {
       chosen[kNvml] = chosen[kRocm] = chosen[kSysfs] = chosen[kHost] = true;
@@ -120,12 +136,14 @@ std::vector<BackendPtr> make_backends(const CommonOptions& options) {
     const auto it = std::find(kBackendNames.begin(), kBackendNames.end(), name);
     if (it == kBackendNames.end())
       throw InputError("--backend", name, "must be one of auto, nvml, rocm, sysfs, host, simulated");
-    chosen[static_cast<std::size_t>(it - kBackendNames.begin())] = true;
+    const auto index = static_cast<std::size_t>(it - kBackendNames.begin());
+    chosen[index] = named[index] = true;
   }
   if (chosen[kSimulated] && options.fleet_path.empty()) {
     throw InputError("--backend", "simulated", "needs a fleet file: give --fleet FILE");
   }
-  std::vector<BackendPtr> backends;
+  ChosenBackends result;
+  std::vector<BackendPtr>& backends = result.backends;
   if (chosen[kNvml]) backends.push_back(std::make_unique<NvmlBackend>());
   if (chosen[kRocm]) backends.push_back(std::make_unique<RocmBackend>());
   if (chosen[kSysfs]) {
@@ -134,11 +152,31 @@ std::vector<BackendPtr> make_backends(const CommonOptions& options) {
   }
   if (chosen[kHost]) backends.push_back(std::make_unique<HostBackend>());
   if (chosen[kSimulated]) backends.push_back(std::make_unique<SimulatedBackend>(load_fleet_file(options.fleet_path)));
-  return backends;
+  for (std::size_t i = 0; i < kBackendCount; ++i) {
+    if (named[i]) result.required.emplace_back(kBackendNames[i]);
+  }
+  return result;
+}
+
+std::chrono::nanoseconds positive_duration(const std::string& text, const char* option) {
+  const auto duration = parse_duration(text, option);
+  if (duration.count() <= 0) throw InputError(option, text, "must be positive");
+  return duration;
+}
+
+// What every command's manager shares: deadlines and the backends that must work.
+ManagerConfig manager_config(const CommonOptions& options, std::vector<std::string> required) {
+  ManagerConfig config;
+  config.discovery_timeout = positive_duration(options.discovery_timeout, "--discovery-timeout");
+  config.backend_timeout = positive_duration(options.backend_timeout, "--backend-timeout");
+  config.required_backends = std::move(required);
+  return config;
 }
 
 std::unique_ptr<Manager> start_manager(const CommonOptions& options) {
-  auto manager = std::make_unique<Manager>(ManagerConfig{}, make_backends(options));
+  ChosenBackends chosen = make_backends(options);
+  auto manager =
+      std::make_unique<Manager>(manager_config(options, std::move(chosen.required)), std::move(chosen.backends));
   manager->start(/*background_sampling=*/false);
   return manager;
 }
@@ -234,15 +272,8 @@ int run_status(const CommonOptions& options, const std::string& duration_text) {
   manager->sample_now();
   const Selection best = manager->select();
   if (options.json) {
-    nlohmann::json backends = nlohmann::json::array();
-    for (const BackendReport& r : manager->backend_reports()) {
-      backends.push_back({{"backend", r.backend},
-                          {"devices", r.devices},
-                          {"note", r.note.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.note)},
-                          {"error", r.error.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.error)}});
-    }
     print_json({{"host", manager->host()},
-                {"backends", backends},
+                {"backends", backends_to_json(manager->backend_reports())},
                 {"devices", devices_json(*manager)},
                 {"cluster", to_json(manager->aggregate())},
                 {"best", to_json(best)}});
@@ -273,9 +304,10 @@ int run_watch(const CommonOptions& options, const std::string& interval_text, co
   if (interval.count() <= 0) throw InputError("--interval", interval_text, "must be positive");
   const std::chrono::nanoseconds duration =  // max: until interrupted
       duration_text.empty() ? std::chrono::nanoseconds::max() : parse_duration(duration_text, "--duration");
-  ManagerConfig config;
+  ChosenBackends chosen = make_backends(options);
+  ManagerConfig config = manager_config(options, std::move(chosen.required));
   config.sample_interval = interval;
-  Manager manager(config, make_backends(options));
+  Manager manager(config, std::move(chosen.backends));
   std::signal(SIGINT, on_interrupt);
   std::signal(SIGTERM, on_interrupt);
   const auto started = std::chrono::steady_clock::now();
@@ -416,7 +448,13 @@ int run(int argc, char** argv) {
     if (*plan) return run_plan(common, plan_options);
     if (*status) return run_status(common, duration);
     if (*watch) return run_watch(common, interval, watch_duration, quiet);
-    if (*agent) return run_agent(agent_options, make_backends(common));
+    if (*agent) {
+      ChosenBackends chosen = make_backends(common);
+      return run_agent(agent_options, std::move(chosen.backends), manager_config(common, std::move(chosen.required)));
+    }
+  } catch (const BackendUnavailableError& e) {
+    std::cerr << "gpucluster: " << e.what() << " (--backend auto skips backends that cannot be used)\n";
+    return kExitUsage;
   } catch (const InputError& e) {
     std::cerr << "gpucluster: " << e.what() << '\n';
     return kExitUsage;

@@ -6,6 +6,8 @@
 
 #include <fmt/format.h>
 
+#include "gpucluster/manager.hpp"
+
 namespace gpucluster {
 
 namespace {
@@ -142,6 +144,21 @@ json to_json(const Plan& plan) {
               {"assignments", std::move(assignments)},
               {"unassigned", plan.unassigned},
               {"left_out", std::move(left_out)}};
+}
+
+nlohmann::json to_json(const BackendReport& report) {
+  const auto text_or_null = [](const std::string& text) { return text.empty() ? json(nullptr) : json(text); };
+  return json{{"backend", report.backend},
+              {"status", report_status(report)},
+              {"devices", report.devices},
+              {"note", text_or_null(report.note)},
+              {"error", text_or_null(report.error)}};
+}
+
+nlohmann::json backends_to_json(const std::vector<BackendReport>& reports) {
+  nlohmann::json array = nlohmann::json::array();
+  for (const BackendReport& report : reports) array.push_back(to_json(report));
+  return array;
 }
 
 nlohmann::json devices_to_json(const std::vector<DeviceState>& devices, const std::vector<RankedDevice>& ranked) {

@@ -1,13 +1,14 @@
 #include "backend_worker.hpp"
 
 #include <algorithm>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
 namespace gpucluster {
 
-BackendWorker::BackendWorker(BackendPtr backend, std::vector<DeviceKey> devices, Sink sink)
-    : backend_(std::move(backend)), devices_(std::move(devices)), sink_(std::move(sink)), backoff_(devices_.size()) {}
+BackendWorker::BackendWorker(BackendPtr backend, std::string host, Sink sink)
+    : backend_(std::move(backend)), host_(std::move(host)), sink_(std::move(sink)) {}
 
 BackendWorker::~BackendWorker() {
   // Only reached once the thread has ended (it holds a reference while it runs).
@@ -16,6 +17,18 @@ BackendWorker::~BackendWorker() {
 
 void BackendWorker::launch() {
   thread_ = std::thread([self = shared_from_this()] { self->run(); });
+}
+
+std::optional<DiscoveryOutcome> BackendWorker::wait_discovery(Clock::time_point deadline) {
+  std::unique_lock lock(mutex_);
+  if (!done_.wait_until(lock, deadline, [&] { return discovered_; })) return std::nullopt;
+  return std::exchange(discovery_, std::nullopt);
+}
+
+void BackendWorker::set_devices(std::vector<DeviceKey> devices) {
+  std::lock_guard lock(mutex_);  // publishes them to the thread with the next pass request
+  devices_ = std::move(devices);
+  backoff_.assign(devices_.size(), Backoff{});
 }
 
 std::uint64_t BackendWorker::request_pass(bool background) {
@@ -47,7 +60,20 @@ void BackendWorker::deliver(const DeviceKey& key, const SampleOutcome& outcome, 
 }
 
 void BackendWorker::run() {
+  DiscoveryOutcome found;
+  try {
+    found = backend_->discover(host_);
+  } catch (const std::exception& e) {
+    found = std::string(e.what());
+  } catch (...) {
+    found = std::string("unknown error");
+  }
   std::unique_lock lock(mutex_);
+  // Kept here, never pushed to the manager: a discovery that returns after its
+  // deadline is simply never taken (stop() has been called by then).
+  discovery_ = std::move(found);
+  discovered_ = true;
+  done_.notify_all();
   while (true) {
     wake_.wait(lock, [&] { return stop_ || requested_ > completed_; });
     if (stop_) break;
@@ -84,35 +110,48 @@ void BackendWorker::run() {
     running_since_.reset();
     done_.notify_all();
   }
-  exited_ = true;
-  const bool abandoned = abandoned_;
-  done_.notify_all();
+  // The backend is shut down here, on its own thread, so a vendor shutdown call
+  // that hangs (nvmlShutdown, rsmi_shut_down) is bounded by the stopper's wait
+  // like any other call of the backend.
   lock.unlock();
-  if (!abandoned) return;
   try {
     backend_->shutdown();
   } catch (const std::exception& e) {
-    spdlog::error("backend {} failed to shut down after it came back: {}", backend_->name(), e.what());
+    spdlog::error("backend {} failed to shut down: {}", backend_->name(), e.what());
+  } catch (...) {
+    spdlog::error("backend {} failed to shut down: unknown error", backend_->name());
   }
+  lock.lock();
+  exited_ = true;
+  done_.notify_all();
 }
 
-bool BackendWorker::stop(Clock::duration drain) {
+void BackendWorker::request_stop() {
   {
     std::lock_guard fence(deliver_mutex_);  // waits for a sink call in progress
     delivering_ = false;
   }
-  std::unique_lock lock(mutex_);
+  std::lock_guard lock(mutex_);
   stop_ = true;
   wake_.notify_all();
-  if (done_.wait_for(lock, drain, [&] { return exited_; })) {
+}
+
+bool BackendWorker::wait_stopped(Clock::time_point deadline) {
+  std::unique_lock lock(mutex_);
+  if (done_.wait_until(lock, deadline, [&] { return exited_; })) {
     lock.unlock();
     if (thread_.joinable()) thread_.join();
     return true;
   }
-  abandoned_ = true;  // the thread keeps a reference to this worker and shuts the backend down
+  abandoned_ = true;  // the thread keeps a reference to this worker and ends by itself
   lock.unlock();
-  thread_.detach();
+  if (thread_.joinable()) thread_.detach();
   return false;
+}
+
+bool BackendWorker::stop(Clock::duration drain) {
+  request_stop();
+  return wait_stopped(Clock::now() + drain);
 }
 
 }  // namespace gpucluster

@@ -2,6 +2,8 @@
 // One thread per backend, so a backend call that hangs or throws stalls only
 // that backend's devices: the others keep being sampled, and the manager can
 // see how long a pass has been running and mark the stuck devices unavailable.
+// The thread's first call is the backend's discover(), so discovery too runs
+// off the caller's thread and under a deadline the caller chooses.
 
 #include <chrono>
 #include <condition_variable>
@@ -21,6 +23,8 @@ namespace gpucluster {
 
 // The result of reading one device: a sample, or the backend's error message.
 using SampleOutcome = std::variant<Sample, std::string>;
+// The result of discover(): what it found, or the message of what it threw.
+using DiscoveryOutcome = std::variant<Discovery, std::string>;
 
 class BackendWorker : public std::enable_shared_from_this<BackendWorker> {
  public:
@@ -29,12 +33,21 @@ class BackendWorker : public std::enable_shared_from_this<BackendWorker> {
   // Receives each device's outcome and how long the backend took to produce it.
   using Sink = std::function<void(const DeviceKey&, const SampleOutcome&, std::chrono::nanoseconds)>;
 
-  BackendWorker(BackendPtr backend, std::vector<DeviceKey> devices, Sink sink);
+  // `host` is passed to the backend's discover(); no device is read until set_devices().
+  BackendWorker(BackendPtr backend, std::string host, Sink sink);
   ~BackendWorker();
   BackendWorker(const BackendWorker&) = delete;
   BackendWorker& operator=(const BackendWorker&) = delete;
 
-  void launch();  // starts the thread (separate from the constructor: shared_from_this)
+  void launch();  // starts the thread, which discovers first (separate from the constructor: shared_from_this)
+
+  // Waits until discover() has returned or thrown, or the deadline passes;
+  // nullopt when it is still running (the caller then stop()s this worker).
+  // The outcome is handed over once: a second call returns nullopt.
+  std::optional<DiscoveryOutcome> wait_discovery(Clock::time_point deadline);
+  // The devices every pass reads, in order; called once, after discovery and
+  // before the first request_pass().
+  void set_devices(std::vector<DeviceKey> devices);
 
   // Asks for a pass; returns the pass number to wait for. A pass already
   // running is not restarted: its number is returned. A background pass skips
@@ -47,10 +60,15 @@ class BackendWorker : public std::enable_shared_from_this<BackendWorker> {
   // How long the current pass has been running; nullopt when idle.
   std::optional<Clock::duration> running_for() const;
 
-  // Stops delivering results at once, then waits up to `drain` for the thread.
-  // True: the thread ended and the backend may be shut down by the caller.
-  // False: the backend is stuck in a call; the thread is left to end by itself
-  // and shuts the backend down then (the worker keeps itself alive until so).
+  // Stops delivering results at once and asks the thread to shut the backend
+  // down (on the thread) and end.
+  void request_stop();
+  // After request_stop(): waits until the deadline for the thread to end.
+  // True: it ended, the backend is shut down. False: the backend is stuck in a
+  // call (or in its shutdown); the thread is left to finish by itself (the
+  // worker keeps itself alive until then) and never delivers again.
+  bool wait_stopped(Clock::time_point deadline);
+  // request_stop(), then wait_stopped(now + drain).
   bool stop(Clock::duration drain);
 
   Backend& backend() noexcept { return *backend_; }
@@ -61,15 +79,18 @@ class BackendWorker : public std::enable_shared_from_this<BackendWorker> {
   void deliver(const DeviceKey& key, const SampleOutcome& outcome, std::chrono::nanoseconds took);
 
   BackendPtr backend_;
-  const std::vector<DeviceKey> devices_;
+  const std::string host_;
+  std::vector<DeviceKey> devices_;  // written by set_devices() before any pass, then read-only
   Sink sink_;
 
   mutable std::mutex mutex_;
   std::condition_variable wake_;  // a pass requested, or stop
-  std::condition_variable done_;  // a pass finished, or the thread ended
+  std::condition_variable done_;  // discovery or a pass finished, or the thread ended
   bool stop_ = false;
   bool exited_ = false;
-  bool abandoned_ = false;  // stop() gave up waiting: the thread shuts the backend down
+  bool abandoned_ = false;                     // the stopper gave up waiting: the thread ends by itself
+  std::optional<DiscoveryOutcome> discovery_;  // set once discover() has returned, until taken
+  bool discovered_ = false;
   std::uint64_t requested_ = 0;
   std::uint64_t completed_ = 0;
   std::optional<Clock::time_point> running_since_;

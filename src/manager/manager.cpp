@@ -10,6 +10,7 @@
 
 #include <fmt/chrono.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 namespace gpucluster {
@@ -23,6 +24,35 @@ const char* to_string(ManagerState state) noexcept {
   }
   return "unknown";
 }
+
+const char* report_status(const BackendReport& report) noexcept {
+  if (!report.error.empty()) return "failed";
+  if (report.unavailable) return "unavailable";
+  return report.devices > 0 ? "ok" : "none";
+}
+
+namespace {
+std::string describe_failures(const std::vector<BackendReport>& failed) {
+  std::vector<std::string> parts;
+  for (const BackendReport& report : failed) {
+    std::string_view why = report.error.empty() ? report.note : report.error;
+    if (why.starts_with("no devices: ")) why.remove_prefix(std::string_view("no devices: ").size());
+    parts.push_back(fmt::format("{}: {}", report.backend, why));
+  }
+  return fmt::format("requested backend{} cannot be used: {}", failed.size() > 1 ? "s" : "", fmt::join(parts, "; "));
+}
+
+std::string failed_names(const std::vector<BackendReport>& failed) {
+  std::vector<std::string> names;
+  for (const BackendReport& report : failed) names.push_back(report.backend);
+  return fmt::format("{}", fmt::join(names, ","));
+}
+}  // namespace
+
+BackendUnavailableError::BackendUnavailableError(std::vector<BackendReport> failed)
+    : InputError(describe_failures(failed), "backends", failed_names(failed),
+                 "a requested backend must load and discover its devices"),
+      failed_(std::move(failed)) {}
 
 // Counts one public operation in flight; shutdown waits for the count to reach 0.
 class Manager::OperationGuard {
@@ -65,6 +95,13 @@ std::string normalise_pci_bus_id(std::string id) {
   return id;
 }
 
+// "300ms", "5s": durations in messages, in the unit the caller most likely wrote.
+std::string describe_duration(std::chrono::nanoseconds duration) {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(duration);
+  if (ms.count() >= 1000 && ms.count() % 1000 == 0) return fmt::format("{}s", ms.count() / 1000);
+  return fmt::format("{}ms", ms.count());
+}
+
 std::string resolve_host(const ManagerConfig& config) {
   std::string host = config.host.empty() ? local_host_name() : config.host;
   validate_identifier(host, "host");
@@ -81,11 +118,19 @@ Manager::Manager(ManagerConfig config, std::vector<BackendPtr> backends)
   if (config_.backend_timeout.count() <= 0) {
     throw InputError("backend_timeout", fmt::format("{}ns", config_.backend_timeout.count()), "must be positive");
   }
+  if (config_.discovery_timeout.count() <= 0) {
+    throw InputError("discovery_timeout", fmt::format("{}ns", config_.discovery_timeout.count()), "must be positive");
+  }
   if (config_.sample_interval.count() < 0) {
     throw InputError("sample_interval", fmt::format("{}ns", config_.sample_interval.count()), "must be >= 0");
   }
   for (const BackendPtr& backend : backends_) {
     if (!backend) throw InputError("backends", "null", "every backend must be non-null");
+  }
+  for (const std::string& name : config_.required_backends) {
+    const bool given = std::any_of(backends_.begin(), backends_.end(),
+                                   [&](const BackendPtr& backend) { return backend->name() == name; });
+    if (!given) throw InputError("required_backends", name, "must name one of this manager's backends");
   }
 }
 
@@ -112,45 +157,95 @@ void Manager::start(bool background_sampling) {
   const ManagerState state = state_.load();
   if (state == ManagerState::running) return;
   if (state != ManagerState::created) throw ShutDownError("start");
-  std::set<std::string> seen_pci_bus_ids;
+
+  // spdlog creates its registry on first use; make that happen here, before
+  // the backend threads log at once. (C++ makes it thread-safe, but the guard
+  // is inside the uninstrumented libspdlog, so ThreadSanitizer cannot see it.)
+  spdlog::default_logger_raw();
+
+  // Every backend discovers on its own worker thread, all at once, under one
+  // deadline: a vendor library whose init hangs stalls only its own backend.
+  std::vector<std::shared_ptr<BackendWorker>> started;
+  started.reserve(backends_.size());
   for (BackendPtr& backend : backends_) {
-    BackendReport report{std::string(backend->name()), 0, {}, {}};
+    const Backend& source = *backend;
+    auto worker = std::make_shared<BackendWorker>(
+        std::move(backend), host_,
+        [this, &source](const DeviceKey& key, const SampleOutcome& outcome, std::chrono::nanoseconds took) {
+          sample_duration_.observe(took);
+          apply_outcome(source, key, outcome);
+        });
+    worker->launch();
+    started.push_back(std::move(worker));
+  }
+  backends_.clear();
+  const auto deadline = BackendWorker::Clock::now() + config_.discovery_timeout;
+
+  // Results are taken in the callers' order (richest first), whatever order
+  // they finished in, so de-duplication by PCI bus id keeps the richer backend.
+  std::set<std::string> seen_pci_bus_ids;
+  for (const std::shared_ptr<BackendWorker>& worker : started) {
+    const std::string name(worker->backend().name());
+    BackendReport report{name, 0, {}, {}, false};
+    std::optional<DiscoveryOutcome> outcome = worker->wait_discovery(deadline);
+    if (!outcome) {
+      report.error = fmt::format("backend {} did not finish discovery within {}", name,
+                                 describe_duration(config_.discovery_timeout));
+      spdlog::warn("{}; its devices are left out (the other backends go on)", report.error);
+      // Never sampled, and its late result is never taken: it cannot touch the
+      // manager again. It shuts its backend down itself when discover() returns.
+      worker->stop(std::chrono::nanoseconds{0});
+      reports_.push_back(std::move(report));
+      continue;
+    }
     std::vector<DeviceKey> keys;
-    try {
-      Discovery discovery = backend->discover(host_);
+    if (auto* failure = std::get_if<std::string>(&*outcome)) {
+      report.error = std::move(*failure);
+      spdlog::warn("backend {} failed to discover devices: {}", name, report.error);
+    } else {
+      Discovery& discovery = std::get<Discovery>(*outcome);
       report.note = std::move(discovery.note);
+      report.unavailable = discovery.unavailable;
+      if (report.unavailable) spdlog::debug("backend {} skipped: {}", name, report.note);
       std::size_t duplicates = 0;
-      for (DeviceInfo& info : discovery.devices) {
-        // One physical GPU seen by two backends (rocm and sysfs) is kept once:
-        // by the earlier backend, which callers list richest first.
-        if (info.pci_bus_id && !seen_pci_bus_ids.insert(normalise_pci_bus_id(*info.pci_bus_id)).second) {
-          ++duplicates;
-          continue;
+      try {
+        for (DeviceInfo& info : discovery.devices) {
+          // One physical GPU seen by two backends (rocm and sysfs) is kept once:
+          // by the earlier backend, which callers list richest first.
+          if (info.pci_bus_id && !seen_pci_bus_ids.insert(normalise_pci_bus_id(*info.pci_bus_id)).second) {
+            ++duplicates;
+            continue;
+          }
+          DeviceKey key = info.key;
+          store_.add_device(std::move(info));  // validates: a broken device fails its backend, not start()
+          keys.push_back(std::move(key));
         }
-        keys.push_back(info.key);
-        store_.add_device(std::move(info));
+      } catch (const std::exception& e) {
+        report.error = e.what();
+        spdlog::warn("backend {} reported a device that cannot be registered: {}", name, e.what());
       }
       report.devices = keys.size();
       if (duplicates > 0) {
         report.note += fmt::format("{}{} device(s) already found by an earlier backend",
                                    report.note.empty() ? "" : "; ", duplicates);
       }
-    } catch (const std::exception& e) {
-      report.error = e.what();
-      spdlog::warn("backend {} failed to discover devices: {}", backend->name(), e.what());
     }
+    worker->set_devices(std::move(keys));
+    workers_.push_back(worker);
     reports_.push_back(std::move(report));
-    const Backend& source = *backend;
-    auto worker = std::make_shared<BackendWorker>(
-        std::move(backend), std::move(keys),
-        [this, &source](const DeviceKey& key, const SampleOutcome& outcome, std::chrono::nanoseconds took) {
-          sample_duration_.observe(took);
-          apply_outcome(source, key, outcome);
-        });
-    worker->launch();
-    workers_.push_back(std::move(worker));
   }
-  backends_.clear();
+
+  std::vector<BackendReport> failed;
+  for (const BackendReport& report : reports_) {
+    const bool required = std::find(config_.required_backends.begin(), config_.required_backends.end(),
+                                    report.backend) != config_.required_backends.end();
+    if (required && (report.unavailable || !report.error.empty())) failed.push_back(report);
+  }
+  if (!failed.empty()) {
+    shutdown_locked();  // nothing was published: stop what was started, then refuse
+    throw BackendUnavailableError(std::move(failed));
+  }
+
   state_.store(ManagerState::running);  // publishes workers_ to sample_now and the sampler
   sample_now();
   if (background_sampling && config_.sample_interval.count() > 0 && !workers_.empty()) {
@@ -168,8 +263,7 @@ void Manager::sample_now() {
   for (std::size_t i = 0; i < workers_.size(); ++i) {
     if (!workers_[i]->wait_pass(passes[i], deadline)) {
       mark_backend_late(*workers_[i],
-                        fmt::format("did not answer within {}",
-                                    std::chrono::duration_cast<std::chrono::milliseconds>(config_.backend_timeout)));
+                        fmt::format("did not answer within {}", describe_duration(config_.backend_timeout)));
     }
   }
 }
@@ -450,6 +544,10 @@ std::array<std::uint64_t, kRejectReasonCount> Manager::rejected_samples() const 
 
 void Manager::shutdown() {
   std::lock_guard lifecycle(lifecycle_mutex_);
+  shutdown_locked();
+}
+
+void Manager::shutdown_locked() {
   if (state_.load() == ManagerState::stopped) return;
   state_.store(ManagerState::draining);
   // Wait for every counted operation; new ones are refused from here on.
@@ -460,13 +558,16 @@ void Manager::shutdown() {
   }
   sampler_wake_.notify_all();
   if (sampler_.joinable()) sampler_.join();
+  // Every worker shuts its backend down on its own thread, all at once, and
+  // all get one backend_timeout: a stuck one (in a read or in its shutdown) is
+  // left behind and never touches the manager again.
+  for (const auto& worker : workers_) worker->request_stop();
+  const auto deadline = BackendWorker::Clock::now() + config_.backend_timeout;
   for (const auto& worker : workers_) {
-    if (!worker->stop(config_.backend_timeout)) {
+    if (!worker->wait_stopped(deadline)) {
       spdlog::error("backend {} is stuck in a call; it is left to shut down when the call returns",
                     worker->backend().name());
-      continue;
     }
-    shut_down_backend(worker->backend());
   }
   for (const BackendPtr& backend : backends_) shut_down_backend(*backend);  // never started
   workers_.clear();  // release drivers and handles now, not at destruction

@@ -119,6 +119,7 @@ TEST(HostBackend, DiscoverFindsNothingWithoutMeminfo) {
 
   const Discovery discovery = backend.discover("h");
   EXPECT_TRUE(discovery.devices.empty());
+  EXPECT_TRUE(discovery.unavailable) << "no /proc/meminfo: the source cannot be used, not \"no CPU\"";
   EXPECT_NE(discovery.note.find("meminfo"), std::string::npos) << discovery.note;
   EXPECT_THROW(backend.sample(HostBackend::kLocalId), Error);
 }

@@ -1,11 +1,14 @@
 #include "gpucluster/backends/nvml.hpp"
 
+#include <dlfcn.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <memory>
 #include <optional>
 #include <string>
@@ -109,7 +112,18 @@ class NvmlBackendTest : public ::testing::Test {
   json calls() const {
     std::ifstream in(dir_ / "calls.json");
     if (!in) return json::object();
-    return json::parse(in);
+    // A thread left behind may be rewriting the log right now: a torn read counts as no calls yet.
+    json log = json::parse(in, nullptr, /*allow_exceptions=*/false);
+    return log.is_object() ? log : json::object();
+  }
+  // Waits (bounded) until `function` has been called `times` times.
+  bool eventually_called(const std::string& function, unsigned long long times) const {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{10};
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (calls_to(function) >= times) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds{10});
+    }
+    return calls_to(function) >= times;
   }
   unsigned long long calls_to(const std::string& function) const {
     const json log = calls();
@@ -129,11 +143,35 @@ TEST_F(NvmlBackendTest, MissingLibraryFindsNoDevicesWithAClearNote) {
   Discovery discovery;
   ASSERT_NO_THROW(discovery = backend.discover(kHost));
   EXPECT_TRUE(discovery.devices.empty());
+  EXPECT_TRUE(discovery.unavailable);
   EXPECT_NE(discovery.note.find("no devices"), std::string::npos) << discovery.note;
-  EXPECT_NE(discovery.note.find("/nonexistent/libnvidia-ml.so.1 not found"), std::string::npos) << discovery.note;
+  EXPECT_NE(discovery.note.find("cannot load /nonexistent/libnvidia-ml.so.1"), std::string::npos) << discovery.note;
   EXPECT_NE(discovery.note.find("No such file"), std::string::npos) << discovery.note;  // dlerror's reason
+  // Where the path came from, and how to point at another library.
+  EXPECT_NE(discovery.note.find("the library was named by GPUCLUSTER_NVML_LIBRARY; point it at the NVIDIA driver's "
+                                "libnvidia-ml.so.1"),
+            std::string::npos)
+      << discovery.note;
   EXPECT_THROW(backend.sample("cuda:0"), UnknownDeviceError);
   EXPECT_NO_THROW(backend.shutdown());
+}
+
+TEST_F(NvmlBackendTest, AnUnloadableLibrarySaysHowToPointAtAnother) {
+  const Discovery given = NvmlBackend("/nonexistent/libnvml-given.so").discover(kHost);
+  EXPECT_TRUE(given.unavailable);
+  EXPECT_NE(given.note.find("cannot load /nonexistent/libnvml-given.so"), std::string::npos) << given.note;
+  EXPECT_NE(given.note.find("the path was given by the caller"), std::string::npos) << given.note;
+
+  ::unsetenv(NvmlBackend::kLibraryEnvironmentVariable);  // restored by the fixture
+  if (void* real = dlopen(NvmlBackend::kDefaultLibrary, RTLD_NOW | RTLD_LOCAL)) {
+    dlclose(real);
+    GTEST_SKIP() << "this machine has libnvidia-ml.so.1";
+  }
+  const Discovery by_default = NvmlBackend().discover(kHost);
+  EXPECT_TRUE(by_default.unavailable);
+  EXPECT_NE(by_default.note.find("cannot load libnvidia-ml.so.1"), std::string::npos) << by_default.note;
+  EXPECT_NE(by_default.note.find("set GPUCLUSTER_NVML_LIBRARY to the path of libnvidia-ml.so.1"), std::string::npos)
+      << by_default.note;
 }
 
 TEST_F(NvmlBackendTest, DefaultLibraryNameWithoutTheEnvironmentVariable) {
@@ -154,6 +192,7 @@ TEST_F(NvmlBackendTest, ZeroDevices) {
   NvmlBackend backend;
   const Discovery discovery = backend.discover(kHost);
   EXPECT_TRUE(discovery.devices.empty());
+  EXPECT_FALSE(discovery.unavailable) << "NVML works and has no GPUs: not an unusable source";
   EXPECT_NE(discovery.note.find("0 GPUs"), std::string::npos) << discovery.note;
   backend.shutdown();
   EXPECT_EQ(calls_to("nvmlInit_v2"), 1U);
@@ -378,6 +417,7 @@ TEST_F(NvmlBackendTest, RequiredSymbolAbsentFindsNoDevicesAndNamesTheSymbol) {
   Discovery discovery;
   ASSERT_NO_THROW(discovery = backend.discover(kHost));
   EXPECT_TRUE(discovery.devices.empty());
+  EXPECT_TRUE(discovery.unavailable);
   EXPECT_NE(discovery.note.find("no devices"), std::string::npos) << discovery.note;
   EXPECT_NE(discovery.note.find("nvmlDeviceGetClockInfo"), std::string::npos) << discovery.note;
   EXPECT_NE(discovery.note.find("libfake_nvml_broken.so"), std::string::npos) << discovery.note;
@@ -393,7 +433,8 @@ TEST_F(NvmlBackendTest, InitFailureFindsNoDevicesAndSaysWhy) {
   NvmlBackend backend;
   const Discovery discovery = backend.discover(kHost);
   EXPECT_TRUE(discovery.devices.empty());
-  EXPECT_NE(discovery.note.find("nvmlInit_v2 failed"), std::string::npos) << discovery.note;
+  EXPECT_TRUE(discovery.unavailable);
+  EXPECT_NE(discovery.note.find("nvmlInit_v2 of " + fake_library() + " failed"), std::string::npos) << discovery.note;
   EXPECT_NE(discovery.note.find("Driver Not Loaded"), std::string::npos) << discovery.note;
   backend.shutdown();
   EXPECT_EQ(calls_to("nvmlShutdown"), 0U);  // nvmlInit_v2 failed: nothing to shut down
@@ -546,8 +587,9 @@ TEST_F(NvmlBackendTest, ManagerReportsAMissingLibraryAndKeepsTheHost) {
     if (report.backend != "nvml") continue;
     reported = true;
     EXPECT_EQ(report.devices, 0U);
-    EXPECT_NE(report.note.find("not found"), std::string::npos) << report.note;
+    EXPECT_NE(report.note.find("cannot load /nonexistent/libnvidia-ml.so.1"), std::string::npos) << report.note;
     EXPECT_EQ(report.error, "");
+    EXPECT_TRUE(report.unavailable);
   }
   EXPECT_TRUE(reported);
   EXPECT_TRUE(manager.device(DeviceKey{kHost, HostBackend::kLocalId}).latest.has_value());
@@ -587,6 +629,104 @@ TEST_F(NvmlBackendTest, HangingCallMakesDevicesUnavailableUntilItReturns) {
   EXPECT_TRUE(manager.device(DeviceKey{kHost, "cuda:1"}).available);
   EXPECT_TRUE(manager.device(DeviceKey{kHost, "cuda:1"}).latest.has_value());
   manager.shutdown();
+  EXPECT_EQ(calls_to("nvmlShutdown"), 1U);
+}
+
+// An explicitly required NVML that cannot be loaded fails start() with the
+// path tried and how to point at another library, and leaves nothing running.
+TEST_F(NvmlBackendTest, ManagerRequiringAMissingLibraryThrows) {
+  ScopedEnv library("GPUCLUSTER_NVML_LIBRARY", "/nonexistent/libnvidia-ml.so.1");
+  ManagerConfig config;
+  config.host = kHost;
+  config.required_backends = {"nvml"};
+  std::vector<BackendPtr> backends;
+  backends.push_back(std::make_unique<NvmlBackend>());
+  backends.push_back(std::make_unique<HostBackend>());
+  Manager manager(config, std::move(backends));
+  try {
+    manager.start(false);
+    FAIL() << "start() accepted a required NVML that cannot be loaded";
+  } catch (const BackendUnavailableError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("nvml: cannot load /nonexistent/libnvidia-ml.so.1"), std::string::npos) << message;
+    EXPECT_NE(message.find("GPUCLUSTER_NVML_LIBRARY"), std::string::npos) << message;
+    EXPECT_EQ(message.find('\n'), std::string::npos) << "one line: " << message;
+  }
+  EXPECT_EQ(manager.state(), ManagerState::stopped);
+}
+
+// nvmlInit_v2 hanging past the discovery deadline: start() returns, NVML is
+// reported failed, the host is discovered and sampled; when the call finally
+// returns the worker shuts NVML down and its GPUs never appear.
+TEST_F(NvmlBackendTest, ManagerGivesUpOnAnInitThatHangsAndKeepsTheHost) {
+  json scenario = scenario_of({h100(0)});
+  scenario["hang_ms"] = {{"nvmlInit_v2", 1500}};
+  write_scenario(scenario);
+  ManagerConfig config;
+  config.host = kHost;
+  config.discovery_timeout = std::chrono::milliseconds{300};
+  std::vector<BackendPtr> backends;
+  backends.push_back(std::make_unique<NvmlBackend>());
+  backends.push_back(std::make_unique<HostBackend>());
+  Manager manager(config, std::move(backends));
+  manager.start(false);
+
+  const std::vector<BackendReport> reports = manager.backend_reports();
+  ASSERT_EQ(reports.size(), 2U);
+  EXPECT_EQ(reports[0].backend, "nvml");
+  EXPECT_EQ(reports[0].error, "backend nvml did not finish discovery within 300ms");
+  EXPECT_EQ(reports[0].devices, 0U);
+  EXPECT_EQ(reports[1].devices, 1U);
+  EXPECT_EQ(manager.devices().size(), 1U);
+  EXPECT_TRUE(manager.device(DeviceKey{kHost, HostBackend::kLocalId}).latest.has_value());
+  EXPECT_EQ(calls_to("nvmlInit_v2"), 1U);
+
+  EXPECT_TRUE(eventually_called("nvmlShutdown", 1)) << "the late backend was not shut down when init returned";
+  manager.sample_now();
+  EXPECT_EQ(manager.devices().size(), 1U) << "a late discovery added its devices";
+  EXPECT_EQ(calls_to("nvmlDeviceGetMemoryInfo"), 1U) << "the late backend was sampled";  // discover's read only
+  manager.shutdown();
+  EXPECT_EQ(calls_to("nvmlShutdown"), 1U);
+}
+
+// The same for a later discovery call (counting the GPUs) that hangs.
+TEST_F(NvmlBackendTest, ManagerGivesUpOnADeviceCountThatHangs) {
+  json scenario = scenario_of({h100(0)});
+  scenario["hang_ms"] = {{"nvmlDeviceGetCount_v2", 1500}};
+  write_scenario(scenario);
+  ManagerConfig config;
+  config.host = kHost;
+  config.discovery_timeout = std::chrono::milliseconds{300};
+  std::vector<BackendPtr> backends;
+  backends.push_back(std::make_unique<NvmlBackend>());
+  backends.push_back(std::make_unique<HostBackend>());
+  Manager manager(config, std::move(backends));
+  manager.start(false);
+  EXPECT_EQ(manager.backend_reports()[0].error, "backend nvml did not finish discovery within 300ms");
+  EXPECT_EQ(manager.devices().size(), 1U);
+  EXPECT_TRUE(eventually_called("nvmlShutdown", 1));
+}
+
+// nvmlShutdown hanging: the manager's shutdown is bounded by backend_timeout
+// (the call runs on the backend's worker thread, which is left behind).
+TEST_F(NvmlBackendTest, ManagerShutdownDoesNotWaitForAHangingNvmlShutdown) {
+  json scenario = scenario_of({h100(0)});
+  scenario["hang_ms"] = {{"nvmlShutdown", 60000}};
+  write_scenario(scenario);
+  ManagerConfig config;
+  config.host = kHost;
+  config.backend_timeout = std::chrono::milliseconds{300};
+  std::vector<BackendPtr> backends;
+  backends.push_back(std::make_unique<NvmlBackend>());
+  backends.push_back(std::make_unique<HostBackend>());
+  Manager manager(config, std::move(backends));
+  manager.start(false);
+  ASSERT_EQ(manager.devices().size(), 2U);
+  auto stopping = std::async(std::launch::async, [&] { manager.shutdown(); });
+  EXPECT_EQ(stopping.wait_for(std::chrono::seconds{10}), std::future_status::ready)
+      << "shutdown() waited for nvmlShutdown";
+  stopping.wait();
+  EXPECT_EQ(manager.state(), ManagerState::stopped);
   EXPECT_EQ(calls_to("nvmlShutdown"), 1U);
 }
 

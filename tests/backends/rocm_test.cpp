@@ -3,8 +3,10 @@
 #include <dlfcn.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <memory>
 #include <optional>
 #include <string>
 #include <thread>
@@ -12,7 +14,9 @@
 
 #include <gtest/gtest.h>
 
+#include "gpucluster/backends/host.hpp"
 #include "gpucluster/core/errors.hpp"
+#include "gpucluster/manager.hpp"
 
 namespace gpucluster {
 namespace {
@@ -77,7 +81,9 @@ TEST(RocmBackendRealLibrary, FindsNoDevicesCleanlyWithoutAnAmdGpu) {
   Discovery discovery;
   ASSERT_NO_THROW(discovery = backend.discover("node-a"));
   EXPECT_TRUE(discovery.devices.empty());
+  EXPECT_TRUE(discovery.unavailable);
   EXPECT_TRUE(HasSubstr(discovery.note, "rsmi_init: RSMI_STATUS_INIT_ERROR"));
+  EXPECT_TRUE(HasSubstr(discovery.note, "(library librocm_smi64.so.1)"));
   EXPECT_TRUE(HasSubstr(discovery.note, "no AMD GPU driver loaded: /dev/kfd is missing"));
 
   // A second discover retries and answers the same, without crashing the library.
@@ -133,8 +139,11 @@ TEST(RocmBackendLoading, MissingLibraryGivesNoDevicesAndNamesPathAndDlerror) {
   Discovery discovery;
   ASSERT_NO_THROW(discovery = backend.discover("node-a"));
   EXPECT_TRUE(discovery.devices.empty());
+  EXPECT_TRUE(discovery.unavailable);
   EXPECT_TRUE(HasSubstr(discovery.note, "cannot load the ROCm SMI library /nonexistent/librocm_smi64.so.1"));
   EXPECT_TRUE(HasSubstr(discovery.note, "cannot open shared object file"));  // dlerror's text
+  EXPECT_TRUE(HasSubstr(discovery.note,
+                        "the library was named by GPUCLUSTER_ROCM_SMI_LIBRARY; point it at ROCm's librocm_smi64"));
   EXPECT_NO_THROW(backend.shutdown());
   EXPECT_NO_THROW(backend.shutdown());
 }
@@ -152,8 +161,10 @@ TEST(RocmBackendLoading, LibraryWithoutTheRequiredFunctionsNamesTheFirstMissing)
   Discovery discovery;
   ASSERT_NO_THROW(discovery = backend.discover("node-a"));
   EXPECT_TRUE(discovery.devices.empty());
+  EXPECT_TRUE(discovery.unavailable);
   EXPECT_TRUE(HasSubstr(discovery.note, "the ROCm SMI library libm.so.6 lacks the required function rsmi_init"));
   EXPECT_TRUE(HasSubstr(discovery.note, "undefined symbol: rsmi_init"));
+  EXPECT_TRUE(HasSubstr(discovery.note, "the path was given by the caller"));
   EXPECT_NO_THROW(backend.shutdown());
 }
 
@@ -333,6 +344,7 @@ TEST_F(RocmBackendFake, ZeroDevicesAndFailedInit) {
     RocmBackend backend(kFakeLibrary);
     const Discovery discovery = backend.discover("node-a");
     EXPECT_TRUE(discovery.devices.empty());
+    EXPECT_FALSE(discovery.unavailable) << "ROCm SMI works and has no GPUs: not an unusable source";
     EXPECT_EQ(discovery.note, "ROCm SMI initialised but reports no AMD GPUs");
   }  // the destructor shuts down
   EXPECT_EQ(get("shut_down_calls"), 1);
@@ -341,7 +353,9 @@ TEST_F(RocmBackendFake, ZeroDevicesAndFailedInit) {
   RocmBackend backend(kFakeLibrary);
   const Discovery discovery = backend.discover("node-a");
   EXPECT_TRUE(discovery.devices.empty());
+  EXPECT_TRUE(discovery.unavailable);
   EXPECT_TRUE(HasSubstr(discovery.note, "rsmi_init: RSMI_STATUS_INIT_ERROR: An error occurred during initialization"));
+  EXPECT_TRUE(HasSubstr(discovery.note, "(library " + kFakeLibrary + ")"));
   backend.shutdown();
   EXPECT_EQ(get("shut_down_calls"), 1);  // a failed rsmi_init is not balanced by rsmi_shut_down
 }
@@ -389,6 +403,46 @@ TEST_F(RocmBackendFake, ConcurrentSamplesAreSerialised) {
   for (std::thread& thread : threads) thread.join();
   for (int count : ok) EXPECT_EQ(count, 200);
   backend.shutdown();
+  EXPECT_EQ(get("shut_down_calls"), 1);
+}
+
+TEST_F(RocmBackendFake, AFailedDeviceCountMakesTheSourceUnavailable) {
+  set("rsmi_num_monitor_devices_status", 3);  // RSMI_STATUS_FILE_ERROR
+  RocmBackend backend(kFakeLibrary);
+  const Discovery discovery = backend.discover("node-a");
+  EXPECT_TRUE(discovery.devices.empty());
+  EXPECT_TRUE(discovery.unavailable) << "a ROCm SMI that cannot count its GPUs is not \"0 GPUs\"";
+  EXPECT_TRUE(HasSubstr(discovery.note, "rsmi_num_monitor_devices"));
+  EXPECT_TRUE(backend.discover("node-a").unavailable);  // the next discover answers the same
+  backend.shutdown();
+}
+
+// rsmi_init hanging past the discovery deadline: start() returns, ROCm is
+// reported failed, the host goes on; the worker shuts ROCm down once it returns.
+TEST_F(RocmBackendFake, ManagerGivesUpOnAnInitThatHangsAndKeepsTheHost) {
+  set("rsmi_init_hang_ms", 1500);
+  ManagerConfig config;
+  config.host = "node-a";
+  config.discovery_timeout = std::chrono::milliseconds{300};
+  std::vector<BackendPtr> backends;
+  backends.push_back(std::make_unique<RocmBackend>(kFakeLibrary));
+  backends.push_back(std::make_unique<HostBackend>());
+  Manager manager(config, std::move(backends));
+  manager.start(false);
+  const std::vector<BackendReport> reports = manager.backend_reports();
+  ASSERT_EQ(reports.size(), 2U);
+  EXPECT_EQ(reports[0].error, "backend rocm did not finish discovery within 300ms");
+  EXPECT_EQ(reports[1].devices, 1U);
+  EXPECT_EQ(manager.devices().size(), 1U);
+  EXPECT_TRUE(manager.device(DeviceKey{"node-a", HostBackend::kLocalId}).latest.has_value());
+
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{10};
+  while (get("shut_down_calls") < 1 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds{10});
+  }
+  EXPECT_EQ(get("shut_down_calls"), 1) << "the late backend was not shut down when rsmi_init returned";
+  EXPECT_EQ(manager.devices().size(), 1U) << "a late discovery added its devices";
+  manager.shutdown();
   EXPECT_EQ(get("shut_down_calls"), 1);
 }
 

@@ -1,5 +1,7 @@
 #include "gpucluster/backends/sysfs.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -7,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -14,7 +17,9 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include "gpucluster/backends/host.hpp"
 #include "gpucluster/core/errors.hpp"
+#include "gpucluster/manager.hpp"
 
 namespace gpucluster {
 namespace {
@@ -591,8 +596,85 @@ TEST(SysfsBackend, EmptySysHasNoDevicesAndSaysWhy) {
   EXPECT_TRUE(discovery.devices.empty());
   EXPECT_NE(discovery.note.find("no DRM cards"), std::string::npos) << discovery.note;
 
+  EXPECT_FALSE(discovery.unavailable) << "a sysfs tree without GPUs is not an unusable source";
+
+  // A mistyped root is not "no GPUs": the source is unavailable and says how to fix it.
   SysfsBackend missing(sys.root() / "does-not-exist");
-  EXPECT_TRUE(missing.discover("h").devices.empty());
+  const Discovery nothing = missing.discover("h");
+  EXPECT_TRUE(nothing.devices.empty());
+  EXPECT_TRUE(nothing.unavailable);
+  EXPECT_NE(nothing.note.find("does-not-exist is not a directory"), std::string::npos) << nothing.note;
+  EXPECT_NE(nothing.note.find("GPUCLUSTER_SYSFS_ROOT"), std::string::npos) << nothing.note;
+}
+
+// The sysfs backend, counting its shutdowns (done by its worker thread once a
+// stuck call returns), so a test can wait for that thread to finish.
+class CountingShutdown final : public Backend {
+ public:
+  CountingShutdown(BackendPtr inner, std::shared_ptr<std::atomic<int>> shutdowns)
+      : inner_(std::move(inner)), shutdowns_(std::move(shutdowns)) {}
+  std::string_view name() const noexcept override { return inner_->name(); }
+  Discovery discover(const std::string& host) override { return inner_->discover(host); }
+  Sample sample(const std::string& id) override { return inner_->sample(id); }
+  FieldAvailability available_fields(const std::string& id) const override { return inner_->available_fields(id); }
+  void shutdown() override {
+    inner_->shutdown();
+    ++*shutdowns_;
+  }
+
+ private:
+  BackendPtr inner_;
+  std::shared_ptr<std::atomic<int>> shutdowns_;
+};
+
+// A device file whose read blocks (a hung driver behind sysfs) stalls only the
+// sysfs backend's discovery: the manager's deadline gives up on it and the
+// host backend goes on.
+TEST(SysfsBackend, AHungDeviceFileFailsOnlyTheSysfsBackend) {
+  FakeSys sys;
+  write_amdgpu(sys, 0);
+  const fs::path fifo = sys.root() / (dev(0) + "/mem_info_vram_total");
+  fs::remove(fifo);
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);  // opening it for reading blocks until a writer comes
+  ManagerConfig config;
+  config.host = "h";
+  config.sample_interval = std::chrono::nanoseconds{0};
+  config.discovery_timeout = std::chrono::milliseconds{300};
+  std::vector<BackendPtr> backends;
+  auto shutdowns = std::make_shared<std::atomic<int>>(0);
+  backends.push_back(std::make_unique<CountingShutdown>(std::make_unique<SysfsBackend>(sys.root()), shutdowns));
+  backends.push_back(std::make_unique<HostBackend>());
+  Manager manager(config, std::move(backends));
+  manager.start(false);
+  const std::vector<BackendReport> reports = manager.backend_reports();
+  ASSERT_EQ(reports.size(), 2U);
+  EXPECT_EQ(reports[0].error, "backend sysfs did not finish discovery within 300ms");
+  EXPECT_EQ(reports[1].devices, 1U);
+  ASSERT_EQ(manager.devices().size(), 1U);
+  EXPECT_EQ(manager.devices()[0].info->backend, "host");
+
+  // Let the blocked read finish (bounded), so its thread ends before the tree is removed.
+  bool written = false;
+  for (int attempt = 0; attempt < 500 && !written; ++attempt) {
+    const int fd = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK);  // ENXIO until the reader has it open
+    if (fd >= 0) {
+      const std::string total = "25753026560\n";
+      written = ::write(fd, total.data(), total.size()) == static_cast<ssize_t>(total.size());
+      ::close(fd);
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds{10});
+    }
+  }
+  EXPECT_TRUE(written) << "the sysfs backend was not blocked reading the device file";
+  // Its thread finishes discovery, shuts the backend down and ends (bounded wait).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{10};
+  while (shutdowns->load() == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds{10});
+  }
+  EXPECT_EQ(shutdowns->load(), 1);
+  EXPECT_EQ(manager.devices().size(), 1U) << "the late card was added";
+  manager.shutdown();
+  EXPECT_EQ(shutdowns->load(), 1);
 }
 
 TEST(SysfsBackend, UnknownDeviceIsReported) {

@@ -2,6 +2,7 @@
 
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <filesystem>
@@ -11,6 +12,8 @@
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+
+#include "../agent/agent_process.hpp"
 
 namespace {
 
@@ -313,6 +316,207 @@ TEST_F(CliTest, SysfsDevicesComeFromTheGivenRoot) {
   EXPECT_DOUBLE_EQ(listed[0]["metrics"]["compute_utilization_percent"].get<double>(), 37);
   EXPECT_DOUBLE_EQ(listed[0]["metrics"]["power_watts"].get<double>(), 123);         // µW → W
   EXPECT_DOUBLE_EQ(listed[0]["metrics"]["temperature_celsius"].get<double>(), 45);  // m°C → °C
+}
+
+// ---- Explicit backends fail loudly; discovery and reads run under deadlines ----
+
+std::string fake_nvml_environment(const fs::path& scenario) {
+  return "GPUCLUSTER_NVML_LIBRARY=" + std::string(GPUCLUSTER_BUILD_DIR) +
+         "/libfake_nvml.so FAKE_NVML_SCENARIO=" + scenario.string();
+}
+
+json one_nvml_device() {
+  return {{"name", "NVIDIA H100 80GB HBM3"},
+          {"uuid", "GPU-00000000"},
+          {"pci_bus_id", "00000000:10:00.0"},
+          {"memory_total", 85899345920LL},
+          {"memory_used", 1073741824LL},
+          {"utilization_gpu", 10},
+          {"power_mw", 250500},
+          {"temperature", 40},
+          {"sm_clock", 1755}};
+}
+
+std::size_t line_count(const std::string& text) {
+  return static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n'));
+}
+
+// Every command (the agent bounded by `timeout`: it would otherwise serve
+// forever) refuses an explicitly named backend whose library cannot be loaded.
+TEST_F(CliTest, ExplicitBackendThatCannotLoadExitsTwoOnEveryCommand) {
+  const std::string missing = "GPUCLUSTER_NVML_LIBRARY=/nonexistent/libnvidia-ml.so.1";
+  for (const std::string command : {"status --duration 10ms", "devices", "select", "plan --items 4",
+                                    "watch --duration 100ms", "agent --listen 127.0.0.1:0"}) {
+    const std::string args = command + " --backend nvml,host";
+    const Result r = command.rfind("agent", 0) == 0
+                         ? run(args, missing + " timeout 20")  // `timeout` runs the CLI with the environment
+                         : run(args, missing);
+    EXPECT_EQ(r.exit_code, 2) << command << "\n" << r.out << r.err;
+    EXPECT_EQ(line_count(r.err), 1U) << command << ": " << r.err;
+    EXPECT_NE(r.err.find("requested backend cannot be used: nvml: cannot load /nonexistent/libnvidia-ml.so.1"),
+              std::string::npos)
+        << command << ": " << r.err;
+    EXPECT_NE(r.err.find("GPUCLUSTER_NVML_LIBRARY"), std::string::npos) << command << ": " << r.err;
+    EXPECT_EQ(r.err.find("host"), std::string::npos) << "the host backend works: " << r.err;
+  }
+}
+
+TEST_F(CliTest, ExplicitRocmAndSysfsThatCannotBeUsedExitTwo) {
+  const Result rocm = run("devices --backend rocm,host", "GPUCLUSTER_ROCM_SMI_LIBRARY=/nonexistent/librocm_smi64.so.1");
+  EXPECT_EQ(rocm.exit_code, 2) << rocm.out << rocm.err;
+  EXPECT_NE(rocm.err.find("rocm: cannot load the ROCm SMI library /nonexistent/librocm_smi64.so.1"), std::string::npos)
+      << rocm.err;
+  EXPECT_NE(rocm.err.find("GPUCLUSTER_ROCM_SMI_LIBRARY"), std::string::npos) << rocm.err;
+
+  const Result sysfs = run("devices --backend sysfs --sysfs-root " + (dir_ / "no-such-sys").string());
+  EXPECT_EQ(sysfs.exit_code, 2) << sysfs.out << sysfs.err;
+  EXPECT_NE(sysfs.err.find("sysfs: the sysfs root " + (dir_ / "no-such-sys").string() + " is not a directory"),
+            std::string::npos)
+      << sysfs.err;
+}
+
+TEST_F(CliTest, ExplicitBackendWithZeroDevicesIsNotAnError) {
+  const fs::path scenario = write("scenario.json", {{"devices", json::array()}});
+  const Result r = run("devices --backend nvml", fake_nvml_environment(scenario));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("(no devices)"), std::string::npos) << r.out;
+  const Result status = run("status --duration 10ms --backend nvml", fake_nvml_environment(scenario));
+  EXPECT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_NE(status.out.find("nvml       no devices: NVML reports 0 GPUs"), std::string::npos) << status.out;
+}
+
+TEST_F(CliTest, AutoSkipsABackendThatCannotLoadQuietlyWithADebugLine) {
+  const std::string missing = "GPUCLUSTER_NVML_LIBRARY=/nonexistent/libnvidia-ml.so.1";
+  const Result quiet = run("devices --sysfs-root " + dir_.string(), missing);
+  EXPECT_EQ(quiet.exit_code, 0) << quiet.err;
+  EXPECT_EQ(quiet.err, "");
+  const Result debug = run("devices --log-level debug --sysfs-root " + dir_.string(), missing);
+  EXPECT_EQ(debug.exit_code, 0) << debug.err;
+  EXPECT_NE(debug.err.find("backend nvml skipped: no devices: cannot load /nonexistent/libnvidia-ml.so.1"),
+            std::string::npos)
+      << debug.err;
+}
+
+// nvmlInit_v2 hangs (far longer than the test): status still answers within
+// its discovery deadline, reports nvml failed and lists the host.
+TEST_F(CliTest, StatusReportsABackendWhoseDiscoveryHangs) {
+  const fs::path scenario =
+      write("scenario.json", {{"devices", json::array({one_nvml_device()})}, {"hang_ms", {{"nvmlInit_v2", 60000}}}});
+  const std::string options = " --duration 10ms --discovery-timeout 300ms --sysfs-root " + dir_.string();
+  const Result r = run("status --json" + options, fake_nvml_environment(scenario));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json status = json::parse(r.out);
+  bool nvml_reported = false;
+  for (const json& backend : status["backends"]) {
+    if (backend["backend"] == "nvml") {
+      nvml_reported = true;
+      EXPECT_EQ(backend["status"], "failed") << backend;
+      EXPECT_EQ(backend["error"], "backend nvml did not finish discovery within 300ms") << backend;
+      EXPECT_EQ(backend["devices"], 0) << backend;
+    }
+    if (backend["backend"] == "host") {
+      EXPECT_EQ(backend["status"], "ok") << backend;
+    }
+  }
+  EXPECT_TRUE(nvml_reported) << status["backends"];
+  ASSERT_EQ(status["devices"].size(), 1U) << status["devices"];
+  EXPECT_EQ(status["devices"][0]["backend"], "host");
+
+  const Result table = run("status" + options, fake_nvml_environment(scenario));
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_NE(table.out.find("nvml       error: backend nvml did not finish discovery within 300ms"), std::string::npos)
+      << table.out;
+}
+
+TEST_F(CliTest, ExplicitBackendWhoseDiscoveryHangsExitsTwo) {
+  const fs::path scenario =
+      write("scenario.json", {{"devices", json::array({one_nvml_device()})}, {"hang_ms", {{"nvmlInit_v2", 60000}}}});
+  const Result r = run("devices --backend nvml,host --discovery-timeout 300ms", fake_nvml_environment(scenario));
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_NE(r.err.find("nvml: backend nvml did not finish discovery within 300ms"), std::string::npos) << r.err;
+}
+
+// A sample read that hangs past --backend-timeout marks only that backend's
+// devices unavailable, with the reason.
+TEST_F(CliTest, StatusMarksTheDevicesOfAHangingReadUnavailable) {
+  json device = one_nvml_device();
+  device["hang_ms"] = {{"nvmlDeviceGetPowerUsage", 60000}};
+  device["hang_after_calls"] = 14;  // discovery's calls answer at once; the first sample hangs
+  const fs::path scenario = write("scenario.json", {{"devices", json::array({device})}});
+  const Result r =
+      run("status --json --duration 10ms --backend nvml,host --backend-timeout 300ms", fake_nvml_environment(scenario));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json status = json::parse(r.out);
+  ASSERT_EQ(status["devices"].size(), 2U) << status["devices"];
+  for (const json& d : status["devices"]) {
+    if (d["backend"] == "nvml") {
+      EXPECT_EQ(d["available"], false) << d;
+      EXPECT_NE(d["error_message"].get<std::string>().find("backend nvml did not answer within 300ms"),
+                std::string::npos)
+          << d;
+    } else {
+      EXPECT_EQ(d["available"], true) << d;
+    }
+  }
+}
+
+TEST_F(CliTest, DeadlinesMustBePositiveDurations) {
+  const Result help = run("status --help");
+  EXPECT_NE(help.out.find("--discovery-timeout"), std::string::npos) << help.out;
+  EXPECT_NE(help.out.find("(default 30s)"), std::string::npos) << help.out;
+  EXPECT_NE(help.out.find("(default 5s)"), std::string::npos) << help.out;
+  for (const std::string bad :
+       {"--discovery-timeout 0s", "--discovery-timeout soon", "--backend-timeout 0ms", "--backend-timeout -1s"}) {
+    const Result r = run("devices --backend host " + bad);
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.err;
+    EXPECT_NE(r.err.find(bad.substr(0, bad.find(' '))), std::string::npos) << bad << ": " << r.err;
+  }
+}
+
+// The agent starts although NVML's init hangs, and says so in /healthz,
+// /v1/cluster and its log; the host's device is served.
+TEST_F(CliTest, AgentStartsWhenADiscoveryHangsAndReportsTheBackend) {
+  const fs::path scenario =
+      write("scenario.json", {{"devices", json::array({one_nvml_device()})}, {"hang_ms", {{"nvmlInit_v2", 60000}}}});
+  const std::string library = std::string(GPUCLUSTER_BUILD_DIR) + "/libfake_nvml.so";
+  ::setenv("GPUCLUSTER_NVML_LIBRARY", library.c_str(), 1);  // inherited by the agent
+  ::setenv("FAKE_NVML_SCENARIO", scenario.c_str(), 1);
+  gpucluster::testing::AgentProcess agent(
+      {"--discovery-timeout", "300ms", "--interval", "100ms", "--sysfs-root", dir_.string()});
+  ::unsetenv("GPUCLUSTER_NVML_LIBRARY");
+  ::unsetenv("FAKE_NVML_SCENARIO");
+  auto client = agent.client();
+
+  const auto health = client.Get("/healthz");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  const json body = json::parse(health->body);
+  EXPECT_EQ(body["status"], "ok");
+  const auto nvml_in = [](const json& backends) {
+    for (const json& backend : backends) {
+      if (backend["backend"] == "nvml") return backend;
+    }
+    return json();
+  };
+  const json nvml = nvml_in(body["backends"]);
+  EXPECT_EQ(nvml["status"], "failed") << body;
+  EXPECT_EQ(nvml["error"], "backend nvml did not finish discovery within 300ms") << body;
+
+  const auto cluster = client.Get("/v1/cluster");
+  ASSERT_TRUE(cluster);
+  EXPECT_EQ(nvml_in(json::parse(cluster->body)["backends"]), nvml) << cluster->body;
+
+  const auto devices = client.Get("/v1/devices");
+  ASSERT_TRUE(devices);
+  const json listed = json::parse(devices->body);
+  ASSERT_TRUE(listed.is_array()) << "/v1/devices must stay a bare array";
+  ASSERT_EQ(listed.size(), 1U) << listed;
+  EXPECT_EQ(listed[0]["backend"], "host");
+
+  EXPECT_NE(agent.stderr_text().find("backend nvml did not finish discovery within 300ms"), std::string::npos)
+      << agent.stderr_text();
+  const int status = agent.stop();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }
 
 }  // namespace

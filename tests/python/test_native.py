@@ -1,7 +1,10 @@
 """The native API: gpucluster.Manager, devices, samples, validation errors, selection, plans, fleets."""
 
 import array
+import json
 import math
+import os
+import time
 
 import pytest
 
@@ -244,3 +247,73 @@ def test_device_key_accepts_strings():
     key = gpucluster.DeviceKey("lab/cuda:0")
     assert key == gpucluster.DeviceKey("lab", "cuda:0") and str(key) == "lab/cuda:0"
     assert hash(key) == hash(gpucluster.DeviceKey("lab", "cuda:0"))
+
+
+# ---- Backends named by the caller fail loudly; discovery runs under a deadline ----
+
+def _fake_nvml_library():
+    build = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(gpucluster.__file__))))
+    path = os.path.join(build, "libfake_nvml.so")
+    if not os.path.exists(path):
+        pytest.skip(f"{path} not built")
+    return path
+
+
+def test_a_named_backend_that_cannot_load_raises_a_typed_error():
+    m = gpucluster.Manager(backends=[backends.nvml("/nonexistent/libnvidia-ml.so.1"), backends.host()])
+    with pytest.raises(gpucluster.BackendUnavailableError) as raised:
+        m.start(background_sampling=False)
+    error = raised.value
+    assert isinstance(error, gpucluster.InputError)
+    assert error.backends == ["nvml"]
+    assert error.field == "backends" and error.value == "nvml"
+    assert "cannot load /nonexistent/libnvidia-ml.so.1" in str(error)
+    assert "the path was given by the caller" in str(error)
+    assert m.state == gpucluster.ManagerState.stopped
+
+
+def test_require_backends_false_skips_and_reports_an_unusable_backend():
+    with gpucluster.Manager(backends=[backends.nvml("/nonexistent/libnvidia-ml.so.1"), backends.host()],
+                            require_backends=False) as m:
+        m.start(background_sampling=False)
+        reports = {r.backend: r for r in m.backend_reports()}
+        assert reports["nvml"].status == "unavailable" and reports["nvml"].unavailable
+        assert "cannot load" in reports["nvml"].note
+        assert reports["host"].status == "ok" and reports["host"].devices == 1
+
+
+def test_a_discovery_that_hangs_misses_its_deadline(tmp_path, monkeypatch):
+    library = _fake_nvml_library()
+    scenario = tmp_path / "scenario.json"
+    scenario.write_text(json.dumps({"devices": [{"name": "GPU", "memory_total": 1 << 30}],
+                                    "hang_ms": {"nvmlInit_v2": 1500}}))
+    monkeypatch.setenv("FAKE_NVML_SCENARIO", str(scenario))
+    calls = tmp_path / "calls.json"
+    monkeypatch.setenv("FAKE_NVML_CALL_LOG", str(calls))
+    with gpucluster.Manager(backends=[backends.nvml(library), backends.host()], discovery_timeout_seconds=0.3,
+                            require_backends=False) as m:
+        m.start(background_sampling=False)
+        reports = {r.backend: r for r in m.backend_reports()}
+        assert reports["nvml"].status == "failed"
+        assert reports["nvml"].error == "backend nvml did not finish discovery within 300ms"
+        assert [d.info.key.local_id for d in m.devices()] == ["cpu:0"]
+    with gpucluster.Manager(backends=[backends.nvml(library)], discovery_timeout_seconds=0.3) as m:
+        with pytest.raises(gpucluster.BackendUnavailableError, match="did not finish discovery within 300ms"):
+            m.start(background_sampling=False)
+    # Each late backend is shut down by its own thread once nvmlInit_v2 returns
+    # (bounded wait), so no hung call outlives the test.
+    deadline = time.monotonic() + 10
+    shutdowns = 0
+    while time.monotonic() < deadline and shutdowns < 2:
+        time.sleep(0.02)
+        try:
+            shutdowns = json.loads(calls.read_text()).get("nvmlShutdown", 0)
+        except (OSError, ValueError):  # being rewritten
+            pass
+    assert shutdowns == 2
+
+
+def test_discovery_timeout_must_be_positive():
+    with pytest.raises(gpucluster.InputError) as raised:
+        gpucluster.Manager(discovery_timeout_seconds=0)
+    assert raised.value.field == "discovery_timeout"

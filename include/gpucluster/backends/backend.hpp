@@ -23,6 +23,11 @@ struct FieldAvailability {
 struct Discovery {
   std::vector<DeviceInfo> devices;
   std::string note;  // why nothing was found, or what was skipped; empty when all is well
+  // The source itself cannot be used on this machine (vendor library missing or
+  // unusable, driver not initialised, no such tree), as opposed to a source that
+  // works and has no devices. The note then says why, and how to point at another
+  // source. Callers that asked for this backend by name treat it as an error.
+  bool unavailable = false;
 };
 
 class Backend {
@@ -30,6 +35,9 @@ class Backend {
   virtual ~Backend() = default;
   virtual std::string_view name() const noexcept = 0;
   // Finds devices; the host of their keys is `host`. Throws Error if the source is broken.
+  // The manager calls it on the backend's own thread and waits at most its
+  // discovery deadline, so it may block (a vendor library's init), but a call
+  // that never returns leaves the backend failed for the manager's life.
   virtual Discovery discover(const std::string& host) = 0;
   // Reads one device (by local id). Throws Error on failure; must not block long.
   virtual Sample sample(const std::string& local_id) = 0;

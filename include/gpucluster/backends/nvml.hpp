@@ -11,12 +11,12 @@
 // temperature °C, clocks MHz.
 //
 // Errors: a missing library, a missing required NVML function or a failed
-// nvmlInit_v2 make discover() find no devices and say why in Discovery::note
-// (never a throw). A gauge answering NOT_SUPPORTED (or NO_PERMISSION) is
-// unavailable for that device from then on and not asked again. GPU_IS_LOST
-// makes sample() throw an Error naming the device and "GPU is lost"; other NVML
-// errors throw an Error with nvmlErrorString's text. Memory is required: if it
-// cannot be read, sample() throws. Thread-safe.
+// nvmlInit_v2 make discover() find no devices, mark the Discovery unavailable
+// and say in its note why, which library was tried and how to point at
+// another (GPUCLUSTER_NVML_LIBRARY) (never a throw). 0 GPUs is not unavailable. A gauge answering NOT_SUPPORTED (or
+// NO_PERMISSION) is unavailable for that device from then on and not asked again. GPU_IS_LOST makes sample() throw an
+// Error naming the device and "GPU is lost"; other NVML errors throw an Error with nvmlErrorString's text. Memory is
+// required: if it cannot be read, sample() throws. Thread-safe.
 
 #include <memory>
 #include <mutex>
@@ -59,7 +59,11 @@ class NvmlBackend final : public Backend {
   struct State;
   void shutdown_locked();
 
+  // How to point at another library, for the note of an unusable one.
+  std::string library_hint() const;
+
   std::string library_path_;
+  bool from_environment_ = false;  // library_path_ came from GPUCLUSTER_NVML_LIBRARY
   mutable std::mutex mutex_;
   std::unique_ptr<State> state_;
 };

@@ -19,8 +19,11 @@
 // makes its fields unavailable.
 //
 // Errors: a missing library, a missing required function, a failed rsmi_init
-// (as on a machine without the amdgpu/KFD driver) or zero devices make
-// discover() find no devices and say why in Discovery::note (never a throw).
+// (as on a machine without the amdgpu/KFD driver) or a failed device count make
+// discover() find no devices, mark the Discovery unavailable and say in its
+// note why and which library was tried (and, when it could not be loaded, how
+// to point at another: GPUCLUSTER_ROCM_SMI_LIBRARY). Zero devices is not
+// unavailable. Never a throw.
 // A gauge answering NOT_SUPPORTED (or NOT_YET_IMPLEMENTED) is unavailable for
 // that device from then on and not asked again; any other error makes
 // sample() throw an Error with rsmi_status_string's text. Thread-safe.
@@ -68,7 +71,11 @@ class RocmBackend final : public Backend {
   struct State;
   void shutdown_locked();
 
+  // How to point at another library, for the note of an unusable one.
+  std::string library_hint() const;
+
   std::string library_path_;
+  bool from_environment_ = false;  // library_path_ came from GPUCLUSTER_ROCM_SMI_LIBRARY
   mutable std::mutex mutex_;
   std::unique_ptr<State> state_;
   bool shut_down_ = false;

@@ -34,6 +34,9 @@
 // total, so it is skipped with a note until a later discover() finds it awake;
 // a card seen awake by an earlier discover() keeps its last memory values.
 //
+// A root that is not a directory makes discover() unavailable (a mistyped
+// root is not "no GPUs"); a root without class/drm cards finds no devices.
+//
 // Thread-safe: one mutex guards the card table and the energy baselines.
 
 #include <chrono>

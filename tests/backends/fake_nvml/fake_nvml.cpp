@@ -10,7 +10,8 @@
 // {
 //   "driver_version": "550.54.15",                   // absent → NOT_SUPPORTED
 //   "return_codes": {"nvmlInit_v2": 9},              // forced result of any function
-//   "hang_ms": {"nvmlDeviceGetCount_v2": 100},       // sleep in that function first
+//   "hang_ms": {"nvmlInit_v2": 2000},                // sleep in that function (any function,
+//                                                    // nvmlInit_v2 and nvmlShutdown included)
 //   "devices": [{
 //     "name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-…", "pci_bus_id": "00000000:65:00.0",
 //     "memory_total": 85899345920, "memory_used": 1048576,
@@ -20,6 +21,7 @@
 //     "compute_capability": [9, 0], "cores": 16896,
 //     "return_codes": {"nvmlDeviceGetPowerUsage": 3},  // this device only
 //     "hang_ms": {"nvmlDeviceGetPowerUsage": 2000},
+//     "hang_after_calls": 14,    // this device's hangs start after its first 14 calls (after discovery)
 //     "lost_after_calls": 5,     // after 5 calls on this device every call answers GPU_IS_LOST …
 //     "recover_after_calls": 2   // … for 2 calls, then it works again (absent: lost for good)
 //   }]
@@ -95,7 +97,7 @@ struct FakeDevice {
   std::optional<std::pair<int, int>> compute_capability;
   std::map<std::string, nvmlReturn_t> return_codes;
   std::map<std::string, unsigned int> hang_ms;
-  std::optional<unsigned long long> lost_after_calls, recover_after_calls;
+  std::optional<unsigned long long> lost_after_calls, recover_after_calls, hang_after_calls;
   unsigned long long calls = 0;
 };
 
@@ -110,9 +112,12 @@ struct Fake {
   std::map<std::string, unsigned long long> calls;
 };
 
+// Never destroyed: tests leave a thread hung inside the fake on purpose (a
+// driver call that does not return), and the process may exit meanwhile; the
+// state must not be torn down under it by static destruction.
 Fake& fake() {
-  static Fake instance;
-  return instance;
+  static auto* instance = new Fake;
+  return *instance;
 }
 
 template <typename T>
@@ -181,6 +186,7 @@ void load_scenario(Fake& state) {
     device->hang_ms = map_member<unsigned int>(entry, "hang_ms");
     device->lost_after_calls = optional_member<unsigned long long>(entry, "lost_after_calls");
     device->recover_after_calls = optional_member<unsigned long long>(entry, "recover_after_calls");
+    device->hang_after_calls = optional_member<unsigned long long>(entry, "hang_after_calls");
     state.devices.push_back(std::move(device));
   }
 }
@@ -252,6 +258,7 @@ nvmlReturn_t device_call(const char* function, nvmlDevice_t handle, Body body) {
     } else {
       if (const unsigned int own = hang_for(device->hang_ms, function); own > 0) hang = own;
       ++device->calls;
+      if (device->hang_after_calls && device->calls <= *device->hang_after_calls) hang = 0;
       if (is_lost(*device)) {
         result = kGpuIsLost;
       } else if (const auto code = forced(device->return_codes, function)) {
@@ -309,38 +316,60 @@ void copy_bounded(char* target, std::size_t size, const std::string& text) {
 
 }  // namespace
 
+// Initialises (loading the scenario on the first call), then hangs for the
+// scenario's hang_ms["nvmlInit_v2"] before returning, as a driver that is
+// slow to answer (or never does) would; the lock is not held while it hangs.
 FAKE_NVML_API nvmlReturn_t nvmlInit_v2() {
   Fake& state = fake();
-  std::lock_guard lock(state.mutex);
-  const char* log = std::getenv("FAKE_NVML_CALL_LOG");
-  const std::string log_path = log != nullptr ? log : "";
-  if (log_path != state.log_path) {
-    state.log_path = log_path;
-    state.calls.clear();
-  }
-  count(state, "nvmlInit_v2");
-  if (state.init_count == 0) {
-    try {
-      load_scenario(state);
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "fake_nvml: bad scenario: %s\n", e.what());
-      state.devices.clear();
-      return kUnknown;
+  unsigned int hang = 0;
+  nvmlReturn_t result = kSuccess;
+  {
+    std::lock_guard lock(state.mutex);
+    const char* log = std::getenv("FAKE_NVML_CALL_LOG");
+    const std::string log_path = log != nullptr ? log : "";
+    if (log_path != state.log_path) {
+      state.log_path = log_path;
+      state.calls.clear();
+    }
+    count(state, "nvmlInit_v2");
+    if (state.init_count == 0) {
+      try {
+        load_scenario(state);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "fake_nvml: bad scenario: %s\n", e.what());
+        state.devices.clear();
+        return kUnknown;
+      }
+    }
+    hang = hang_for(state.hang_ms, "nvmlInit_v2");
+    if (const auto code = forced(state.return_codes, "nvmlInit_v2")) {
+      result = *code;
+    } else {
+      ++state.init_count;
     }
   }
-  if (const auto code = forced(state.return_codes, "nvmlInit_v2")) return *code;
-  ++state.init_count;
-  return kSuccess;
+  sleep_ms(hang);
+  return result;
 }
 
 FAKE_NVML_API nvmlReturn_t nvmlShutdown() {
   Fake& state = fake();
-  std::lock_guard lock(state.mutex);
-  count(state, "nvmlShutdown");
-  if (state.init_count == 0) return kUninitialized;
-  if (const auto code = forced(state.return_codes, "nvmlShutdown")) return *code;
-  --state.init_count;
-  return kSuccess;
+  unsigned int hang = 0;
+  nvmlReturn_t result = kSuccess;
+  {
+    std::lock_guard lock(state.mutex);
+    count(state, "nvmlShutdown");
+    hang = hang_for(state.hang_ms, "nvmlShutdown");
+    if (state.init_count == 0) {
+      result = kUninitialized;
+    } else if (const auto code = forced(state.return_codes, "nvmlShutdown")) {
+      result = *code;
+    } else {
+      --state.init_count;
+    }
+  }
+  sleep_ms(hang);
+  return result;
 }
 
 FAKE_NVML_API const char* nvmlErrorString(nvmlReturn_t result) {

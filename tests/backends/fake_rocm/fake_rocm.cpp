@@ -6,6 +6,7 @@
 //   fake_rocm_get(key)         reads a knob or a counter ("init_calls", "shut_down_calls")
 // Knobs: "devices" (default 2); "<function>_status" forces that function's
 // rsmi_status_t for every device, e.g. "rsmi_init_status" = 8 (INIT_ERROR),
+// "rsmi_num_monitor_devices_status"; "rsmi_init_hang_ms" makes rsmi_init sleep first;
 // "rsmi_dev_temp_metric_get_edge_status" / "_junction_status" per sensor;
 // "busy_percent", "power_uw", "temp_edge_mc", "temp_junction_mc", "memory_used",
 // "clock_current" (index into 500/1200/2100 MHz; ≥ 3 → no current level).
@@ -14,11 +15,13 @@
 // Built three ways: full; FAKE_ROCM_MINIMAL (only the required functions);
 // FAKE_ROCM_BROKEN (lacks rsmi_dev_memory_usage_get, a required function).
 
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <map>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #define FAKE_ROCM_API extern "C" __attribute__((visibility("default")))
 
@@ -85,11 +88,18 @@ FAKE_ROCM_API void fake_rocm_reset() {
 }
 
 FAKE_ROCM_API Status rsmi_init(std::uint64_t) {
-  std::lock_guard lock(mutex());
-  count("init_calls");
-  if (const auto forced = static_cast<Status>(knob("rsmi_init_status", kSuccess)); forced != kSuccess) return forced;
-  count("refcount");
-  return kSuccess;
+  std::int64_t hang_ms = 0;
+  Status result = kSuccess;
+  {
+    std::lock_guard lock(mutex());
+    count("init_calls");
+    hang_ms = knob("rsmi_init_hang_ms", 0);
+    result = static_cast<Status>(knob("rsmi_init_status", kSuccess));
+    if (result == kSuccess) count("refcount");
+  }
+  // A driver that is slow to answer (or never does); the knobs stay readable meanwhile.
+  if (hang_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(hang_ms));
+  return result;
 }
 
 FAKE_ROCM_API Status rsmi_shut_down() {
@@ -103,6 +113,9 @@ FAKE_ROCM_API Status rsmi_shut_down() {
 FAKE_ROCM_API Status rsmi_num_monitor_devices(std::uint32_t* num_devices) {
   std::lock_guard lock(mutex());
   if (!initialised()) return kInitError;
+  if (const auto forced = static_cast<Status>(knob("rsmi_num_monitor_devices_status", kSuccess)); forced != kSuccess) {
+    return forced;
+  }
   if (num_devices == nullptr) return kInvalidArgs;
   *num_devices = static_cast<std::uint32_t>(knob("devices", 2));
   return kSuccess;
