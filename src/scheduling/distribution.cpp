@@ -591,13 +591,14 @@ std::vector<u64> water_fill(std::span<const W> weights, u64 n, std::span<const u
     const auto right = product(caps[b], weights[a]);
     return left < right || (!(right < left) && a < b);
   });
-  std::vector<W> suffix(open.size() + 1, W{0});  // Σw of the open indices from k on
-  for (std::size_t k = open.size(); k-- > 0;) suffix[k] = suffix[k + 1] + weights[open[k]];
+  W open_weight{0};  // Σw of the indices not filled yet
+  for (const std::size_t i : open) open_weight += weights[i];
   u64 remaining = n;
   std::size_t filled = 0;
-  while (filled < open.size() && saturates(remaining, weights[open[filled]], caps[open[filled]], suffix[filled])) {
+  while (filled < open.size() && saturates(remaining, weights[open[filled]], caps[open[filled]], open_weight)) {
     counts[open[filled]] = caps[open[filled]];
     remaining -= caps[open[filled]];
+    open_weight -= weights[open[filled]];
     ++filled;
   }
   // Each filled cap was ≤ what remained, so filling all would mean Σcaps ≤ n:
