@@ -1,6 +1,7 @@
 // Plan computation cost: O(devices), independent of the item count (10^7 here).
 #include <benchmark/benchmark.h>
 
+#include <cmath>
 #include <cstdint>
 #include <random>
 #include <string>
@@ -78,6 +79,23 @@ void BM_PlanCapacityCapped(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * state.range(0));
 }
 BENCHMARK(BM_PlanCapacityCapped)->Arg(1000);
+
+// Capacities spread over 1e-300..1e300 (and a few subnormals): too wide for
+// 128-bit integers, so the exact multi-limb path (issue 12), not the fast one.
+void BM_PlanCapacityWideSpread(benchmark::State& state) {
+  std::mt19937_64 rng(12);
+  std::uniform_real_distribution<double> exponent(-300.0, 300.0);
+  std::vector<WeightedDevice> devices;
+  for (std::size_t i = 0; i < static_cast<std::size_t>(state.range(0)); ++i) {
+    devices.push_back({key(i), i % 97 == 5 ? 1e-320 : std::pow(10.0, exponent(rng))});
+  }
+  for (auto _ : state) {
+    gpucluster::Plan plan = gpucluster::plan_capacity(devices, kItems);
+    benchmark::DoNotOptimize(plan);
+  }
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+}
+BENCHMARK(BM_PlanCapacityWideSpread)->Arg(1000);
 
 void BM_PlanUniform(benchmark::State& state) {
   const auto devices = keys(static_cast<std::size_t>(state.range(0)));

@@ -778,10 +778,10 @@ std::vector<double> capacity_weights(const py::dict& capacities, const py::list&
     if (w < 0) throw PlanError(field(id), fmt::format("{}", w), "must be non-negative");
     weights.push_back(w);
   }
-  double total = 0;
-  for (const double w : weights) total += w;
-  if (!(total > 0) || !std::isfinite(total)) {
-    throw PlanError("capacities", fmt::format("{}", total), "Total capacity must be positive and finite");
+  // Only a positive total is required: the sum of finite capacities may pass
+  // DBL_MAX (two of 1e308), and apportion() is exact for those.
+  if (std::none_of(weights.begin(), weights.end(), [](double w) { return w > 0; })) {
+    throw PlanError("capacities", "0", "Total capacity must be positive: at least one device needs a capacity > 0");
   }
   return weights;
 }

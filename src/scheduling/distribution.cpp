@@ -7,9 +7,9 @@
 #include <limits>
 #include <memory>
 #include <string>
-#include <type_traits>
 
 #include <fmt/format.h>
+#include <boost/multiprecision/cpp_int.hpp>
 
 namespace gpucluster {
 
@@ -234,52 +234,11 @@ void apportion_into(std::span<const u128> weights, u64 n, std::span<u64> counts)
   if (leftover > 0) give_to_largest_remainders(remainders, total, leftover, counts);
 }
 
-// Floating: quotas in long double (64-bit mantissa, so relative error ~1e-19),
-// floors, leftovers by largest fractional part, then an exact fix-up of the total.
-void apportion_into(std::span<const double> weights, u64 n, std::span<u64> counts) {
-  long double total = 0;
-  for (const double weight : weights) total += weight;
-  const long double items = static_cast<long double>(n);
-  const long double per_weight = items / total;
-  std::vector<long double> fractions(weights.size(), 0);
-  u128 assigned = 0;
-  for (std::size_t i = 0; i < weights.size(); ++i) {
-    const long double quota = weights[i] * per_weight;
-    if (quota >= items) {
-      counts[i] = n;
-    } else {
-      const long double floor = std::floor(quota);
-      counts[i] = static_cast<u64>(floor);
-      fractions[i] = quota - floor;
-    }
-    assigned += counts[i];
-  }
-  std::vector<std::size_t> candidates;
-  candidates.reserve(weights.size());
-  if (assigned > n) {  // rounding pushed floors over n (only for n near 2^64): take back the smallest fractions
-    for (std::size_t i = 0; i < weights.size(); ++i) {
-      if (counts[i] > 0) candidates.push_back(i);
-    }
-    adjust_first(candidates, static_cast<u64>(assigned - n), counts, -1, [&](std::size_t a, std::size_t b) {
-      return fractions[a] != fractions[b] ? fractions[a] < fractions[b] : a > b;
-    });
-    return;
-  }
-  const u64 leftover = n - static_cast<u64>(assigned);
-  if (leftover == 0) return;
-  for (std::size_t i = 0; i < weights.size(); ++i) {
-    if (weights[i] > 0) candidates.push_back(i);  // zero weight never gets an item
-  }
-  adjust_first(candidates, leftover, counts, +1, [&](std::size_t a, std::size_t b) {
-    return fractions[a] != fractions[b] ? fractions[a] > fractions[b] : a < b;
-  });
-}
-
 // Every finite double is an integer M·2^e. Scaled by the smallest e, the
-// weights become integers with the same ratios; when they are small enough
-// that n*W_i and ΣW fit 128 bits, apportionment is exact for the weights'
-// true values (integral weights, and also 0.29/0.71, ...). Only extreme
-// spreads (say 1e-300 next to 1e300) fall back to the floating path.
+// weights become integers with the same ratios, so apportionment is exact for
+// the weights' true values (integral weights, and also 0.29/0.71, ...). When
+// n*W_i and ΣW fit 128 bits they are u128s; extreme spreads (1e-300 next to
+// 1e300, subnormals next to 1e308) take the Wide integers below.
 struct Dyadic {
   u64 mantissa = 0;  // odd
   int exponent = 0;
@@ -318,6 +277,52 @@ std::optional<std::vector<u128>> exact_weights(std::span<const double> weights, 
     scaled[i] = parts[i].mantissa == 0 ? 0 : static_cast<u128>(parts[i].mantissa) << (parts[i].exponent - lowest);
   }
   return scaled;
+}
+
+// Wide enough for every number the exact paths form, whatever the weights: a
+// finite double is below 2^1024 and a multiple of 2^-1074, so a weight scaled
+// by the smallest weight's exponent is below 2^2098, a sum of up to 2^64 of
+// them below 2^2162, and n (or a cap) times that below 2^2226. Fixed size, so
+// no allocation per number; checked, so an overflow would throw, never wrap.
+using Wide = boost::multiprecision::number<boost::multiprecision::cpp_int_backend<
+    2240, 2240, boost::multiprecision::unsigned_magnitude, boost::multiprecision::checked, void>>;
+
+std::vector<Wide> wide_weights(std::span<const double> weights) {
+  std::vector<Dyadic> parts(weights.size());
+  int lowest = std::numeric_limits<int>::max();
+  for (std::size_t i = 0; i < weights.size(); ++i) {
+    if (weights[i] == 0) continue;
+    parts[i] = decompose(weights[i]);
+    lowest = std::min(lowest, parts[i].exponent);
+  }
+  std::vector<Wide> scaled(weights.size());
+  for (std::size_t i = 0; i < weights.size(); ++i) {
+    if (parts[i].mantissa != 0) scaled[i] = Wide(parts[i].mantissa) << (parts[i].exponent - lowest);
+  }
+  return scaled;
+}
+
+// Exact for any weights (see Wide): floors of n*W_i/ΣW, then the leftovers to
+// the largest remainders, ties to the earlier index. Slower than the 128-bit
+// path (a multi-limb division per weight), so only for spreads it cannot hold.
+void apportion_into(std::span<const Wide> weights, u64 n, std::span<u64> counts) {
+  Wide total = 0;
+  for (const Wide& weight : weights) total += weight;
+  std::vector<Wide> remainders(weights.size());
+  std::vector<std::size_t> candidates;  // non-zero remainders
+  Wide quotient;
+  u64 assigned = 0;
+  for (std::size_t i = 0; i < weights.size(); ++i) {
+    if (weights[i] == 0) continue;  // count and remainder 0
+    boost::multiprecision::divide_qr(weights[i] * n, total, quotient, remainders[i]);
+    counts[i] = quotient.convert_to<u64>();  // ≤ n, as W_i ≤ ΣW
+    assigned += counts[i];
+    if (remainders[i] != 0) candidates.push_back(i);
+  }
+  // Σremainders/ΣW = n - assigned, so fewer leftovers than candidates.
+  adjust_first(candidates, n - assigned, counts, +1, [&](std::size_t a, std::size_t b) {
+    return remainders[a] != remainders[b] ? remainders[a] > remainders[b] : a < b;
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -404,6 +409,11 @@ bool apportion_fast(std::span<const double> weights, u64 n, std::span<u64> count
   const double total = (sums[0] + sums[1]) + (sums[2] + sums[3]);
   const double largest_weight = std::max(std::max(largest[0], largest[1]), std::max(largest[2], largest[3]));
   const double smallest_weight = std::min(std::min(smallest[0], smallest[1]), std::min(smallest[2], smallest[3]));
+  // The error bounds below need the quotas' scale in the normal range: a sum
+  // past DBL_MAX (1e308 weights) gives 0 here, a subnormal one (1e-320) can
+  // give inf, and 0·inf would be NaN. Those take the exact paths.
+  const double per_weight = static_cast<double>(n) / total;
+  if (!std::isnormal(per_weight)) return false;
   // The exact path applies when the scaled weights fit its budget (checked here
   // against the smallest weight's ulp, which is at most the lowest set bit).
   const int budget = 128 - static_cast<int>(std::max(std::bit_width(n), std::bit_width(static_cast<u64>(d))));
@@ -425,12 +435,13 @@ bool apportion_fast(std::span<const double> weights, u64 n, std::span<u64> count
   const auto listed = std::make_unique_for_overwrite<std::uint32_t[]>(d);  // unsure, later the band
 
   // Floors and fractions of the estimates; branch-free, the few unsure ones listed.
-  const double per_weight = static_cast<double>(n) / total;
   const double sure_below = 1 - slack;
   u64 assigned = 0;
   std::size_t unsure = 0;
   for (std::size_t j = 0; j < d; ++j) {
-    const double estimate = weights[j] * per_weight;  // < 2^42, so the conversions are exact
+    // Within [0, 2^42) by the checks above, so the conversions are exact; the
+    // clamp (NaN to 0) keeps them defined whatever the input.
+    const double estimate = std::min(0x1p62, std::max(0.0, weights[j] * per_weight));
     const u64 floor = static_cast<u64>(static_cast<std::int64_t>(estimate));
     const double fraction = estimate - static_cast<double>(floor);
     counts[j] = floor;
@@ -512,11 +523,12 @@ bool apportion_fast(std::span<const double> weights, u64 n, std::span<u64> count
 // Weights already validated.
 std::vector<u64> apportion_validated(std::span<const double> weights, u64 n) {
   std::vector<u64> counts(weights.size(), 0);
-  if (apportion_fast(weights, n, counts)) return counts;
+  if (n == 0 || apportion_fast(weights, n, counts)) return counts;
   if (auto exact = exact_weights(weights, n)) {
     apportion_into(std::span<const u128>(*exact), n, counts);
   } else {
-    apportion_into(weights, n, counts);
+    const std::vector<Wide> wide = wide_weights(weights);
+    apportion_into(std::span<const Wide>(wide), n, counts);
   }
   return counts;
 }
@@ -524,28 +536,40 @@ std::vector<u64> apportion_validated(std::span<const double> weights, u64 n) {
 // ---------------------------------------------------------------------------
 // Water-filling with caps
 
-// The sum type of a weight type: exact for integers, long double for doubles.
-template <class W>
-using WeightSum = std::conditional_t<std::is_same_v<W, u128>, u128, long double>;
+// a·x for the exact comparisons of water-filling: 192 bits for the 128-bit
+// weights (a·x = high·2^64 + low), a Wide for the others.
+struct U192 {
+  u128 high = 0;
+  u64 low = 0;
+};
 
-// Does an index fill up at the current level, i.e. remaining*w/W_total >= cap?
-bool saturates(u64 remaining, double weight, u64 cap, long double total) {
-  return cap <= remaining && static_cast<long double>(remaining) * weight >= static_cast<long double>(cap) * total;
+bool operator<(const U192& a, const U192& b) noexcept {
+  return a.high != b.high ? a.high < b.high : a.low < b.low;
 }
 
-// Exact: compares remaining*w (< 2^128 as remaining ≤ n) with cap*total (up to 2^192).
-bool saturates(u64 remaining, u128 weight, u64 cap, u128 total) {
-  if (cap > remaining) return false;
-  const u128 lhs = remaining * weight;
-  const u128 low = static_cast<u128>(cap) * static_cast<u64>(total);
-  const u128 high = static_cast<u128>(cap) * static_cast<u64>(total >> 64) + (low >> 64);
-  if ((high >> 64) != 0) return false;  // cap*total ≥ 2^128 > lhs
-  const u128 rhs = (high << 64) | static_cast<u64>(low);
-  return lhs >= rhs;
+U192 product(u64 a, u128 x) noexcept {
+  const u128 low = static_cast<u128>(a) * static_cast<u64>(x);
+  const u128 high = static_cast<u128>(a) * static_cast<u64>(x >> 64) + (low >> 64);  // < 2^128
+  return U192{high, static_cast<u64>(low)};
+}
+
+Wide product(u64 a, const Wide& x) {
+  return x * a;
+}
+
+// Does an index fill up at the level remaining/total, i.e. remaining*w >= cap*total?
+// (cap > remaining cannot: w ≤ total.)
+template <class W>
+bool saturates(u64 remaining, const W& weight, u64 cap, const W& total) {
+  return cap <= remaining && !(product(remaining, weight) < product(cap, total));
 }
 
 // Capped indices take their cap; the rest share what is left in proportion
-// (max-min fair). Sorting by cap/weight finds the saturated set in one pass.
+// (max-min fair). In order of fill level cap/w, the indices that fill up are a
+// prefix: filling one at or below the level only raises the level. Every
+// comparison is exact, so the result is the exact water level's: the others'
+// quotas remaining*w/Σw are below their (integral) caps, and largest remainder
+// rounds such a quota up to at most its cap.
 template <class W>
 std::vector<u64> water_fill(std::span<const W> weights, u64 n, std::span<const u64> caps) {
   std::vector<u64> counts(weights.size(), 0);
@@ -561,61 +585,38 @@ std::vector<u64> water_fill(std::span<const W> weights, u64 n, std::span<const u
     for (const std::size_t i : open) counts[i] = caps[i];
     return counts;
   }
+  // By fill level, exactly: cap_a/w_a < cap_b/w_b ⇔ cap_a*w_b < cap_b*w_a; ties by index.
+  std::sort(open.begin(), open.end(), [&](std::size_t a, std::size_t b) {
+    const auto left = product(caps[a], weights[b]);
+    const auto right = product(caps[b], weights[a]);
+    return left < right || (!(right < left) && a < b);
+  });
+  W open_weight{0};  // Σw of the indices not filled yet
+  for (const std::size_t i : open) open_weight += weights[i];
   u64 remaining = n;
-  std::vector<long double> fill_level(weights.size(), 0);
-  for (const std::size_t i : open) {
-    fill_level[i] = static_cast<long double>(caps[i]) / static_cast<long double>(weights[i]);
+  std::size_t filled = 0;
+  while (filled < open.size() && saturates(remaining, weights[open[filled]], caps[open[filled]], open_weight)) {
+    counts[open[filled]] = caps[open[filled]];
+    remaining -= caps[open[filled]];
+    open_weight -= weights[open[filled]];
+    ++filled;
   }
-  std::vector<WeightSum<W>> suffix;
-  std::vector<W> sub_weights;
-  std::vector<u64> sub_counts;
-  while (!open.empty() && remaining > 0) {
-    std::sort(open.begin(), open.end(), [&](std::size_t a, std::size_t b) {
-      return fill_level[a] != fill_level[b] ? fill_level[a] < fill_level[b] : a < b;
-    });
-    suffix.assign(open.size() + 1, WeightSum<W>{0});
-    for (std::size_t k = open.size(); k-- > 0;) suffix[k] = suffix[k + 1] + weights[open[k]];
-    std::size_t filled = 0;
-    while (filled < open.size() && saturates(remaining, weights[open[filled]], caps[open[filled]], suffix[filled])) {
-      counts[open[filled]] = caps[open[filled]];
-      remaining -= caps[open[filled]];
-      ++filled;
-    }
-    open.erase(open.begin(), open.begin() + static_cast<std::ptrdiff_t>(filled));
-    if (open.empty() || remaining == 0) break;
-
-    // Share the rest among the unsaturated, in their original order (stable ties).
-    std::sort(open.begin(), open.end());
-    sub_weights.resize(open.size());
-    for (std::size_t k = 0; k < open.size(); ++k) sub_weights[k] = weights[open[k]];
-    sub_counts.assign(open.size(), 0);
-    apportion_into(std::span<const W>(sub_weights), remaining, sub_counts);
-    bool over_cap = false;
-    for (std::size_t k = 0; k < open.size(); ++k) over_cap = over_cap || sub_counts[k] > caps[open[k]];
-    if (!over_cap) {
-      for (std::size_t k = 0; k < open.size(); ++k) counts[open[k]] = sub_counts[k];
-      break;
-    }
-    // Rounding (a +1 leftover, or a level compared in long double) pushed some
-    // past their caps: fill those and share again among the others.
-    std::vector<std::size_t> still_open;
-    for (std::size_t k = 0; k < open.size(); ++k) {
-      const std::size_t i = open[k];
-      if (sub_counts[k] >= caps[i]) {
-        counts[i] = caps[i];
-        remaining -= caps[i];
-      } else {
-        still_open.push_back(i);
-      }
-    }
-    open = std::move(still_open);
-  }
+  // Each filled cap was ≤ what remained, so filling all would mean Σcaps ≤ n:
+  // with capacity > n some index stays open.
+  std::vector<std::size_t> rest(open.begin() + static_cast<std::ptrdiff_t>(filled), open.end());
+  std::sort(rest.begin(), rest.end());  // original order: leftover ties by index
+  std::vector<W> rest_weights(rest.size());
+  for (std::size_t k = 0; k < rest.size(); ++k) rest_weights[k] = weights[rest[k]];
+  std::vector<u64> rest_counts(rest.size(), 0);
+  apportion_into(std::span<const W>(rest_weights), remaining, rest_counts);
+  for (std::size_t k = 0; k < rest.size(); ++k) counts[rest[k]] = rest_counts[k];
   return counts;
 }
 
 std::vector<u64> apportion_capped_validated(std::span<const double> weights, u64 n, std::span<const u64> caps) {
   if (auto exact = exact_weights(weights, n)) return water_fill(std::span<const u128>(*exact), n, caps);
-  return water_fill(weights, n, caps);
+  const std::vector<Wide> wide = wide_weights(weights);
+  return water_fill(std::span<const Wide>(wide), n, caps);
 }
 
 // ---------------------------------------------------------------------------
@@ -624,7 +625,7 @@ std::vector<u64> apportion_capped_validated(std::span<const double> weights, u64
 // A copy of a string: for SSO-sized strings, a constant-length copy per length,
 // which the compiler inlines; a std::string copy calls memcpy, and those calls
 // were a third of a plan's time. Returned as a prvalue: built in place.
-std::string copy_string(const std::string& text) {
+[[gnu::flatten]] std::string copy_string(const std::string& text) {
   const char* data = text.data();
   switch (text.size()) {
     case 0: return std::string();

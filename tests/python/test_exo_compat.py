@@ -4,7 +4,10 @@
 import array
 import asyncio
 import math
+import random
+import sys
 import time
+from fractions import Fraction
 
 import pytest
 
@@ -233,6 +236,51 @@ def test_capacity_uses_largest_remainder():
     # contiguous slices in sorted-id order, the dict in the caller's key order
     result = distributor.distribute_by_capacity({"z": 1, "a": 1}, [1, 2, 3, 4])
     assert list(result) == ["z", "a"] and result == {"z": [3, 4], "a": [1, 2]}
+
+
+def _exact_largest_remainder(weights, n):
+    """Largest remainder in exact rationals (a float is an exact Fraction), ties to the earlier index."""
+    total = sum(Fraction(w) for w in weights)
+    quotas = [Fraction(w) * n / total for w in weights]
+    counts = [q.numerator // q.denominator for q in quotas]
+    order = sorted(range(len(weights)), key=lambda i: counts[i] - quotas[i])  # stable: ties by index
+    for i in order[:n - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def test_capacity_extreme_weights_place_every_item_exactly_once():
+    # Issue 12: a subnormal total made counts near 2^63 (20 items came back for 10).
+    distributor = WorkloadDistributor()
+    items = list(range(10))
+    assert distributor.distribute_by_capacity({"a": 1e-320, "b": 0.0, "c": 0.0}, items) == {
+        "a": items, "b": [], "c": []}
+    # Capacities whose float sum passes the largest float are valid: only the total must be > 0.
+    assert distributor.distribute_by_capacity({"a": 1e308, "b": 1e308, "c": 1e-300}, items) == {
+        "a": items[:5], "b": items[5:], "c": []}
+    assert distributor.distribute_by_capacity({"a": sys.float_info.max, "b": 5e-324}, items) == {"a": items, "b": []}
+
+
+def test_capacity_matches_exact_rationals_on_adversarial_capacities():
+    rng = random.Random(12)
+    styles = [
+        lambda: rng.choice([5e-324, 1e-320, 2.5e-310, 1e-300, 1.0, 1e300, 1e308, sys.float_info.max]),
+        lambda: rng.uniform(0.0, 1.0) * 10.0 ** rng.randint(-320, 308),
+        lambda: 0.0 if rng.random() < 0.7 else rng.choice([5e-324, 1e308]),
+        lambda: float(rng.randint(0, 100)),
+    ]
+    for trial in range(2000):
+        count = rng.randint(1, 8) if trial % 10 else rng.randint(1, 200)
+        draw = styles[trial % len(styles)]
+        weights = [draw() for _ in range(count)]
+        if not any(w > 0 for w in weights):
+            weights[rng.randrange(count)] = rng.choice([5e-324, 1e-300, 1e308])
+        n = rng.choice([0, 1, 2, 3, 10, 97, 1000])
+        ids = [f"d{i:03d}" for i in range(count)]  # sorted order = index order
+        result = WorkloadDistributor().distribute_by_capacity(dict(zip(ids, weights)), list(range(n)))
+        counts = [len(result[i]) for i in ids]
+        assert counts == _exact_largest_remainder(weights, n), (weights, n)
+        assert sum(result.values(), []) == list(range(n))  # every item once, in contiguous slices
 
 
 def test_capacity_rejects_nan_and_inf_naming_the_device():

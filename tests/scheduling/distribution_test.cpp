@@ -118,8 +118,8 @@ TEST(Apportion, NineteenItemsOverTenEqualWeightsGivesNineTwosThenAOne) {
   EXPECT_EQ(apportion(std::vector<double>(10, 1.0), 19), expected);
   EXPECT_EQ(apportion(std::vector<double>(10, 0.1), 19), expected);
   EXPECT_EQ(apportion(std::vector<double>(10, 3e300), 19), expected);
-  // A 1e-300 weight widens the spread past 128 bits: the long double path
-  // must break ties the same way.
+  // A 1e-300 weight widens the spread past 128 bits: the multi-limb exact
+  // path must break ties the same way.
   std::vector<double> with_tiny(10, 1.0);
   with_tiny.push_back(1e-300);
   Counts expected_with_tiny = expected;
@@ -172,10 +172,10 @@ TEST(Apportion, ExtremeMagnitudes) {
   EXPECT_EQ(thirds, third);
 }
 
-TEST(Apportion, FloatingPathKeepsTheTotalExactNearTwoToThe64) {
+TEST(Apportion, WideSpreadKeepsTheTotalExactNearTwoToThe64) {
   // A 1e-300 weight next to ~0.5 is too wide a spread for 128-bit integers, so
-  // these take the long double path, where rounding at n ≈ 2^64 once made the
-  // floors add up to more than n. Each count must still be within one of its
+  // these take the multi-limb path (a long double path once, where rounding at
+  // n ≈ 2^64 made the floors add up to more than n). Each count must still be within one of its
   // exact quota (computed here from the doubles scaled by 2^60; the tiny
   // weight's share is far below one item) and the total exactly n.
   const std::vector<std::pair<u64, std::vector<double>>> cases{

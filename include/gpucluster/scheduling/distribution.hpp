@@ -49,11 +49,14 @@ struct Plan {
 // Largest-remainder apportionment of n among weights: each count is within 1
 // of its exact quota n*w/Σw, zero weight gets 0, integral quotas are exact,
 // leftover ties go to the earlier index. Weights must be finite, ≥ 0, Σ > 0.
+// Exact for every such input and any n (subnormal to DBL_MAX weights, a Σ past
+// DBL_MAX): the counts are those of exact rational arithmetic on the weights.
 std::vector<std::uint64_t> apportion(std::span<const double> weights, std::uint64_t n);
 
 // As apportion, with a per-index cap: capped indices are filled to their cap and
-// the rest re-apportioned among the others (water-filling). Returns counts; the
-// sum may be below n when the caps cannot hold n.
+// the rest re-apportioned among the others (water-filling at the exact level:
+// an index is filled iff its quota at that level reaches its cap). Returns
+// counts, each ≤ its cap; the sum is min(n, the caps of positive weights).
 std::vector<std::uint64_t> apportion_capped(std::span<const double> weights, std::uint64_t n,
                                             std::span<const std::uint64_t> caps);
 
