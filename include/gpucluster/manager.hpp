@@ -159,7 +159,8 @@ class Manager {
   OperationGuard enter(const char* operation) const;
   void sampler_loop();
   void mark_unavailable(const DeviceKey& key, const std::string& reason);
-  void apply_outcome(const Backend& backend, const DeviceKey& key, const std::variant<Sample, std::string>& outcome);
+  void apply_outcome(const Backend& backend, const DeviceKey& key,
+                     const std::variant<Sample, NothingToReport, std::string>& outcome);
   void mark_backend_late(BackendWorker& worker, const std::string& why);
   void shutdown_locked();  // shutdown() with lifecycle_mutex_ held
 

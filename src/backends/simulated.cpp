@@ -31,13 +31,10 @@ Sample SimulatedBackend::sample(const std::string& local_id) {
     throw Error(fmt::format("simulated device {} is unavailable: {}", local_id,
                             device.error_message.empty() ? "no reason given" : device.error_message));
   }
+  // Without metrics the fleet says nothing of the device's use: it has no
+  // sample (unknown everywhere), never an idle, empty one.
+  if (!device.has_metrics) throw NoReading(fmt::format("fleet device {} has no metrics", local_id));
   Sample sample = device.metrics;
-  if (!device.has_metrics) {
-    // Memory is the one field a sample must carry; with no metrics the device reads as idle and empty,
-    // and every gauge is unavailable.
-    sample = Sample{};
-    sample.memory_total_bytes = static_cast<std::int64_t>(device.info.memory_total_bytes);
-  }
   sample.timestamp = now_timestamp();
   return sample;
 }

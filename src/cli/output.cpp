@@ -48,8 +48,11 @@ std::string devices_table(const std::vector<DeviceState>& devices, const std::ve
                   "KIND", "MEMORY USED / TOTAL", "UTIL", "TEMP", "POWER", "CLOCK", "SCORE", "STATE");
   for (const DeviceState& d : devices) {
     const RankedDevice* r = find_ranked(ranked, d.info->key);
-    std::string memory = kUnavailable, util = kUnavailable, temp = kUnavailable, power = kUnavailable,
-                clock = kUnavailable;
+    // Without a sample the use is unknown; the total is static information.
+    std::string memory = d.info->memory_total_bytes > 0
+                             ? std::string(kUnavailable) + " / " + format_bytes(d.info->memory_total_bytes)
+                             : std::string(kUnavailable);
+    std::string util = kUnavailable, temp = kUnavailable, power = kUnavailable, clock = kUnavailable;
     if (d.latest) {
       memory = format_bytes(static_cast<std::uint64_t>(d.latest->memory_used_bytes)) + " / " +
                format_bytes(static_cast<std::uint64_t>(d.latest->memory_total_bytes));

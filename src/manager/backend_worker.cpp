@@ -92,6 +92,8 @@ void BackendWorker::run() {
       const auto started = Clock::now();
       try {
         outcome = backend_->sample(key.local_id);
+      } catch (const NoReading&) {
+        outcome = NothingToReport{};
       } catch (const std::exception& e) {
         outcome = std::string(e.what());
       } catch (...) {

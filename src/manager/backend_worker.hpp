@@ -22,7 +22,8 @@
 namespace gpucluster {
 
 // The result of reading one device: a sample, or the backend's error message.
-using SampleOutcome = std::variant<Sample, std::string>;
+// A device's reading; nothing to report (Backend::sample threw NoReading); or why it failed.
+using SampleOutcome = std::variant<Sample, NothingToReport, std::string>;
 // The result of discover(): what it found, or the message of what it threw.
 using DiscoveryOutcome = std::variant<Discovery, std::string>;
 

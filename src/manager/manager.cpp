@@ -275,6 +275,7 @@ void Manager::apply_outcome(const Backend& backend, const DeviceKey& key, const 
     mark_unavailable(key, *error);
     return;
   }
+  if (std::holds_alternative<NothingToReport>(outcome)) return;  // no sample is made up
   try {
     if (store_.record(key, std::get<Sample>(outcome)) == RecordOutcome::duplicate) {
       duplicates_.fetch_add(1, std::memory_order_relaxed);

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gpucluster/core/errors.hpp"
+#include "gpucluster/manager.hpp"
 #include "gpucluster/telemetry/validation.hpp"
 
 namespace gpucluster {
@@ -98,16 +99,31 @@ TEST(SimulatedBackend, UnavailableDeviceThrowsItsErrorMessage) {
   EXPECT_FALSE(fields.utilization || fields.power || fields.temperature || fields.clock);
 }
 
-TEST(SimulatedBackend, DeviceWithoutMetricsReportsMemoryOnly) {
+// A fleet device described without metrics has no reading: never an idle,
+// empty device (0 B used, score 1.0, chosen by select: docs audit row 11).
+TEST(SimulatedBackend, DeviceWithoutMetricsHasNoReading) {
   SimulatedBackend backend(small_fleet("lab-1"));
-  const Sample sample = backend.sample("metal:0");
-  EXPECT_EQ(sample.memory_used_bytes, 0);
-  EXPECT_EQ(sample.memory_total_bytes, 34359738368);
-  EXPECT_FALSE(sample.utilization_percent.has_value());
-  EXPECT_FALSE(sample.power_watts.has_value());
-  EXPECT_FALSE(sample.temperature_celsius.has_value());
-  EXPECT_FALSE(sample.clock_mhz.has_value());
-  EXPECT_NO_THROW(validate_sample("lab-1/metal:0", sample));
+  EXPECT_THROW(backend.sample("metal:0"), NoReading);
+}
+
+TEST(SimulatedBackend, DeviceWithoutMetricsStaysUnknownThroughTheManager) {
+  std::vector<BackendPtr> backends;
+  backends.push_back(std::make_unique<SimulatedBackend>(small_fleet("lab-1")));
+  Manager manager(ManagerConfig{}, std::move(backends));
+  manager.start(false);
+  const DeviceState state = manager.device(DeviceKey{"lab-1", "metal:0"});
+  EXPECT_TRUE(state.available);
+  EXPECT_FALSE(state.latest.has_value());
+  EXPECT_EQ(manager.backend_errors(), 1u);  // cuda:1, described as unavailable; metal:0 is no error
+  for (const RankedDevice& r : manager.rank()) {
+    if (r.key.local_id == "metal:0") {
+      EXPECT_EQ(r.eligibility, Eligibility::no_sample);
+    }
+  }
+  const Selection best = manager.select();
+  ASSERT_TRUE(best.device.has_value());
+  EXPECT_NE(best.device->local_id, "metal:0");
+  manager.shutdown();
 }
 
 TEST(SimulatedBackend, AvailableFieldsFollowTheMetricsGiven) {

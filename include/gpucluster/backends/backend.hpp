@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "gpucluster/core/device.hpp"
+#include "gpucluster/core/errors.hpp"
 #include "gpucluster/core/sample.hpp"
 
 namespace gpucluster {
@@ -29,6 +30,15 @@ struct Discovery {
   // source. Callers that asked for this backend by name treat it as an error.
   bool unavailable = false;
 };
+
+// Thrown by Backend::sample when a device has no reading to give, which is not
+// a failure (a fleet device described without metrics): the device stays
+// available and without a sample, so nothing about it is made up.
+class NoReading : public Error {
+ public:
+  using Error::Error;
+};
+struct NothingToReport {};  // the sampler's record of a NoReading
 
 class Backend {
  public:

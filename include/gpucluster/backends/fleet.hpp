@@ -13,8 +13,8 @@
 // driver_version, power_limit_watts, temperature_slowdown_celsius,
 // temperature_shutdown_celsius, supports_fp64, supports_tensor_cores, available
 // (default true), error_message. Byte counts are integers >= 0; device ids are unique.
-// A device without "metrics" samples as memory_used_bytes 0 of memory_bytes with
-// every gauge unavailable (memory is the one field a sample must carry).
+// A device without "metrics" has no sample (Backend::sample throws NoReading):
+// its use is unknown, never an idle, empty device.
 
 #include <cstddef>
 #include <filesystem>
