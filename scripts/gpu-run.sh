@@ -25,7 +25,7 @@ bin=build/release/gpucluster
   echo "== agent with the nvml backend"
   "$bin" agent --backend nvml,host --listen 127.0.0.1:0 --interval 500ms >"$work/agent.out" 2>"$work/agent.err" &
   agent=$!
-  for _ in $(seq 50); do grep -q "agent on http" "$work/agent.out" 2>/dev/null && break; sleep 0.2; done
+  for _ in $(seq 50); do grep -q "^ready: " "$work/agent.out" 2>/dev/null && break; sleep 0.2; done
   url=$(grep -o "http://127.0.0.1:[0-9]*" "$work/agent.out" | head -1)
   echo "agent at $url"; sleep 2
   python3 - "$url" "$work" <<'PY'

@@ -129,10 +129,10 @@ echo "agent:    ${agent_env[*]}${agent_env[*]:+ }${agent_cmd[*]}"
 env "${agent_env[@]}" "${agent_cmd[@]}" >"$work/agent.out" 2>"$work/agent.err" &
 agent_pid=$!
 port=""
-for _ in $(seq 100); do
+for _ in $(seq 100); do  # the port, then "ready:" (devices discovered)
   port=$(sed -n 's|^gpucluster agent on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$work/agent.out" | head -1)
-  [[ -n $port ]] && break
-  kill -0 "$agent_pid" 2>/dev/null || break
+  [[ -n $port ]] && grep -q '^ready: ' "$work/agent.out" && break
+  kill -0 "$agent_pid" 2>/dev/null || { port=""; break; }
   sleep 0.1
 done
 if [[ -z $port ]]; then

@@ -49,9 +49,9 @@ interval_ms=$((1000 / rate))
   >"$work/agent.out" 2>"$work/agent.err" &
 agent_pid=$!
 port=""
-for _ in $(seq 100); do
+for _ in $(seq 100); do  # the port, then "ready:" (devices discovered)
   port=$(sed -n 's|^gpucluster agent on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$work/agent.out" | head -1)
-  [[ -n $port ]] && break
+  [[ -n $port ]] && grep -q '^ready: ' "$work/agent.out" && break
   sleep 0.1
 done
 [[ -n $port ]] || { echo "soak: the agent did not start:" >&2; cat "$work/agent.out" "$work/agent.err" >&2; exit 1; }

@@ -140,10 +140,12 @@ class Manager {
   std::vector<RankedDevice> rank(std::uint64_t min_free_memory_bytes = 0) const;
   Selection select(std::uint64_t min_free_memory_bytes = 0) const;
   Plan plan(const PlanRequest& request) const;
-  // Resolves "cuda:0" (this manager's host) or "host/cuda:0".
+  // Resolves "host/cuda:0", or a bare "cuda:0": this manager's host's device,
+  // else the one device on any host with that local id; throws
+  // AmbiguousDeviceError when several hosts have it.
   DeviceKey resolve_key(std::string_view text) const;
 
-  std::vector<BackendReport> backend_reports() const;
+  std::vector<BackendReport> backend_reports() const;  // empty until start() has discovered
   std::array<std::uint64_t, kRejectReasonCount> rejected_samples() const;
   std::uint64_t duplicate_samples() const noexcept { return duplicates_.load(std::memory_order_relaxed); }
   std::uint64_t backend_errors() const noexcept { return backend_errors_.load(); }

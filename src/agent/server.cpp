@@ -422,6 +422,8 @@ void Agent::Impl::answer(std::string_view route_name, Access access, const HttpR
     write_error(res, 404, "unknown_device", e.what(), "device", e.device());
   } catch (const ShutDownError& e) {
     write_error(res, 409, "shutting_down", e.what());
+  } catch (const AmbiguousDeviceError& e) {
+    write_error(res, 400, "ambiguous_device", e.what(), e.field(), e.value(), e.rule());
   } catch (const InputError& e) {  // PlanError, InsufficientMemoryError, identifiers
     write_error(res, 422, "invalid_value", e.what(), e.field(), e.value(), e.rule());
   } catch (const nlohmann::json::exception& e) {
@@ -514,8 +516,11 @@ void Agent::Impl::handle_health(HttpResponse& res) const {
   const ManagerState state = manager.state();
   const bool is_draining = draining();
   const bool ok = state == ManagerState::running && !is_draining;
-  json body{{"status", ok ? "ok" : "unavailable"},
-            {"state", is_draining ? "draining" : to_string(state)},
+  // The agent listens before its backends have discovered their devices:
+  // until then it is "starting" (503, so a load balancer waits for it).
+  const bool starting = state == ManagerState::created && !is_draining;
+  json body{{"status", ok ? "ok" : (starting ? "starting" : "unavailable")},
+            {"state", is_draining ? "draining" : (starting ? "discovering" : to_string(state))},
             {"host", manager.host()}};
   // A backend that failed (or missed its discovery deadline) does not make the
   // agent unhealthy, but a client must be able to see it: /v1/devices stays a

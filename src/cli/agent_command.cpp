@@ -16,9 +16,12 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <nlohmann/json.hpp>
+
 #include "gpucluster/agent/http_server.hpp"
 #include "gpucluster/agent/server.hpp"
 #include "gpucluster/core/units.hpp"
+#include "gpucluster/json.hpp"
 #include "gpucluster/manager.hpp"
 
 namespace gpucluster::cli {
@@ -131,40 +134,65 @@ ManagerConfig manager_config(const AgentOptions& options, ManagerConfig config) 
   return config;
 }
 
-void print_banner(const agent::Agent& agent, const Manager& manager) {
+// Printed as soon as the agent listens (its devices are still being
+// discovered); scripts read the address from its first line.
+void print_listening(const agent::Agent& agent, const Manager& manager, bool as_json) {
   const std::string url = agent.base_url();
-  std::string backends;
-  for (const BackendReport& report : manager.backend_reports()) {
-    if (report.devices == 0) continue;
-    backends += fmt::format("{}{} {}", backends.empty() ? "" : ", ", report.devices, report.backend);
+  if (as_json) {
+    std::cout << nlohmann::json{{"event", "listening"}, {"url", url}, {"host", manager.host()}}.dump() << std::endl;
+    return;
   }
   std::cout << fmt::format(
-                   "gpucluster agent on {} (host {}; devices: {})\n"
+                   "gpucluster agent on {} (host {}; discovering devices: /healthz says \"starting\" until done)\n"
                    "  {}/v1/devices    {}/v1/cluster    {}/metrics    {}/healthz\n"
                    "  POST {}/v1/select  {}/v1/plan  {}/v1/telemetry\n"
                    "SIGTERM or Ctrl-C drains and stops it.\n",
-                   url, manager.host(), backends.empty() ? "none yet" : backends, url, url, url, url, url, url, url)
+                   url, manager.host(), url, url, url, url, url, url, url)
+            << std::flush;
+}
+
+// Printed once discovery is done (the agent is then ready, /healthz 200).
+void print_ready(const Manager& manager, std::chrono::steady_clock::duration took, bool as_json) {
+  const std::vector<BackendReport> reports = manager.backend_reports();
+  const double seconds = std::chrono::duration<double>(took).count();
+  if (as_json) {
+    std::cout << nlohmann::json{{"event", "ready"},
+                                {"discovery_seconds", seconds},
+                                {"backends", backends_to_json(reports)}}
+                     .dump()
+              << std::endl;
+    return;
+  }
+  std::string found;
+  for (const BackendReport& report : reports) {
+    if (report.devices == 0) continue;
+    found += fmt::format("{}{} {}", found.empty() ? "" : ", ", report.devices, report.backend);
+  }
+  std::cout << fmt::format("ready: devices: {} (discovered in {:.1f} s)\n", found.empty() ? "none" : found, seconds)
             << std::flush;
 }
 
 // The open-files limit bounds the connections the agent can hold (one
 // descriptor each): the soft limit (often 1024) is raised to the hard one.
-void raise_open_files_limit() {
+// Returns what to log (once the agent is ready) and whether it is a warning.
+std::pair<std::string, bool> raise_open_files_limit() {
   rlimit limit{};
   if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) {
-    spdlog::warn("cannot read the open-files limit: {}", std::strerror(errno));
-    return;
+    return {fmt::format("cannot read the open-files limit: {}", std::strerror(errno)), true};
   }
+  std::string said;
+  bool warning = false;
   if (limit.rlim_cur == limit.rlim_max) {
-    spdlog::info("open-files limit: {} (the hard limit)", limit.rlim_cur);
+    said = fmt::format("open-files limit: {} (the hard limit)", limit.rlim_cur);
   } else {
     const rlim_t before = limit.rlim_cur;
     limit.rlim_cur = limit.rlim_max;
     if (::setrlimit(RLIMIT_NOFILE, &limit) == 0) {
-      spdlog::info("open-files limit raised from {} to {} (the hard limit)", before, limit.rlim_cur);
+      said = fmt::format("open-files limit raised from {} to {} (the hard limit)", before, limit.rlim_cur);
     } else {
-      spdlog::warn("open-files limit: {}; raising it to the hard limit {} failed: {}", before, limit.rlim_max,
-                   std::strerror(errno));
+      said = fmt::format("open-files limit: {}; raising it to the hard limit {} failed: {}", before, limit.rlim_max,
+                         std::strerror(errno));
+      warning = true;
       limit.rlim_cur = before;
     }
   }
@@ -172,16 +200,21 @@ void raise_open_files_limit() {
   constexpr rlim_t kOtherDescriptors = 64;
   const std::size_t connections = agent::HttpServerOptions{}.max_connections;
   if (limit.rlim_cur < connections + kOtherDescriptors) {
-    spdlog::warn(
-        "the open-files limit {} is below the {} connections the agent accepts: accepts will fail (and back off) "
-        "before that; raise it (LimitNOFILE= in the systemd unit, ulimit -n)",
-        limit.rlim_cur, connections);
+    said += fmt::format(
+        "; it is below the {} connections the agent accepts: accepts will fail (and back off) before that; raise it "
+        "(LimitNOFILE= in the systemd unit, ulimit -n)",
+        connections);
+    warning = true;
   }
+  return {said, warning};
 }
+
+// Sent by the discovery thread to the main one, which waits for signals.
+constexpr int kDiscoveryDone = SIGUSR1;
 
 }  // namespace
 
-int run_agent(const AgentOptions& options, std::vector<BackendPtr> backends, ManagerConfig manager_base) {
+int run_agent(const AgentOptions& options, std::vector<BackendPtr> backends, ManagerConfig manager_base, bool as_json) {
   agent::AgentConfig config = agent_config(options);  // bad options fail before anything starts
   ManagerConfig manager_settings = manager_config(options, std::move(manager_base));
 
@@ -196,19 +229,48 @@ int run_agent(const AgentOptions& options, std::vector<BackendPtr> backends, Man
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, kDiscoveryDone);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
+  // Listen first, then discover: a backend that takes its time (up to
+  // --discovery-timeout) delays readiness (/healthz 503 "starting"), not the
+  // address, and SIGTERM is heard meanwhile.
   Manager manager(std::move(manager_settings), std::move(backends));
   agent::Agent agent(manager, std::move(config));
   agent.bind();
-  manager.start(/*background_sampling=*/true);  // a backend that cannot be used stops the agent here
-  raise_open_files_limit();                       // before the first accept
+  const auto [open_files, open_files_warning] = raise_open_files_limit();  // before the first accept
   std::thread server([&agent] { agent.serve(); });
-  print_banner(agent, manager);
-  spdlog::info("agent listening on {}", agent.base_url());
+  print_listening(agent, manager, as_json);
+  const auto discovery_began = std::chrono::steady_clock::now();
+  std::exception_ptr start_error;
+  std::thread starter([&manager, &start_error, main_thread = pthread_self()] {
+    try {
+      manager.start(/*background_sampling=*/true);
+    } catch (...) {
+      start_error = std::current_exception();  // read by the main thread after it joins this one
+    }
+    pthread_kill(main_thread, kDiscoveryDone);
+  });
 
   int received = 0;
-  sigwait(&stop_signals, &received);
+  for (;;) {
+    sigwait(&stop_signals, &received);
+    if (received != kDiscoveryDone) break;
+    starter.join();
+    if (start_error) {  // a backend named in --backend cannot be used: stop serving, exit 2
+      agent.stop();
+      server.join();
+      manager.shutdown();
+      std::rethrow_exception(start_error);
+    }
+    print_ready(manager, std::chrono::steady_clock::now() - discovery_began, as_json);
+    spdlog::info("agent ready on {}", agent.base_url());
+    if (open_files_warning) {
+      spdlog::warn("{}", open_files);
+    } else {
+      spdlog::info("{}", open_files);
+    }
+  }
   spdlog::info("{} received: draining in-flight requests", received == SIGTERM ? "SIGTERM" : "SIGINT");
   const bool drained = agent.stop();
   if (!drained) {
@@ -218,6 +280,7 @@ int run_agent(const AgentOptions& options, std::vector<BackendPtr> backends, Man
     std::_Exit(1);  // the manager cannot be shut down under requests still using it
   }
   server.join();
+  if (starter.joinable()) starter.join();  // SIGTERM during discovery: it ends within --discovery-timeout
   manager.shutdown();
   spdlog::info("agent stopped");
   return 0;

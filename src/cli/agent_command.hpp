@@ -32,6 +32,9 @@ struct AgentOptions {
 // BackendUnavailableError when a backend of manager_base.required_backends
 // cannot be used. manager_base carries the options every command shares
 // (deadlines, required backends); the agent's own options are set on top.
-int run_agent(const AgentOptions& options, std::vector<BackendPtr> backends, ManagerConfig manager_base);
+// as_json: the banner as JSON lines ({"event": "listening", "url"}, then
+// {"event": "ready", "backends"}).
+int run_agent(const AgentOptions& options, std::vector<BackendPtr> backends, ManagerConfig manager_base,
+              bool as_json = false);
 
 }  // namespace gpucluster::cli

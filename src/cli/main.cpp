@@ -450,7 +450,8 @@ int run(int argc, char** argv) {
     if (*watch) return run_watch(common, interval, watch_duration, quiet);
     if (*agent) {
       ChosenBackends chosen = make_backends(common);
-      return run_agent(agent_options, std::move(chosen.backends), manager_config(common, std::move(chosen.required)));
+      return run_agent(agent_options, std::move(chosen.backends), manager_config(common, std::move(chosen.required)),
+                       common.json);
     }
   } catch (const BackendUnavailableError& e) {
     std::cerr << "gpucluster: " << e.what() << " (--backend auto skips backends that cannot be used)\n";

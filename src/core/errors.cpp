@@ -1,6 +1,7 @@
 #include "gpucluster/core/errors.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 namespace gpucluster {
 
@@ -32,6 +33,14 @@ ValidationError::ValidationError(std::string device, std::string field, std::str
     : InputError(fmt::format("invalid sample for {}: {} = {} ({})", device, field, value, rule), field, value, rule),
       device_(std::move(device)),
       reason_(reason) {}
+
+AmbiguousDeviceError::AmbiguousDeviceError(std::string id, std::vector<std::string> candidates)
+    : InputError(fmt::format("ambiguous device id {}: {} hosts have it ({}); name the host, e.g. {}", id,
+                             candidates.size(), fmt::join(candidates, ", "), candidates.front()),
+                 "id", id,
+                 fmt::format("a bare id must name one device; {} hosts have it: {}", candidates.size(),
+                             fmt::join(candidates, ", "))),
+      candidates_(std::move(candidates)) {}
 
 UnknownDeviceError::UnknownDeviceError(std::string device)
     : Error(fmt::format("unknown device: {} is not registered", device)), device_(std::move(device)) {}

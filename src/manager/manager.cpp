@@ -405,13 +405,12 @@ DeviceKey Manager::resolve_key(std::string_view text) const {
   DeviceKey local{host_, std::string(text)};
   if (store_.contains(local)) return local;
   // A bare local id that exactly one device (on any host) has, e.g. a fleet's cuda:0.
-  std::optional<DeviceKey> match;
+  std::vector<std::string> matches;
   for (const DeviceState& state : store_.states()) {
-    if (state.info->key.local_id != text) continue;
-    if (match) return local;  // ambiguous: the caller must name the host
-    match = state.info->key;
+    if (state.info->key.local_id == text) matches.push_back(state.info->key.str());
   }
-  return match.value_or(local);
+  if (matches.size() > 1) throw AmbiguousDeviceError(std::string(text), std::move(matches));
+  return matches.empty() ? local : parse_device_key(matches.front(), host_);
 }
 
 void check_plan_request(const PlanRequest& request) {
@@ -534,6 +533,9 @@ Plan Manager::plan(const PlanRequest& request) const {
 
 std::vector<BackendReport> Manager::backend_reports() const {
   const OperationGuard guard = enter("report backends");
+  // start() writes the reports, then publishes them with `running`: until
+  // then (discovery still going on) there are none to read.
+  if (state_.load() != ManagerState::running) return {};
   return reports_;
 }
 

@@ -370,6 +370,26 @@ TEST(AgentTelemetry, RegistrationsBeyondTheHistoryMemoryAreRefused) {
   EXPECT_EQ(body_of(client.Get("/v1/devices")).size(), 4U);
 }
 
+// A bare id that several hosts have is ambiguous: the answer says so and
+// lists the candidates (docs audit row 26: it was a 404 naming the agent's host).
+TEST(AgentTelemetry, AnAmbiguousBareDeviceIdListsTheCandidates) {
+  AgentProcess agent({"--fleet", home_fleet()});
+  auto client = agent.client();
+  ASSERT_EQ(
+      client.Post("/v1/telemetry", read_file(source_path("examples/protocol/registration.json")), "application/json")
+          ->status,
+      202);
+  const auto answer = client.Get("/v1/devices/cuda:0");
+  ASSERT_TRUE(answer);
+  EXPECT_EQ(answer->status, 400) << answer->body;
+  const json error = json::parse(answer->body)["error"];
+  EXPECT_EQ(error["code"], "ambiguous_device");
+  EXPECT_EQ(error["value"], "cuda:0");
+  EXPECT_NE(error["message"].get<std::string>().find("home/cuda:0, node-a/cuda:0"), std::string::npos) << error;
+  EXPECT_EQ(client.Get("/v1/devices/metal:0")->status, 200);  // one host has it: resolved
+  EXPECT_EQ(client.Get("/v1/devices/node-a%2Fcuda:0")->status, 200);
+}
+
 // "." and ".." cannot be one path segment of /v1/devices/{id}: refused at
 // ingest (paths naming them: tests/agent/malformed_requests_test.cpp).
 TEST(AgentTelemetry, DotAndDotDotAreNotDeviceIdsOrHostNames) {

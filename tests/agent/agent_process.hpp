@@ -35,6 +35,9 @@ struct AgentLaunch {
   // stderr goes to a pipe the test holds (close_stderr_pipe() closes its read
   // end) instead of a log file; stderr_text() is then empty.
   bool stderr_to_pipe = false;
+  // The agent listens before discovery is done; by default the constructor
+  // also waits for its "ready:" line (devices discovered, /healthz 200).
+  bool wait_until_ready = true;
 };
 
 class AgentProcess {
@@ -81,7 +84,7 @@ class AgentProcess {
     stderr_pipe_fd_ = err[0];
     stdout_fd_ = out[0];
     if (pid_ < 0) throw std::runtime_error("cannot start " + std::string(argv[0]));
-    read_banner(startup);
+    read_banner(startup, launch.wait_until_ready);
   }
 
   ~AgentProcess() {
@@ -151,7 +154,7 @@ class AgentProcess {
   }
 
  private:
-  void read_banner(std::chrono::seconds startup) {
+  void read_banner(std::chrono::seconds startup, bool until_ready) {
     const auto deadline = std::chrono::steady_clock::now() + startup;
     while (std::chrono::steady_clock::now() < deadline) {
       pollfd descriptor{stdout_fd_, POLLIN, 0};
@@ -162,10 +165,13 @@ class AgentProcess {
       banner_.append(buffer, static_cast<std::size_t>(n));
       if (const auto port = port_in_banner()) {
         port_ = *port;
-        return;
+        if (!until_ready) return;
+        const std::size_t ready = banner_.find("\nready: ");
+        if (ready != std::string::npos && banner_.find('\n', ready + 1) != std::string::npos) return;
       }
     }
-    throw std::runtime_error("agent did not print its URL; stderr:\n" + stderr_text());
+    throw std::runtime_error(port_ > 0 ? "agent did not say it was ready; stderr:\n" + stderr_text()
+                                       : "agent did not print its URL; stderr:\n" + stderr_text());
   }
 
   // The port of "gpucluster agent on http://HOST:PORT " once the line is complete.

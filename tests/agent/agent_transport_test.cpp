@@ -215,7 +215,8 @@ TEST(AgentAcceptErrors, BackOffAreCountedAndLoggedRateLimitedWhenDescriptorsRunO
   EXPECT_LT(log.size(), 16U * 1024) << "the log grew while accept failed:\n" << log.substr(0, 2000);
   EXPECT_GE(count(log, "accept failed"), 1U) << log;
   EXPECT_LE(count(log, "accept failed"), 2U) << log;  // at most one line per 10 s
-  EXPECT_NE(log.find("the open-files limit 40 is below the 1024 connections"), std::string::npos) << log;
+  EXPECT_NE(log.find("open-files limit: 40 (the hard limit); it is below the 1024 connections"), std::string::npos)
+      << log;
 
   // Descriptors come back: the agent answers again and has counted the failures.
   connections.clear();

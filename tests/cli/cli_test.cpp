@@ -4,11 +4,13 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <string>
+#include <thread>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -517,6 +519,43 @@ TEST_F(CliTest, AgentStartsWhenADiscoveryHangsAndReportsTheBackend) {
       << agent.stderr_text();
   const int status = agent.stop();
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+}
+
+// The agent listens before it discovers (docs audit row 24: it waited out a
+// hung backend before it bound its port): /healthz says "starting" (503) while
+// a backend takes its time, then "ok"; the address is there at once.
+TEST_F(CliTest, AgentListensFirstAndSaysItIsStartingWhileDiscovering) {
+  const fs::path scenario =
+      write("scenario.json", {{"devices", json::array({one_nvml_device()})}, {"hang_ms", {{"nvmlInit_v2", 1500}}}});
+  const std::string library = std::string(GPUCLUSTER_BUILD_DIR) + "/libfake_nvml.so";
+  ::setenv("GPUCLUSTER_NVML_LIBRARY", library.c_str(), 1);  // inherited by the agent
+  ::setenv("FAKE_NVML_SCENARIO", scenario.c_str(), 1);
+  gpucluster::testing::AgentLaunch launch;
+  launch.wait_until_ready = false;
+  const auto launched = std::chrono::steady_clock::now();
+  gpucluster::testing::AgentProcess agent({"--backend", "nvml", "--discovery-timeout", "20s"}, std::chrono::seconds{30},
+                                          launch);
+  ::unsetenv("GPUCLUSTER_NVML_LIBRARY");
+  ::unsetenv("FAKE_NVML_SCENARIO");
+  EXPECT_LT(std::chrono::steady_clock::now() - launched, std::chrono::milliseconds{1500})
+      << "the address must come before discovery ends";
+  auto client = agent.client();
+  const auto starting = client.Get("/healthz");
+  ASSERT_TRUE(starting);
+  EXPECT_EQ(starting->status, 503);
+  EXPECT_EQ(json::parse(starting->body)["status"], "starting") << starting->body;
+  EXPECT_EQ(json::parse(starting->body)["state"], "discovering") << starting->body;
+  EXPECT_EQ(json::parse(client.Get("/v1/devices")->body).size(), 0U);
+  // Then ready: bounded wait for the discovery to end (1.5 s hang).
+  int status = 0;
+  for (int i = 0; i < 200 && status != 200; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds{50});
+    status = client.Get("/healthz")->status;
+  }
+  EXPECT_EQ(status, 200);
+  EXPECT_EQ(json::parse(client.Get("/v1/devices")->body).size(), 1U);
+  const int stopped = agent.stop();
+  EXPECT_TRUE(WIFEXITED(stopped) && WEXITSTATUS(stopped) == 0) << stopped;
 }
 
 }  // namespace

@@ -65,6 +65,7 @@ FLAG_OPTIONS = {"skip", "agent"}
 FENCE_RE = re.compile(r"^```([A-Za-z0-9_+-]*)\s*$")
 MARKER_RE = re.compile(r"^<!--\s*doc-test:(.*?)-->\s*$")
 BANNER_RE = re.compile(r"gpucluster agent on http://127\.0\.0\.1:([0-9]+)")
+READY_RE = re.compile(r"^ready: .*\n", re.M)
 NUMBER_RE = r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?"
 DOC_ADDRESS_RE = re.compile(r"\b(?:localhost|127\.0\.0\.1):" + str(DOC_AGENT_PORT) + r"\b")
 
@@ -346,8 +347,9 @@ class Agent:
         self.port = 0
         deadline = time.monotonic() + AGENT_START_TIMEOUT_S
         while time.monotonic() < deadline:
-            found = BANNER_RE.search(self.stdout_path.read_text(errors="replace"))
-            if found:
+            banner = self.stdout_path.read_text(errors="replace")
+            found = BANNER_RE.search(banner)
+            if found and READY_RE.search(banner):  # it listens first, then says when its devices are discovered
                 self.port = int(found.group(1))
                 return
             if self.process.poll() is not None:

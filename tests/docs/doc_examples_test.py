@@ -279,9 +279,10 @@ class EndToEnd(unittest.TestCase):
         result = self.run_doc("""\
             ```console
             $ build/release/gpucluster agent --fleet examples/fleet-home.json
-            gpucluster agent on http://127.0.0.1:9420 (host …; devices: 3 simulated)
+            gpucluster agent on http://127.0.0.1:9420 (host …; discovering devices: …)
             …
             SIGTERM or Ctrl-C drains and stops it.
+            ready: devices: 3 simulated (discovered in {{number}} s)
             ```
             """)
         self.assertCounts(result, 1, 1, 0, 0)

@@ -831,8 +831,15 @@ TEST(ManagerIdentity, ResolveKey) {
   EXPECT_EQ(manager.resolve_key("rocm:0"), (DeviceKey{"h2", "rocm:0"}));
 
   manager.register_device(make_info("h3", "rocm:0"));
-  // Ambiguous across hosts: the local key, which names no device.
-  EXPECT_EQ(manager.resolve_key("rocm:0"), (DeviceKey{"h1", "rocm:0"}));
+  // Ambiguous across hosts: an error that lists the candidates.
+  try {
+    manager.resolve_key("rocm:0");
+    FAIL() << "rocm:0 is on two hosts";
+  } catch (const AmbiguousDeviceError& e) {
+    EXPECT_EQ(e.candidates(), (std::vector<std::string>{"h2/rocm:0", "h3/rocm:0"}));
+    EXPECT_EQ(e.field(), "id");
+    EXPECT_TRUE(contains(e.what(), "name the host")) << e.what();
+  }
 
   manager.register_device(make_info("h1", "rocm:0"));
   // The local device wins.

@@ -68,6 +68,17 @@ class UnknownDeviceError : public Error {
   std::string device_;
 };
 
+// A bare local id ("cuda:0") that several hosts' devices have: the caller must
+// name the host. candidates() lists them ("home/cuda:0", "node-a/cuda:0").
+class AmbiguousDeviceError : public InputError {
+ public:
+  AmbiguousDeviceError(std::string id, std::vector<std::string> candidates);
+  const std::vector<std::string>& candidates() const noexcept { return candidates_; }
+
+ private:
+  std::vector<std::string> candidates_;
+};
+
 // The manager is draining or stopped and refuses new work.
 class ShutDownError : public Error {
  public:
