@@ -9,7 +9,7 @@ packages=(
   nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
   libboost-dev rapidjson-dev libcpp-httplib-dev libssl-dev zlib1g-dev libbrotli-dev
   clang-format python3 python3-pytest python3-pytest-asyncio python3-dev pybind11-dev python3-pybind11 python3-setuptools python3-pip python3-venv
-  prometheus wrk curl clang-14 libclang-rt-14-dev patchelf
+  prometheus wrk curl clang-14 libclang-rt-14-dev patchelf systemd
   librocm-smi64-1 librocm-smi-dev
 )
 
