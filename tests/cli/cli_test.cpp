@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -519,6 +520,27 @@ TEST_F(CliTest, AgentStartsWhenADiscoveryHangsAndReportsTheBackend) {
       << agent.stderr_text();
   const int status = agent.stop();
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+}
+
+// agent --json prints its banner as JSON lines (docs audit row 27: --json had
+// no effect on the agent).
+TEST_F(CliTest, AgentJsonBannerIsJsonLines) {
+  // timeout(1) sends SIGTERM after 3 s; the agent drains and exits 0 (timeout then exits 124).
+  const Result r = run("agent --listen 127.0.0.1:0 --fleet " + example("fleet-home.json") + " --json",
+                       "timeout -s TERM 3");
+  EXPECT_EQ(r.exit_code, 124) << r.err;
+  std::istringstream lines(r.out);
+  std::string first, second;
+  std::getline(lines, first);
+  std::getline(lines, second);
+  const json listening = json::parse(first);
+  EXPECT_EQ(listening["event"], "listening");
+  EXPECT_EQ(listening["url"].get<std::string>().rfind("http://127.0.0.1:", 0), 0U) << first;
+  const json ready = json::parse(second);
+  EXPECT_EQ(ready["event"], "ready");
+  ASSERT_EQ(ready["backends"].size(), 1U) << second;
+  EXPECT_EQ(ready["backends"][0]["devices"], 3);
+  EXPECT_TRUE(ready["discovery_seconds"].is_number());
 }
 
 // The agent listens before it discovers (docs audit row 24: it waited out a
