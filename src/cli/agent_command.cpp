@@ -263,13 +263,14 @@ int run_agent(const AgentOptions& options, std::vector<BackendPtr> backends, Man
       manager.shutdown();
       std::rethrow_exception(start_error);
     }
-    print_ready(manager, std::chrono::steady_clock::now() - discovery_began, as_json);
-    spdlog::info("agent ready on {}", agent.base_url());
+    // Logged before the ready line, so whoever waits for that line finds them.
     if (open_files_warning) {
       spdlog::warn("{}", open_files);
     } else {
       spdlog::info("{}", open_files);
     }
+    spdlog::info("agent ready on {}", agent.base_url());
+    print_ready(manager, std::chrono::steady_clock::now() - discovery_began, as_json);
   }
   spdlog::info("{} received: draining in-flight requests", received == SIGTERM ? "SIGTERM" : "SIGINT");
   const bool drained = agent.stop();

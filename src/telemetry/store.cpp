@@ -94,12 +94,10 @@ Timestamp future_limit(Timestamp now, std::chrono::nanoseconds skew) {
   return at > room ? Timestamp::max() : now + skew;
 }
 
-// The sample with timestamp t among `count` samples in timestamp order
-// (at(i) gives the i-th), or nullptr.
+// The first index in [low, high) whose sample (at(i), in timestamp order) is
+// not older than t; high when there is none.
 template <class At>
-const Sample* find_timestamp(std::size_t count, const At& at, Timestamp t) {
-  std::size_t low = 0;
-  std::size_t high = count;
+std::size_t first_not_older(std::size_t low, std::size_t high, const At& at, Timestamp t) {
   while (low < high) {
     const std::size_t middle = low + (high - low) / 2;
     if (at(middle).timestamp < t) {
@@ -108,7 +106,14 @@ const Sample* find_timestamp(std::size_t count, const At& at, Timestamp t) {
       high = middle;
     }
   }
-  return low < count && at(low).timestamp == t ? &at(low) : nullptr;
+  return low;
+}
+
+// The sample with timestamp t among `count` samples in timestamp order, or nullptr.
+template <class At>
+const Sample* find_timestamp(std::size_t count, const At& at, Timestamp t) {
+  const std::size_t index = first_not_older(0, count, at, t);
+  return index < count && at(index).timestamp == t ? &at(index) : nullptr;
 }
 
 // A sample not newer than the newest held: a retransmission of the one held
@@ -124,15 +129,21 @@ const Sample* find_timestamp(const RingBuffer<Sample>& history, Timestamp t) {
   return find_timestamp(history.size(), at, t);
 }
 
+// The oldest timestamp max_age keeps once `newest` is held; nullopt when it
+// keeps everything (no max_age, or one reaching past the int64 range).
+std::optional<Timestamp> oldest_kept(Timestamp newest, const HistoryLimits& limits) {
+  if (!limits.max_age) return std::nullopt;
+  if (newest.time_since_epoch().count() < std::numeric_limits<std::int64_t>::min() + limits.max_age->count()) {
+    return std::nullopt;
+  }
+  return newest - *limits.max_age;
+}
+
 // Appends one accepted sample and drops what max_age no longer keeps.
 void append(RingBuffer<Sample>& history, const Sample& sample, const HistoryLimits& limits) {
   history.push(sample);
-  if (limits.max_age) {
-    // Saturating: a max_age longer than the time since the epoch keeps everything.
-    const std::int64_t newest = sample.timestamp.time_since_epoch().count();
-    if (newest < std::numeric_limits<std::int64_t>::min() + limits.max_age->count()) return;
-    const Timestamp oldest_kept = sample.timestamp - *limits.max_age;
-    while (history.size() > 1 && history.front().timestamp < oldest_kept) history.pop_front();
+  if (const std::optional<Timestamp> oldest = oldest_kept(sample.timestamp, limits)) {
+    while (history.size() > 1 && history.front().timestamp < *oldest) history.pop_front();
   }
 }
 
@@ -306,20 +317,9 @@ TelemetryStore::BatchResult TelemetryStore::record_batch(const Handle& slot, std
   const auto find_held = [&](Timestamp t) -> const Sample* {
     const std::size_t total = held_before + fresh.size();
     std::size_t first = total > history.capacity() ? total - history.capacity() : 0;
-    if (limits_.max_age && !fresh.empty()) {
-      const std::int64_t newest = samples[fresh.back()].timestamp.time_since_epoch().count();
-      if (newest >= std::numeric_limits<std::int64_t>::min() + limits_.max_age->count()) {
-        const Timestamp oldest_kept = samples[fresh.back()].timestamp - *limits_.max_age;
-        std::size_t low = first, high = total - 1;  // the newest is always kept
-        while (low < high) {
-          const std::size_t middle = low + (high - low) / 2;
-          if (held_at(middle).timestamp < oldest_kept) {
-            low = middle + 1;
-          } else {
-            high = middle;
-          }
-        }
-        first = low;
+    if (!fresh.empty()) {
+      if (const std::optional<Timestamp> oldest = oldest_kept(samples[fresh.back()].timestamp, limits_)) {
+        first = first_not_older(first, total - 1, held_at, *oldest);  // the newest is always kept
       }
     }
     const auto at = [&](std::size_t i) -> const Sample& { return held_at(first + i); };

@@ -22,6 +22,8 @@
 
 #include <gtest/gtest.h>
 
+#include "loopback_connection.hpp"
+
 namespace gpucluster::agent {
 namespace {
 
@@ -29,71 +31,7 @@ using namespace std::chrono_literals;
 
 using Clock = std::chrono::steady_clock;
 
-// A connected loopback socket with blocking reads (5 s timeout).
-class Client {
- public:
-  // receive_buffer_bytes: SO_RCVBUF set before connecting (0: the default).
-  explicit Client(int port, int receive_buffer_bytes = 0) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    timeval timeout{5, 0};
-    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-    if (receive_buffer_bytes > 0) {
-      ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer_bytes, sizeof receive_buffer_bytes);
-    }
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(static_cast<std::uint16_t>(port));
-    ::inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
-    connected_ = ::connect(fd_, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0;
-  }
-  ~Client() { ::close(fd_); }
-  Client(const Client&) = delete;
-  Client& operator=(const Client&) = delete;
-
-  bool connected() const { return connected_; }
-  void send(const std::string& bytes) const {
-    for (std::size_t sent = 0; sent < bytes.size();) {
-      const ssize_t n = ::send(fd_, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
-      if (n <= 0) return;
-      sent += static_cast<std::size_t>(n);
-    }
-  }
-  // Everything until the server closes (or the timeout).
-  std::string read_all() const {
-    std::string out;
-    char buffer[8192];
-    for (;;) {
-      const ssize_t n = ::recv(fd_, buffer, sizeof buffer, 0);
-      if (n <= 0) return out;
-      out.append(buffer, static_cast<std::size_t>(n));
-    }
-  }
-  // At least `bytes` bytes, or what came before the timeout.
-  std::string read_some(std::size_t bytes) const {
-    std::string out;
-    char buffer[8192];
-    while (out.size() < bytes) {
-      const ssize_t n = ::recv(fd_, buffer, sizeof buffer, 0);
-      if (n <= 0) break;
-      out.append(buffer, static_cast<std::size_t>(n));
-    }
-    return out;
-  }
-  // True when the server closed the connection (recv returns 0).
-  bool closed_by_server() const {
-    char byte = 0;
-    return ::recv(fd_, &byte, 1, 0) == 0;
-  }
-  // Whether the server has closed by now, without waiting (nothing else must be pending).
-  bool closed_now() const {
-    char byte = 0;
-    return ::recv(fd_, &byte, 1, MSG_DONTWAIT) == 0;
-  }
-
- private:
-  int fd_ = -1;
-  bool connected_ = false;
-};
+using Client = gpucluster::testing::LoopbackConnection;
 
 std::size_t count(const std::string& text, const std::string& what) {
   std::size_t n = 0;

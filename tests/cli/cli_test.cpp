@@ -16,6 +16,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "cli_process.hpp"
+
 #include "../agent/agent_process.hpp"
 
 namespace {
@@ -23,16 +25,7 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-struct Result {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
+using Result = gpucluster::testing::CliResult;
 
 class CliTest : public ::testing::Test {
  protected:
@@ -44,15 +37,7 @@ class CliTest : public ::testing::Test {
 
   // `environment`: VAR=value assignments for the command, as a shell reads them.
   Result run(const std::string& args, const std::string& environment = {}) const {
-    const fs::path out = dir_ / "stdout", err = dir_ / "stderr";
-    const std::string command = environment + " " + std::string(GPUCLUSTER_CLI_PATH) + " " + args + " >" +
-                                out.string() + " 2>" + err.string() + " </dev/null";
-    const int status = std::system(command.c_str());
-    Result result;
-    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    result.out = read_file(out);
-    result.err = read_file(err);
-    return result;
+    return gpucluster::testing::run_cli(args, dir_, environment);
   }
 
   fs::path write(const std::string& name, const json& document) const {
@@ -526,8 +511,8 @@ TEST_F(CliTest, AgentStartsWhenADiscoveryHangsAndReportsTheBackend) {
 // no effect on the agent).
 TEST_F(CliTest, AgentJsonBannerIsJsonLines) {
   // timeout(1) sends SIGTERM after 3 s; the agent drains and exits 0 (timeout then exits 124).
-  const Result r = run("agent --listen 127.0.0.1:0 --fleet " + example("fleet-home.json") + " --json",
-                       "timeout -s TERM 3");
+  const Result r =
+      run("agent --listen 127.0.0.1:0 --fleet " + example("fleet-home.json") + " --json", "timeout -s TERM 3");
   EXPECT_EQ(r.exit_code, 124) << r.err;
   std::istringstream lines(r.out);
   std::string first, second;

@@ -2,8 +2,6 @@
 // options that would make the agent need more memory than it can have are
 // refused at start (exit 2) with a message naming the limit. Runs the real binary.
 
-#include <sys/wait.h>
-
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -12,19 +10,13 @@
 
 #include <gtest/gtest.h>
 
+#include "cli_process.hpp"
+
 namespace {
 
 namespace fs = std::filesystem;
 
-struct Result {
-  int exit_code = -1;
-  std::string err;
-};
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
+using Result = gpucluster::testing::CliResult;
 
 class InputLimits : public ::testing::Test {
  protected:
@@ -35,16 +27,7 @@ class InputLimits : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
 
   // Runs the CLI with a time limit (timeout(1)), so a regression fails instead of hanging.
-  Result run(const std::string& args) const {
-    const fs::path err = dir_ / "stderr";
-    const std::string command =
-        "timeout 20 " + std::string(GPUCLUSTER_CLI_PATH) + " " + args + " >/dev/null 2>" + err.string() + " </dev/null";
-    const int status = std::system(command.c_str());
-    Result result;
-    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    result.err = read_file(err);
-    return result;
-  }
+  Result run(const std::string& args) const { return gpucluster::testing::run_cli(args, dir_, "timeout 20"); }
 
   fs::path write(const std::string& name, const std::string& content) const {
     const fs::path path = dir_ / name;
