@@ -101,7 +101,10 @@ namespace {
 // (there it fails at once). With an AMD driver loaded rsmi_init may take long or
 // hang (the manager's discovery deadline then gives up on it), and stderr is
 // process-wide: silencing it there could lose the other threads' log lines
-// for as long as the call lasts.
+// for as long as the call lasts. (It writes to file descriptor 2 itself:
+// muting std::cerr does not silence it.) Even the short window can swallow a
+// line another backend's thread logs while it discovers; the manager's own
+// discovery messages are logged after every backend has answered.
 template <class Call>
 auto quietly(Call call) {
   std::fflush(stderr);

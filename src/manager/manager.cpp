@@ -184,6 +184,9 @@ void Manager::start(bool background_sampling) {
   // Results are taken in the callers' order (richest first), whatever order
   // they finished in, so de-duplication by PCI bus id keeps the richer backend.
   std::set<std::string> seen_pci_bus_ids;
+  // Logged once every backend has answered (or missed its deadline): a
+  // backend may silence the process's stderr while it discovers (rocm.cpp).
+  std::vector<std::pair<spdlog::level::level_enum, std::string>> log_later;
   for (const std::shared_ptr<BackendWorker>& worker : started) {
     const std::string name(worker->backend().name());
     BackendReport report{name, 0, {}, {}, false};
@@ -191,7 +194,8 @@ void Manager::start(bool background_sampling) {
     if (!outcome) {
       report.error = fmt::format("backend {} did not finish discovery within {}", name,
                                  describe_duration(config_.discovery_timeout));
-      spdlog::warn("{}; its devices are left out (the other backends go on)", report.error);
+      log_later.emplace_back(spdlog::level::warn,
+                             fmt::format("{}; its devices are left out (the other backends go on)", report.error));
       // Never sampled, and its late result is never taken: it cannot touch the
       // manager again. It shuts its backend down itself when discover() returns.
       worker->stop(std::chrono::nanoseconds{0});
@@ -201,12 +205,15 @@ void Manager::start(bool background_sampling) {
     std::vector<DeviceKey> keys;
     if (auto* failure = std::get_if<std::string>(&*outcome)) {
       report.error = std::move(*failure);
-      spdlog::warn("backend {} failed to discover devices: {}", name, report.error);
+      log_later.emplace_back(spdlog::level::warn,
+                             fmt::format("backend {} failed to discover devices: {}", name, report.error));
     } else {
       Discovery& discovery = std::get<Discovery>(*outcome);
       report.note = std::move(discovery.note);
       report.unavailable = discovery.unavailable;
-      if (report.unavailable) spdlog::debug("backend {} skipped: {}", name, report.note);
+      if (report.unavailable) {
+        log_later.emplace_back(spdlog::level::debug, fmt::format("backend {} skipped: {}", name, report.note));
+      }
       std::size_t duplicates = 0;
       try {
         for (DeviceInfo& info : discovery.devices) {
@@ -222,7 +229,9 @@ void Manager::start(bool background_sampling) {
         }
       } catch (const std::exception& e) {
         report.error = e.what();
-        spdlog::warn("backend {} reported a device that cannot be registered: {}", name, e.what());
+        log_later.emplace_back(
+            spdlog::level::warn,
+            fmt::format("backend {} reported a device that cannot be registered: {}", name, e.what()));
       }
       report.devices = keys.size();
       if (duplicates > 0) {
@@ -234,6 +243,7 @@ void Manager::start(bool background_sampling) {
     workers_.push_back(worker);
     reports_.push_back(std::move(report));
   }
+  for (const auto& [level, message] : log_later) spdlog::log(level, "{}", message);
 
   std::vector<BackendReport> failed;
   for (const BackendReport& report : reports_) {
