@@ -95,29 +95,44 @@ def alternating(sides: int, repeat: int) -> List[int]:
 
 
 def bench_record(sides, iterations: int, repeats: int) -> List[float]:
-    """Median ns per awaited record_metrics of each (module, make_device) side."""
+    """Median ns per awaited record_metrics of each (module, make_device) side.
+
+    Every sample is a new reading (a later timestamp), as a collector sends them:
+    a timestamp identifies a sample, so re-sending one is a retransmission (the
+    drop-in acknowledges it without storing it again) or, with other values, a
+    conflict. The GPUMetrics objects are made before each timed run."""
+    rng = random.Random(1)
+    readings = [values(rng) for _ in range(256)]
+    mask = 255
     setups = []
     for module, make_device in sides:
         manager = module.GPUClusteringManager()
         manager.register_device(make_device(module, "cuda:0"))
-        rng = random.Random(1)
-        pool = [module.GPUMetrics(device_id="cuda:0", timestamp=1.0, **values(rng)) for _ in range(256)]
-        setups.append((manager, manager.record_metrics, pool))
-    mask = 255
+        setups.append((module, manager.record_metrics))
+    clock = [1.0] * len(setups)  # each side's next timestamp
+
+    def fresh(k: int, count: int) -> list:
+        module = setups[k][0]
+        start = clock[k]
+        clock[k] += count
+        return [module.GPUMetrics(device_id="cuda:0", timestamp=start + i, **readings[i & mask])
+                for i in range(count)]
 
     async def main() -> List[float]:
-        for _manager, record, pool in setups:
-            for m in pool:  # warm up: history full (steady-state eviction)
+        for k, (_module, record) in enumerate(setups):
+            for m in fresh(k, 256):  # warm up: history full (steady-state eviction)
                 await record(m)
         samples: List[List[float]] = [[] for _ in setups]
         for repeat in range(repeats):
             for k in alternating(len(setups), repeat):
-                _manager, record, pool = setups[k]
+                record = setups[k][1]
+                pool = fresh(k, iterations)
                 gc.collect()
                 t0 = time.perf_counter_ns()
-                for i in range(iterations):
-                    await record(pool[i & mask])
+                for m in pool:
+                    await record(m)
                 samples[k].append((time.perf_counter_ns() - t0) / iterations)
+                del pool
         return [statistics.median(s) for s in samples]
 
     return asyncio.run(main())
@@ -128,7 +143,13 @@ def bench_batch(compat, batch: int, repeats: int) -> float:
     manager.register_device(compat_device(compat, "cuda:0"))
     rng = random.Random(2)
     rows = [values(rng) for _ in range(batch)]
-    ts = array.array("d", [1.0]) * batch
+    start = [1.0]  # each call's samples are new readings: timestamps after the last call's
+
+    def timestamps() -> array.array:
+        column = array.array("d", [start[0] + i for i in range(batch)])
+        start[0] += batch
+        return column
+
     used = array.array("q", [r["memory_used_bytes"] for r in rows])
     total = array.array("q", [r["memory_total_bytes"] for r in rows])
     util = array.array("d", [r["compute_utilization_percent"] for r in rows])
@@ -136,9 +157,10 @@ def bench_batch(compat, batch: int, repeats: int) -> float:
     temp = array.array("d", [r["temperature_celsius"] for r in rows])
     clock = array.array("d", [float(r["clock_rate_mhz"]) for r in rows])
     record = manager.record_metrics_batch
-    record("cuda:0", ts, used, total, util, power, temp, clock)
+    record("cuda:0", timestamps(), used, total, util, power, temp, clock)
 
     def once() -> float:
+        ts = timestamps()  # not timed
         t0 = time.perf_counter_ns()
         record("cuda:0", ts, used, total, util, power, temp, clock)
         return (time.perf_counter_ns() - t0) / batch
@@ -150,11 +172,19 @@ def bench_many(compat, batch: int, repeats: int) -> float:
     manager = compat.GPUClusteringManager()
     manager.register_device(compat_device(compat, "cuda:0"))
     rng = random.Random(3)
-    pool = [compat.GPUMetrics(device_id="cuda:0", timestamp=1.0, **values(rng)) for _ in range(batch)]
+    rows = [values(rng) for _ in range(batch)]
+    start = [1.0]  # each call's samples are new readings: timestamps after the last call's
+
+    def fresh() -> list:
+        pool = [compat.GPUMetrics(device_id="cuda:0", timestamp=start[0] + i, **rows[i]) for i in range(batch)]
+        start[0] += batch
+        return pool
+
     many = manager.record_metrics_many
-    many(pool)
+    many(fresh())
 
     def once() -> float:
+        pool = fresh()  # not timed
         t0 = time.perf_counter_ns()
         many(pool)
         return (time.perf_counter_ns() - t0) / batch
