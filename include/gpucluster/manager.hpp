@@ -98,8 +98,14 @@ struct PlanRequest {
 // no field that another strategy's plan would silently ignore. Throws
 // PlanError naming the field (as the JSON API spells it: "items", "max_per_device").
 void check_plan_request(const PlanRequest& request);
+// A plan strategy by name ("uniform", "capacity", "memory"); throws PlanError
+// (field "strategy") for any other text. The CLI, the HTTP API and Python parse
+// with it, so the rule and its message are written once.
+Strategy plan_strategy(std::string_view text);
 
 class BackendWorker;
+class InFlightGate;
+class InFlightGuard;
 
 class Manager {
  public:
@@ -157,8 +163,7 @@ class Manager {
   void shutdown();
 
  private:
-  class OperationGuard;
-  OperationGuard enter(const char* operation) const;
+  InFlightGuard enter(const char* operation) const;
   void sampler_loop();
   void mark_unavailable(const DeviceKey& key, const std::string& reason);
   void apply_outcome(const Backend& backend, const DeviceKey& key,
@@ -174,7 +179,8 @@ class Manager {
   TelemetryStore store_;
 
   std::atomic<ManagerState> state_{ManagerState::created};
-  mutable std::atomic<std::int64_t> in_flight_{0};
+  // Counts public calls in flight; closed when shutdown begins (draining).
+  std::unique_ptr<InFlightGate> gate_;
   mutable std::array<std::atomic<std::uint64_t>, kRejectReasonCount> rejected_{};
   std::atomic<std::uint64_t> duplicates_{0};
   std::atomic<std::uint64_t> backend_errors_{0};

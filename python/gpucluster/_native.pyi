@@ -224,7 +224,7 @@ class BackendReport:
     def status(self) -> str: ...  # "ok", "none", "unavailable" or "failed"
 
 class Manager:
-    def __init__(self, *, backends: Sequence[Backend] = ..., fleet: Optional[str] = None, host: Optional[str] = None,
+    def __init__(self, *, backends: Union[str, Sequence[Backend]] = ..., fleet: Optional[str] = None, host: Optional[str] = None,
                  max_history: int = 100, max_age_seconds: Optional[float] = None,
                  sample_interval_seconds: float = 1.0, backend_timeout_seconds: float = 5.0,
                  discovery_timeout_seconds: float = 30.0, require_backends: bool = True,
@@ -325,3 +325,4 @@ def _distribute_by_capacity(capacities: Dict[Any, float], workload_items: Iterab
 def _distribute_uniform(devices: Iterable[Any], workload_items: Iterable[Any],
                         max_per_device: Optional[int] = None) -> Tuple[Dict[Any, List[Any]], List[Any]]: ...
 def _score_metrics(metrics: Any) -> float: ...
+def _select_metrics(metrics: List[Any], min_memory_bytes: int = 0) -> Optional[int]: ...

@@ -487,14 +487,13 @@ class DeviceSelector:
         return DeviceScorer.rank_devices(self._devices)
 
     def select_best_device(self, min_memory_bytes: int = 0) -> Optional[str]:
-        """The best-scored device with score > 0 and at least ``min_memory_bytes`` free, or None."""
-        for device_id, score in self.rank_devices():
-            if score <= 0.0:
-                continue
-            metrics, _caps = self._devices[device_id]
-            if metrics.memory_total_bytes - metrics.memory_used_bytes >= min_memory_bytes:
-                return device_id
-        return None
+        """The best-scored device with score > 0 and at least ``min_memory_bytes`` free, or None
+        (ties go to the earlier device). Eligibility is the core's scoring, as everywhere."""
+        ids = list(self._devices)
+        metrics = [metrics for metrics, _caps in self._devices.values()]
+        # Past 2**63 - 1 bytes no device qualifies either way; the core takes 64-bit counts.
+        index = _native._select_metrics(metrics, min(int(min_memory_bytes), (1 << 63) - 1))
+        return None if index is None else ids[index]
 
 
 # ---------------------------------------------------------------------------

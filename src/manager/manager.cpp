@@ -1,6 +1,7 @@
 #include "gpucluster/manager.hpp"
 
 #include "backend_worker.hpp"
+#include "in_flight_gate.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -54,26 +55,6 @@ BackendUnavailableError::BackendUnavailableError(std::vector<BackendReport> fail
                  "a requested backend must load and discover its devices"),
       failed_(std::move(failed)) {}
 
-// Counts one public operation in flight; shutdown waits for the count to reach 0.
-class Manager::OperationGuard {
- public:
-  explicit OperationGuard(const Manager& manager) noexcept : manager_(&manager) {}
-  OperationGuard(OperationGuard&& other) noexcept : manager_(std::exchange(other.manager_, nullptr)) {}
-  OperationGuard(const OperationGuard&) = delete;
-  OperationGuard& operator=(const OperationGuard&) = delete;
-  OperationGuard& operator=(OperationGuard&&) = delete;
-  ~OperationGuard() {
-    if (manager_ == nullptr) return;
-    // Only a draining shutdown waits on the counter, so only then wake it.
-    if (manager_->in_flight_.fetch_sub(1) == 1 && manager_->state_.load() == ManagerState::draining) {
-      manager_->in_flight_.notify_all();
-    }
-  }
-
- private:
-  const Manager* manager_;
-};
-
 namespace {
 // One backend failing to shut down must not skip the others.
 void shut_down_backend(Backend& backend) {
@@ -113,7 +94,8 @@ Manager::Manager(ManagerConfig config, std::vector<BackendPtr> backends)
     : config_(std::move(config)),
       host_(resolve_host(config_)),
       backends_(std::move(backends)),
-      store_(config_.history, config_.validation, config_.clock) {
+      store_(config_.history, config_.validation, config_.clock),
+      gate_(std::make_unique<InFlightGate>()) {
   validate_scoring_config(config_.scoring);
   if (config_.backend_timeout.count() <= 0) {
     throw InputError("backend_timeout", fmt::format("{}ns", config_.backend_timeout.count()), "must be positive");
@@ -138,14 +120,8 @@ Manager::~Manager() {
   shutdown();
 }
 
-Manager::OperationGuard Manager::enter(const char* operation) const {
-  // Count first, then check: a shutdown that flips the state after our check
-  // still sees us in the counter and waits.
-  in_flight_.fetch_add(1);
-  OperationGuard guard(*this);
-  const ManagerState state = state_.load();
-  if (state == ManagerState::draining || state == ManagerState::stopped) throw ShutDownError(operation);
-  return guard;
+InFlightGuard Manager::enter(const char* operation) const {
+  return gate_->enter(operation);  // closed from `draining` on
 }
 
 Timestamp Manager::now() const {
@@ -264,7 +240,7 @@ void Manager::start(bool background_sampling) {
 }
 
 void Manager::sample_now() {
-  const OperationGuard guard = enter("sample");
+  const InFlightGuard guard = enter("sample");
   if (state_.load() != ManagerState::running) return;  // nothing discovered yet
   const auto deadline = BackendWorker::Clock::now() + config_.backend_timeout;
   std::vector<std::uint64_t> passes;
@@ -344,17 +320,17 @@ void Manager::count_rejected_sample(RejectReason reason) const {
 }
 
 void Manager::register_device(DeviceInfo info) {
-  const OperationGuard guard = enter("register a device");
+  const InFlightGuard guard = enter("register a device");
   store_.add_device(std::move(info));
 }
 
 bool Manager::unregister_device(const DeviceKey& key) {
-  const OperationGuard guard = enter("unregister a device");
+  const InFlightGuard guard = enter("unregister a device");
   return store_.remove_device(key);
 }
 
 RecordOutcome Manager::record(const DeviceKey& key, const Sample& sample) {
-  const OperationGuard guard = enter("record a sample");
+  const InFlightGuard guard = enter("record a sample");
   try {
     const RecordOutcome outcome = store_.record(key, sample);
     if (outcome == RecordOutcome::duplicate) duplicates_.fetch_add(1, std::memory_order_relaxed);
@@ -366,51 +342,51 @@ RecordOutcome Manager::record(const DeviceKey& key, const Sample& sample) {
 }
 
 void Manager::set_availability(const DeviceKey& key, bool available, std::string reason) {
-  const OperationGuard guard = enter("set availability");
+  const InFlightGuard guard = enter("set availability");
   store_.set_availability(key, available, std::move(reason));
 }
 
 std::vector<DeviceState> Manager::devices() const {
-  const OperationGuard guard = enter("list devices");
+  const InFlightGuard guard = enter("list devices");
   return store_.states();
 }
 
 DeviceState Manager::device(const DeviceKey& key) const {
-  const OperationGuard guard = enter("read a device");
+  const InFlightGuard guard = enter("read a device");
   std::optional<DeviceState> state = store_.state(key);
   if (!state) throw UnknownDeviceError(key.str());
   return std::move(*state);
 }
 
 std::vector<Sample> Manager::history(const DeviceKey& key, std::size_t limit) const {
-  const OperationGuard guard = enter("read history");
+  const InFlightGuard guard = enter("read history");
   return store_.history(key, limit);
 }
 
 WindowStats Manager::window_stats(const DeviceKey& key) const {
-  const OperationGuard guard = enter("read statistics");
+  const InFlightGuard guard = enter("read statistics");
   return store_.window_stats(key);
 }
 
 ClusterAggregate Manager::aggregate() const {
-  const OperationGuard guard = enter("aggregate");
+  const InFlightGuard guard = enter("aggregate");
   return store_.aggregate();
 }
 
 std::vector<RankedDevice> Manager::rank(std::uint64_t min_free_memory_bytes) const {
-  const OperationGuard guard = enter("rank devices");
+  const InFlightGuard guard = enter("rank devices");
   const std::vector<DeviceState> states = store_.states();
   return rank_devices(states, config_.scoring, now(), min_free_memory_bytes);
 }
 
 Selection Manager::select(std::uint64_t min_free_memory_bytes) const {
-  const OperationGuard guard = enter("select a device");
+  const InFlightGuard guard = enter("select a device");
   const std::vector<DeviceState> states = store_.states();
   return select_device(states, config_.scoring, now(), min_free_memory_bytes);
 }
 
 DeviceKey Manager::resolve_key(std::string_view text) const {
-  const OperationGuard guard = enter("resolve a device id");
+  const InFlightGuard guard = enter("resolve a device id");
   if (text.find('/') != std::string_view::npos) return parse_device_key(text, host_);
   DeviceKey local{host_, std::string(text)};
   if (store_.contains(local)) return local;
@@ -421,6 +397,12 @@ DeviceKey Manager::resolve_key(std::string_view text) const {
   }
   if (matches.size() > 1) throw AmbiguousDeviceError(std::string(text), std::move(matches));
   return matches.empty() ? local : parse_device_key(matches.front(), host_);
+}
+
+Strategy plan_strategy(std::string_view text) {
+  const std::optional<Strategy> strategy = parse_strategy(text);
+  if (!strategy) throw PlanError("strategy", std::string(text), "must be uniform, capacity or memory");
+  return *strategy;
 }
 
 void check_plan_request(const PlanRequest& request) {
@@ -467,16 +449,10 @@ std::vector<WeightedDevice> weights_from_compute_units(const std::vector<const D
   return weighted;
 }
 
-// A plan may use what selection could take whatever its score (a busy device
-// still takes its share): scoring decides, as it does for select.
-bool usable_for_plans(Eligibility eligibility) {
-  return eligibility == Eligibility::eligible || eligibility == Eligibility::zero_score;
-}
-
 }  // namespace
 
 Plan Manager::plan(const PlanRequest& request) const {
-  const OperationGuard guard = enter("plan work");
+  const InFlightGuard guard = enter("plan work");
   check_plan_request(request);
   const std::vector<DeviceState> states = store_.states();  // sorted by key: plans list devices in that order
   std::unordered_map<DeviceKey, RankedDevice, DeviceKeyHash> ranked;
@@ -485,7 +461,7 @@ Plan Manager::plan(const PlanRequest& request) const {
   std::vector<LeftOut> left_out;
   for (const DeviceState& state : states) {
     const RankedDevice& entry = ranked.at(state.info->key);
-    if (usable_for_plans(entry.eligibility)) {
+    if (can_take_plan_work(entry.eligibility)) {
       usable_devices.push_back(&state);
     } else {
       left_out.push_back({state.info->key, entry.reason});
@@ -513,7 +489,7 @@ Plan Manager::plan(const PlanRequest& request) const {
         const DeviceKey key = resolve_key(id);
         const auto it = ranked.find(key);
         if (it == ranked.end()) throw PlanError(fmt::format("weights[{}]", id), id, "names no registered device");
-        if (!usable_for_plans(it->second.eligibility)) {
+        if (!can_take_plan_work(it->second.eligibility)) {
           throw PlanError(fmt::format("weights[{}]", id), id, "the device cannot take work: " + it->second.reason);
         }
         weighted.push_back({key, weight});
@@ -542,7 +518,7 @@ Plan Manager::plan(const PlanRequest& request) const {
 }
 
 std::vector<BackendReport> Manager::backend_reports() const {
-  const OperationGuard guard = enter("report backends");
+  const InFlightGuard guard = enter("report backends");
   // start() writes the reports, then publishes them with `running`: until
   // then (discovery still going on) there are none to read.
   if (state_.load() != ManagerState::running) return {};
@@ -563,8 +539,7 @@ void Manager::shutdown() {
 void Manager::shutdown_locked() {
   if (state_.load() == ManagerState::stopped) return;
   state_.store(ManagerState::draining);
-  // Wait for every counted operation; new ones are refused from here on.
-  for (std::int64_t count = in_flight_.load(); count != 0; count = in_flight_.load()) in_flight_.wait(count);
+  gate_->close();  // refuses new operations and waits for the counted ones
   {
     std::lock_guard lock(sampler_mutex_);
     stop_sampler_ = true;

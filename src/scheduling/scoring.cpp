@@ -88,6 +88,10 @@ const char* to_string(Eligibility eligibility) noexcept {
   return "unknown";
 }
 
+bool can_take_plan_work(Eligibility eligibility) noexcept {
+  return eligibility == Eligibility::eligible || eligibility == Eligibility::zero_score;
+}
+
 namespace {
 
 // The one place that decides whether a device may be selected. Cheap filters

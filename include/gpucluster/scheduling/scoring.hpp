@@ -44,6 +44,11 @@ ScoreBreakdown score_sample(const DeviceInfo& info, const Sample& sample, const 
 enum class Eligibility : std::uint8_t { eligible, unavailable, no_sample, stale, insufficient_memory, zero_score };
 const char* to_string(Eligibility eligibility) noexcept;
 
+// Whether a ranked device may take a share of a plan: what selection could
+// take, whatever its score (a busy device still takes its share). Plans ask
+// scoring, as selection does, so eligibility is decided in one place.
+bool can_take_plan_work(Eligibility eligibility) noexcept;
+
 struct RankedDevice {
   DeviceKey key;
   Eligibility eligibility = Eligibility::no_sample;
