@@ -6,10 +6,13 @@
 #include <pybind11/stl.h>
 #include <pybind11/stl/filesystem.h>
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "column.hpp"
 #include "common.hpp"
+#include "gpucluster/backend_registry.hpp"
 #include "gpucluster/backends/fleet.hpp"
 #include "gpucluster/backends/host.hpp"
 #include "gpucluster/backends/nvml.hpp"
@@ -48,7 +51,7 @@ std::chrono::nanoseconds seconds_to_ns(double seconds, const char* field) {
 
 class PyManager {
  public:
-  PyManager(std::vector<PyBackend*> backends, std::optional<std::string> fleet, std::optional<std::string> host,
+  PyManager(const py::object& backends, std::optional<std::string> fleet, std::optional<std::string> host,
             std::size_t max_history, std::optional<double> max_age_seconds, double sample_interval_seconds,
             double backend_timeout_seconds, double discovery_timeout_seconds, bool require_backends,
             double staleness_seconds, double memory_weight, double compute_weight, double thermal_threshold_celsius,
@@ -73,18 +76,38 @@ class PyManager {
         return checked_timestamp(fn(), "clock");
       };
     }
-    for (PyBackend* backend : backends) {
-      if (backend == nullptr) throw InputError("backends", "None", "every backend must be a Backend");
-      if (backend->consumed()) throw InputError("backends", backend->name(), "already given to another Manager");
-    }
-    // Backends named by the caller must work (start() raises BackendUnavailableError
-    // otherwise), unless require_backends=False: then they are skipped and reported.
-    if (require_backends) {
-      for (PyBackend* backend : backends) config.required_backends.push_back(backend->name());
-    }
     std::vector<BackendPtr> owned;
-    for (PyBackend* backend : backends) owned.push_back(backend->take());
-    if (fleet) owned.push_back(std::make_unique<SimulatedBackend>(load_fleet(*fleet)));
+    if (py::isinstance<py::str>(backends)) {
+      // Names through the library's registry (as the CLI's --backend): "auto",
+      // "nvml,host", ... Names given explicitly must work; `auto` skips what cannot.
+      const auto text = backends.cast<std::string>();
+      std::vector<std::string> names = split_backend_names(text);
+      if (names.empty()) {
+        throw InputError("backends", text, fmt::format("must name backends: auto, {}", backend_names()));
+      }
+      BackendOptions options;
+      if (fleet) {
+        options.load_fleet = [path = *fleet] { return load_fleet(path); };
+        // fleet= always adds its devices, as with a list of Backend objects.
+        if (std::find(names.begin(), names.end(), "auto") == names.end()) names.emplace_back("simulated");
+      }
+      BackendChoice choice = choose_backends(names, options);
+      if (require_backends) config.required_backends = std::move(choice.required);
+      owned = std::move(choice.backends);
+    } else {
+      const auto objects = backends.cast<std::vector<PyBackend*>>();
+      for (PyBackend* backend : objects) {
+        if (backend == nullptr) throw InputError("backends", "None", "every backend must be a Backend");
+        if (backend->consumed()) throw InputError("backends", backend->name(), "already given to another Manager");
+      }
+      // Backends named by the caller must work (start() raises BackendUnavailableError
+      // otherwise), unless require_backends=False: then they are skipped and reported.
+      if (require_backends) {
+        for (PyBackend* backend : objects) config.required_backends.push_back(backend->name());
+      }
+      for (PyBackend* backend : objects) owned.push_back(backend->take());
+      if (fleet) owned.push_back(std::make_unique<SimulatedBackend>(load_fleet(*fleet)));
+    }
     manager_ = std::make_unique<Manager>(std::move(config), std::move(owned));
   }
 
@@ -207,11 +230,11 @@ void bind_manager(py::module_& m) {
                         "Discovers devices, keeps validated telemetry, selects devices and plans work. "
                         "Thread-safe; long calls release the GIL. Device arguments are 'host/local_id', a bare "
                         "local id (resolved on this manager's host or, if unique, any host) or a DeviceKey.")
-      .def(py::init<std::vector<PyBackend*>, std::optional<std::string>, std::optional<std::string>, std::size_t,
+      .def(py::init<const py::object&, std::optional<std::string>, std::optional<std::string>, std::size_t,
                     std::optional<double>, double, double, double, bool, double, double, double, double, double, double,
                     std::optional<std::function<double()>>>(),
-           py::kw_only(), py::arg("backends") = std::vector<PyBackend*>{}, py::arg("fleet") = py::none(),
-           py::arg("host") = py::none(), py::arg("max_history") = 100, py::arg("max_age_seconds") = py::none(),
+           py::kw_only(), py::arg("backends") = py::list(), py::arg("fleet") = py::none(), py::arg("host") = py::none(),
+           py::arg("max_history") = 100, py::arg("max_age_seconds") = py::none(),
            py::arg("sample_interval_seconds") = 1.0, py::arg("backend_timeout_seconds") = 5.0,
            py::arg("discovery_timeout_seconds") = 30.0, py::arg("require_backends") = true,
            py::arg("staleness_seconds") = 10.0, py::arg("memory_weight") = 0.6, py::arg("compute_weight") = 0.4,
@@ -297,11 +320,7 @@ void bind_manager(py::module_& m) {
              std::optional<std::uint64_t> layer_bytes) {
             PlanRequest request;
             if (py::isinstance<py::str>(strategy)) {
-              const auto parsed = parse_strategy(strategy.cast<std::string>());
-              if (!parsed) {
-                throw PlanError("strategy", strategy.cast<std::string>(), "must be uniform, capacity or memory");
-              }
-              request.strategy = *parsed;
+              request.strategy = plan_strategy(strategy.cast<std::string>());
             } else {
               request.strategy = strategy.cast<Strategy>();
             }

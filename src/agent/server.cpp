@@ -8,8 +8,6 @@
 #include <map>
 #include <mutex>
 #include <new>
-#include <shared_mutex>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -17,6 +15,7 @@
 #include <spdlog/spdlog.h>
 #include <boost/beast/core/string.hpp>
 
+#include "cluster/membership.hpp"
 #include "gpucluster/agent/bounded_json.hpp"
 #include "gpucluster/agent/exposition.hpp"
 #include "gpucluster/agent/http_server.hpp"
@@ -123,9 +122,7 @@ PlanRequest plan_request_from_json(const json& body) {
   PlanRequest request;
   if (const auto it = body.find("strategy"); it != body.end()) {
     if (!it->is_string()) throw bad_request("strategy", it->dump(), "must be a string");
-    const auto strategy = parse_strategy(it->get<std::string>());
-    if (!strategy) throw unprocessable("strategy", it->get<std::string>(), "must be uniform, capacity or memory");
-    request.strategy = *strategy;
+    request.strategy = plan_strategy(it->get<std::string>());  // PlanError: 422
   }
   if (const auto it = body.find("items"); it != body.end()) request.items = get_count(*it, "items");
   if (const auto it = body.find("max_per_device"); it != body.end() && !it->is_null()) {
@@ -288,7 +285,10 @@ struct Agent::Impl {
               stats.durations.observe(took);
               spdlog::debug("{} {} → {}", req.method, req.path, res.status);
             },
-            [this](const HttpRequest& req) { return check_head(req); }) {}
+            [this](const HttpRequest& req) { return check_head(req); }) {
+    // A host that leaves takes its devices' heartbeat state with it.
+    membership.add_host_left_hook([this](const HostLeft& left) { forget_availability(left.devices); });
+  }
 
   Manager& manager;
   AgentConfig config;
@@ -298,11 +298,8 @@ struct Agent::Impl {
   std::atomic<Clock::rep> drain_started{Clock::time_point::max().time_since_epoch().count()};
   int port = -1;
 
-  // Remote devices registered through the protocol: device id → hosts, so a
-  // heartbeat naming only "cuda:0" (as the seed's clients send) finds its host.
-  mutable std::shared_mutex remote_mutex;
-  std::unordered_map<std::string, std::vector<std::string>> remote_hosts_by_device;
-  std::unordered_map<std::string, std::size_t> remote_devices_per_host;
+  // The remote hosts and their devices, registered through the protocol.
+  ClusterMembership membership{manager, MembershipLimits{config.max_hosts, config.max_devices_per_host}};
 
   // Remote devices a heartbeat marked unavailable, with that heartbeat's time:
   // a sample stamped later shows the device reporting again (docs/protocol.md).
@@ -311,6 +308,7 @@ struct Agent::Impl {
   std::atomic<std::size_t> unavailable_count{0};  // lets the hot path skip the lock when none is
   void note_availability(const DeviceKey& key, bool available, Timestamp as_of);
   void note_sample(const DeviceKey& key, Timestamp sample_time);
+  void forget_availability(const std::vector<DeviceKey>& keys);
 
   std::mutex serve_mutex;
   std::condition_variable serve_done;
@@ -336,7 +334,6 @@ struct Agent::Impl {
   void handle_metrics(HttpResponse& res) const;
 
   DeviceKey device_from_path(std::string_view text) const;
-  DeviceKey remote_device(const std::string& device_id, const std::optional<std::string>& hostname) const;
   DeviceKey sample_device(const std::string& device_id, const std::optional<std::string>& hostname,
                           bool carries_sample) const;
   void register_remote(const DeviceRegistration& registration);
@@ -592,86 +589,44 @@ void Agent::Impl::handle_plan(const HttpRequest& req, HttpResponse& res) const {
   write_json(res, 200, to_json(manager.plan(request)));
 }
 
-DeviceKey Agent::Impl::remote_device(const std::string& device_id, const std::optional<std::string>& hostname) const {
-  DeviceKey key{hostname.value_or(""), device_id};  // the parser has validated both as identifiers
-  {
-    std::shared_lock lock(remote_mutex);
-    const auto found = remote_hosts_by_device.find(key.local_id);
-    if (found != remote_hosts_by_device.end()) {
-      const std::vector<std::string>& hosts = found->second;
-      if (key.host.empty() && hosts.size() == 1) return DeviceKey{hosts.front(), key.local_id};
-      if (key.host.empty()) {
-        throw bad_request(
-            "payload.hostname", "(absent)",
-            fmt::format("device {} is registered on {} hosts: name the host", key.local_id, hosts.size()));
-      }
-      if (std::find(hosts.begin(), hosts.end(), key.host) != hosts.end()) return key;
-    }
+namespace {
+
+// A membership rule broken by a protocol message, as the HTTP answer: the
+// message's fields are under "payload.".
+HttpError http_error(const MembershipError& e) {
+  const std::string field = "payload." + e.field();
+  switch (e.kind()) {
+    case MembershipError::Kind::ambiguous: return bad_request(field, e.value(), e.rule());
+    case MembershipError::Kind::host_limit:
+    case MembershipError::Kind::device_limit: return unprocessable(field, e.value(), e.rule());
+    case MembershipError::Kind::conflict: return {409, "conflict", e.what(), field, e.value()};
+    case MembershipError::Kind::unknown_device: break;
   }
-  if (!key.host.empty()) {
-    try {
-      const DeviceState local = manager.device(key);
-      throw HttpError(409, "conflict",
-                      fmt::format("device {} is sampled by this agent's {} backend, not fed by the protocol", key.str(),
-                                  local.info->backend),
-                      "payload.device_id", key.local_id);
-    } catch (const UnknownDeviceError&) {
-      // Neither remote nor local: unknown below.
-    }
-  }
-  throw HttpError(404, "unknown_device",
-                  fmt::format("device {} is not registered: send a device_registration first",
-                              key.host.empty() ? key.local_id : key.str()),
-                  "payload.device_id", key.local_id);
+  return {404, "unknown_device", e.what(), field, e.value()};
 }
 
+}  // namespace
+
 void Agent::Impl::register_remote(const DeviceRegistration& registration) {
-  const DeviceKey& key = registration.info.key;
   try {
-    const DeviceState existing = manager.device(key);
-    if (existing.info->backend != registration.info.backend) {
-      throw HttpError(409, "conflict",
-                      fmt::format("device {} is sampled by this agent's {} backend; a remote registration cannot "
-                                  "replace it",
-                                  key.str(), existing.info->backend),
-                      "payload.device_id", key.local_id);
-    }
-  } catch (const UnknownDeviceError&) {
-    // New device: fine.
-  }
-  std::unique_lock lock(remote_mutex);
-  auto& hosts = remote_hosts_by_device[key.local_id];
-  const bool known = std::find(hosts.begin(), hosts.end(), key.host) != hosts.end();
-  if (!known) {
-    const auto per_host = remote_devices_per_host.find(key.host);
-    if (per_host == remote_devices_per_host.end() && remote_devices_per_host.size() >= config.max_hosts) {
-      if (hosts.empty()) remote_hosts_by_device.erase(key.local_id);
-      throw unprocessable("payload.hostname", key.host, fmt::format("at most {} remote hosts", config.max_hosts));
-    }
-    if (per_host != remote_devices_per_host.end() && per_host->second >= config.max_devices_per_host) {
-      if (hosts.empty()) remote_hosts_by_device.erase(key.local_id);
-      throw unprocessable("payload.device_id", key.local_id,
-                          fmt::format("at most {} devices per host", config.max_devices_per_host));
-    }
-  }
-  manager.register_device(registration.info);  // validated by the parser; registers or updates
-  if (!known) {
-    hosts.push_back(key.host);
-    ++remote_devices_per_host[key.host];
+    membership.register_device(registration.info);  // validated by the parser; registers or updates
+  } catch (const MembershipError& e) {
+    throw http_error(e);
   }
 }
 
 DeviceKey Agent::Impl::sample_device(const std::string& device_id, const std::optional<std::string>& hostname,
                                      bool carries_sample) const {
   try {
-    return remote_device(device_id, hostname);
-  } catch (const HttpError& e) {
+    return membership.resolve(device_id, hostname);  // the parser has validated both as identifiers
+  } catch (const MembershipError& e) {
     // The sample was refused before the store saw it: counted here, so every
     // rejected sample is counted under its reason.
     if (carries_sample) {
-      manager.count_rejected_sample(e.status == 409 ? RejectReason::conflict : RejectReason::unknown_device);
+      manager.count_rejected_sample(e.kind() == MembershipError::Kind::conflict ? RejectReason::conflict
+                                                                                : RejectReason::unknown_device);
     }
-    throw;
+    throw http_error(e);
   }
 }
 
@@ -721,6 +676,12 @@ void Agent::Impl::note_sample(const DeviceKey& key, Timestamp sample_time) {
   unavailable_since.erase(it);
   unavailable_count.store(unavailable_since.size());
   manager.set_availability(key, true);
+}
+
+void Agent::Impl::forget_availability(const std::vector<DeviceKey>& keys) {
+  std::lock_guard lock(unavailable_mutex);
+  for (const DeviceKey& key : keys) unavailable_since.erase(key);
+  unavailable_count.store(unavailable_since.size());
 }
 
 void Agent::Impl::handle_metrics(HttpResponse& res) const {

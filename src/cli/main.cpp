@@ -3,7 +3,6 @@
 
 #include <sys/resource.h>
 #include <algorithm>
-#include <array>
 
 #include <atomic>
 #include <charconv>
@@ -22,11 +21,7 @@
 #include <CLI/CLI.hpp>
 
 #include "agent_command.hpp"
-#include "gpucluster/backends/host.hpp"
-#include "gpucluster/backends/nvml.hpp"
-#include "gpucluster/backends/rocm.hpp"
-#include "gpucluster/backends/simulated.hpp"
-#include "gpucluster/backends/sysfs.hpp"
+#include "gpucluster/backend_registry.hpp"
 #include "gpucluster/core/units.hpp"
 #include "gpucluster/json.hpp"
 #include "gpucluster/manager.hpp"
@@ -71,9 +66,9 @@ const CLI::Validator kCount(
 void add_common_options(CLI::App& command, CommonOptions& options) {
   command.add_option("--fleet", options.fleet_path, "Simulated fleet file (JSON); see examples/")
       ->check(CLI::ExistingFile);
-  command.add_option("--backend", options.backends,
-                     "Backends, comma-separated: auto, nvml, rocm, sysfs, host, simulated (default: auto = every "
-                     "backend that finds devices; simulated alone when --fleet is given)");
+  command.add_option(
+      "--backend", options.backends,
+      fmt::format("Backends: {} (default: auto; simulated alone when --fleet is given)", backend_help()));
   command.add_option("--sysfs-root", options.sysfs_root, "Root of sysfs for the sysfs backend (default /sys)");
   command.add_option("--discovery-timeout", options.discovery_timeout,
                      "How long each backend may take to discover its devices (default 30s); a backend that takes "
@@ -84,19 +79,6 @@ void add_common_options(CLI::App& command, CommonOptions& options) {
   command.add_flag("--json", options.json, "Machine-readable JSON output");
   command.add_option("--log-level", options.log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
-}
-
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> parts;
-  std::size_t begin = 0;
-  while (begin <= text.size()) {
-    const std::size_t comma = text.find(',', begin);
-    const std::size_t end = comma == std::string::npos ? text.size() : comma;
-    if (end > begin) parts.push_back(text.substr(begin, end - begin));
-    if (comma == std::string::npos) break;
-    begin = comma + 1;
-  }
-  return parts;
 }
 
 // Errors inside a fleet name the JSON path; add the file so the user knows where.
@@ -111,51 +93,19 @@ Fleet load_fleet_file(const std::string& path) {
   }
 }
 
-// Richest first: one GPU seen by several backends is kept by the first (PCI bus id).
-enum BackendChoice { kNvml, kRocm, kSysfs, kHost, kSimulated, kBackendCount };
-constexpr std::array<const char*, kBackendCount> kBackendNames{"nvml", "rocm", "sysfs", "host", "simulated"};
+using ChosenBackends = BackendChoice;
 
-// The backends to start, and those named explicitly (not through `auto`): an
-// explicit backend that cannot be used is an error, not "no devices".
-struct ChosenBackends {
-  std::vector<BackendPtr> backends;
-  std::vector<std::string> required;
-};
-
+// The registry's choice (src/manager/backend_registry.cpp) from --backend,
+// --sysfs-root and --fleet.
 ChosenBackends make_backends(const CommonOptions& options) {
-  std::vector<std::string> names = split_list(options.backends);
-  if (names.empty()) names.push_back(options.fleet_path.empty() ? "auto" : "simulated");
-  std::array<bool, kBackendCount> chosen{};
-  std::array<bool, kBackendCount> named{};
-  for (const std::string& name : names) {
-    if (name == "auto") {
-      chosen[kNvml] = chosen[kRocm] = chosen[kSysfs] = chosen[kHost] = true;
-      chosen[kSimulated] = !options.fleet_path.empty();
-      continue;
-    }
-    const auto it = std::find(kBackendNames.begin(), kBackendNames.end(), name);
-    if (it == kBackendNames.end())
-      throw InputError("--backend", name, "must be one of auto, nvml, rocm, sysfs, host, simulated");
-    const auto index = static_cast<std::size_t>(it - kBackendNames.begin());
-    chosen[index] = named[index] = true;
+  BackendOptions backend_options;
+  backend_options.sysfs_root = options.sysfs_root;
+  if (!options.fleet_path.empty()) {
+    backend_options.load_fleet = [&options] { return load_fleet_file(options.fleet_path); };
   }
-  if (chosen[kSimulated] && options.fleet_path.empty()) {
-    throw InputError("--backend", "simulated", "needs a fleet file: give --fleet FILE");
-  }
-  ChosenBackends result;
-  std::vector<BackendPtr>& backends = result.backends;
-  if (chosen[kNvml]) backends.push_back(std::make_unique<NvmlBackend>());
-  if (chosen[kRocm]) backends.push_back(std::make_unique<RocmBackend>());
-  if (chosen[kSysfs]) {
-    backends.push_back(options.sysfs_root.empty() ? std::make_unique<SysfsBackend>()
-                                                  : std::make_unique<SysfsBackend>(options.sysfs_root));
-  }
-  if (chosen[kHost]) backends.push_back(std::make_unique<HostBackend>());
-  if (chosen[kSimulated]) backends.push_back(std::make_unique<SimulatedBackend>(load_fleet_file(options.fleet_path)));
-  for (std::size_t i = 0; i < kBackendCount; ++i) {
-    if (named[i]) result.required.emplace_back(kBackendNames[i]);
-  }
-  return result;
+  backend_options.names_field = "--backend";
+  backend_options.fleet_hint = "--fleet FILE";
+  return choose_backends(split_backend_names(options.backends), backend_options);
 }
 
 std::chrono::nanoseconds positive_duration(const std::string& text, const char* option) {
@@ -236,18 +186,16 @@ std::pair<std::string, double> parse_weight(const std::string& text) {
 }
 
 int run_plan(const CommonOptions& options, const PlanOptions& plan_options) {
-  const std::optional<Strategy> strategy = parse_strategy(plan_options.strategy);
-  if (!strategy) throw InputError("--strategy", plan_options.strategy, "must be uniform, capacity or memory");
   PlanRequest request;
-  request.strategy = *strategy;
-  request.items = plan_options.items;
-  request.max_per_device = plan_options.max_per_device;
-  request.layers = plan_options.layers;
-  for (const std::string& weight : plan_options.weights) request.weights.push_back(parse_weight(weight));
-  if (!plan_options.layer_bytes.empty()) {
-    request.layer_bytes = parse_size_bytes(plan_options.layer_bytes, "--layer-bytes");
-  }
   try {
+    request.strategy = plan_strategy(plan_options.strategy);
+    request.items = plan_options.items;
+    request.max_per_device = plan_options.max_per_device;
+    request.layers = plan_options.layers;
+    for (const std::string& weight : plan_options.weights) request.weights.push_back(parse_weight(weight));
+    if (!plan_options.layer_bytes.empty()) {
+      request.layer_bytes = parse_size_bytes(plan_options.layer_bytes, "--layer-bytes");
+    }
     check_plan_request(request);  // before discovery: bad options fail at once
   } catch (const PlanError& e) {
     // The rules name the JSON fields; the user typed options.

@@ -317,3 +317,55 @@ def test_discovery_timeout_must_be_positive():
     with pytest.raises(gpucluster.InputError) as raised:
         gpucluster.Manager(discovery_timeout_seconds=0)
     assert raised.value.field == "discovery_timeout"
+
+
+# ---- Backends by name: the library's registry, as the CLI's --backend ----
+
+def _no_vendor_libraries(monkeypatch, tmp_path):
+    monkeypatch.setenv("GPUCLUSTER_NVML_LIBRARY", "/nonexistent/libnvidia-ml.so.1")
+    monkeypatch.setenv("GPUCLUSTER_ROCM_SMI_LIBRARY", "/nonexistent/librocm_smi64.so")
+    monkeypatch.setenv("GPUCLUSTER_SYSFS_ROOT", str(tmp_path))
+
+
+def test_backends_auto_tries_every_backend_richest_first_and_skips_unusable_ones(monkeypatch, tmp_path,
+                                                                                 fleet_8x_h100):
+    _no_vendor_libraries(monkeypatch, tmp_path)
+    with gpucluster.Manager(backends="auto", fleet=fleet_8x_h100) as m:
+        m.start(background_sampling=False)  # nvml and rocm cannot load: skipped, not raised
+        reports = m.backend_reports()
+        assert [r.backend for r in reports] == ["nvml", "rocm", "sysfs", "host", "simulated"]
+        statuses = {r.backend: r.status for r in reports}
+        assert statuses["nvml"] == "unavailable" and statuses["rocm"] == "unavailable"
+        assert statuses["host"] == "ok" and statuses["simulated"] == "ok"
+        ids = {d.info.key.local_id for d in m.devices()}
+        assert "cpu:0" in ids and "cuda:7" in ids
+    with gpucluster.Manager(backends="auto") as m:  # without a fleet, no simulated backend
+        m.start(background_sampling=False)
+        assert [r.backend for r in m.backend_reports()] == ["nvml", "rocm", "sysfs", "host"]
+
+
+def test_backends_named_explicitly_must_work(monkeypatch, tmp_path):
+    _no_vendor_libraries(monkeypatch, tmp_path)
+    m = gpucluster.Manager(backends="auto,nvml")
+    with pytest.raises(gpucluster.BackendUnavailableError) as raised:
+        m.start(background_sampling=False)
+    assert raised.value.backends == ["nvml"]
+    with gpucluster.Manager(backends="host") as m:
+        m.start(background_sampling=False)
+        assert [r.backend for r in m.backend_reports()] == ["host"]
+    with gpucluster.Manager(backends="nvml", require_backends=False) as m:
+        m.start(background_sampling=False)
+        assert m.backend_reports()[0].status == "unavailable"
+
+
+def test_backends_by_name_refuse_unknown_names_and_simulated_without_a_fleet():
+    with pytest.raises(gpucluster.InputError) as raised:
+        gpucluster.Manager(backends="auto,cuda")
+    assert raised.value.field == "backends" and raised.value.value == "cuda"
+    assert raised.value.rule == "must be one of auto, nvml, rocm, sysfs, host, simulated"
+    with pytest.raises(gpucluster.InputError) as raised:
+        gpucluster.Manager(backends="simulated")
+    assert raised.value.field == "backends" and "fleet=PATH" in raised.value.rule
+    with pytest.raises(gpucluster.InputError) as raised:
+        gpucluster.Manager(backends="")
+    assert raised.value.field == "backends"
