@@ -1057,3 +1057,23 @@ TEST(ManagerPlan, FieldsAStrategyWouldIgnoreAreRefused) {
 
 }  // namespace
 }  // namespace gpucluster
+
+namespace gpucluster {
+namespace {
+
+TEST(ManagerPlan, StrategyNamesAreParsedByOneRule) {
+  EXPECT_EQ(plan_strategy("uniform"), Strategy::uniform);
+  EXPECT_EQ(plan_strategy("capacity"), Strategy::capacity);
+  EXPECT_EQ(plan_strategy("memory"), Strategy::memory);
+  try {
+    plan_strategy("Uniform");
+    FAIL() << "no error";
+  } catch (const PlanError& e) {
+    EXPECT_EQ(e.field(), "strategy");
+    EXPECT_EQ(e.value(), "Uniform");
+    EXPECT_EQ(e.rule(), "must be uniform, capacity or memory");
+  }
+}
+
+}  // namespace
+}  // namespace gpucluster

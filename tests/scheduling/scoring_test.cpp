@@ -187,5 +187,15 @@ TEST(RankDevices, DeviceWithoutSampleHasNoScore) {
   EXPECT_FALSE(ranked[0].breakdown.has_value());
 }
 
+// Plans take what selection could take, whatever the score: the rule is scoring's.
+TEST(Eligibility, PlansTakeEligibleAndZeroScoreDevicesOnly) {
+  EXPECT_TRUE(can_take_plan_work(Eligibility::eligible));
+  EXPECT_TRUE(can_take_plan_work(Eligibility::zero_score));
+  EXPECT_FALSE(can_take_plan_work(Eligibility::unavailable));
+  EXPECT_FALSE(can_take_plan_work(Eligibility::no_sample));
+  EXPECT_FALSE(can_take_plan_work(Eligibility::stale));
+  EXPECT_FALSE(can_take_plan_work(Eligibility::insufficient_memory));
+}
+
 }  // namespace
 }  // namespace gpucluster
