@@ -20,6 +20,7 @@
 
 #include "common.hpp"
 #include "gpucluster/core/errors.hpp"
+#include "gpucluster/core/fields.hpp"
 #include "gpucluster/core/sample.hpp"
 #include "gpucluster/telemetry/validation.hpp"
 
@@ -198,42 +199,49 @@ struct BatchColumns {
   const Column* timestamps;
   const Column* used;
   const Column* total;
-  const Column* gauges[4];  // utilization, power, temperature, clock
+  // One per optional quantity of the field table (kOptionalQuantities order);
+  // a null pointer is an absent column.
+  const Column* optional[kOptionalQuantityCount];
 };
+constexpr std::size_t kOptionalColumns = kOptionalQuantityCount;
+
+inline bool column_present(const Column* c) {
+  return c != nullptr && c->present();
+}
 
 template <class Store>
 void ingest(const BatchColumns& c, std::size_t n, const std::string& device, std::size_t& done, Store&& store) {
   constexpr std::size_t kChunk = 1024;
   double ts[kChunk];
   std::int64_t used[kChunk], total[kChunk];
-  double gauge[4][kChunk];
-  std::uint8_t missing[5][kChunk];
+  double gauge[kOptionalColumns][kChunk];
+  std::uint8_t missing[kOptionalColumns][kChunk];
+  std::uint8_t ts_missing[kChunk];
+  bool present[kOptionalColumns];
+  for (std::size_t g = 0; g < kOptionalColumns; ++g) present[g] = column_present(c.optional[g]);
   for (std::size_t begin = 0; begin < n; begin += kChunk) {
     const std::size_t count = std::min(kChunk, n - begin);
     done = begin;
-    c.timestamps->read_doubles(begin, count, ts, missing[4]);
+    c.timestamps->read_doubles(begin, count, ts, ts_missing);
     c.used->read_integers(begin, count, used);
     c.total->read_integers(begin, count, total);
-    bool present[4];
-    for (int g = 0; g < 4; ++g) {
-      present[g] = c.gauges[g]->present();
-      c.gauges[g]->read_doubles(begin, count, gauge[g], missing[g]);
+    for (std::size_t g = 0; g < kOptionalColumns; ++g) {
+      if (present[g]) c.optional[g]->read_doubles(begin, count, gauge[g], missing[g]);
     }
     for (std::size_t j = 0; j < count; ++j) {
       done = begin + j;
       Sample s;
       const double t = ts[j];
-      if (missing[4][j] != 0 || !(t >= 0 && t <= 9e9)) {
-        s.timestamp = checked_timestamp(missing[4][j] != 0 ? std::nan("") : t, device);  // throws
+      if (ts_missing[j] != 0 || !(t >= 0 && t <= 9e9)) {
+        s.timestamp = checked_timestamp(ts_missing[j] != 0 ? std::nan("") : t, device);  // throws
       } else {
         s.timestamp = timestamp_from_seconds(t);
       }
       s.memory_used_bytes = used[j];
       s.memory_total_bytes = total[j];
-      if (present[0] && missing[0][j] == 0) s.utilization_percent = static_cast<float>(gauge[0][j]);
-      if (present[1] && missing[1][j] == 0) s.power_watts = static_cast<float>(gauge[1][j]);
-      if (present[2] && missing[2][j] == 0) s.temperature_celsius = static_cast<float>(gauge[2][j]);
-      if (present[3] && missing[3][j] == 0) s.clock_mhz = static_cast<float>(gauge[3][j]);
+      for (std::size_t g = 0; g < kOptionalColumns; ++g) {
+        if (present[g] && missing[g][j] == 0) set_field(s, kOptionalQuantities[g], gauge[g][j]);
+      }
       store(s);
     }
   }
@@ -252,9 +260,9 @@ inline Sample batch_sample(const BatchColumns& c, std::size_t i, const std::stri
   }
   s.memory_used_bytes = c.used->integer_at(i);
   s.memory_total_bytes = c.total->integer_at(i);
-  std::optional<float>* gauges[4] = {&s.utilization_percent, &s.power_watts, &s.temperature_celsius, &s.clock_mhz};
-  for (int g = 0; g < 4; ++g) {
-    if (const std::optional<double> v = c.gauges[g]->at(i)) *gauges[g] = static_cast<float>(*v);
+  for (std::size_t g = 0; g < kOptionalColumns; ++g) {
+    if (!column_present(c.optional[g])) continue;
+    if (const std::optional<double> v = c.optional[g]->at(i)) set_field(s, kOptionalQuantities[g], *v);
   }
   return s;
 }
@@ -275,21 +283,26 @@ inline std::size_t validate_batch(const BatchColumns& c, std::size_t n, const st
   constexpr std::size_t kChunk = 512;
   double ts[kChunk];
   std::int64_t used[kChunk], total[kChunk];
-  double gauge[4][kChunk];
-  std::uint8_t missing[5][kChunk];
-  // utilization, power, temperature, clock: as check_sample's bounds.
-  const double low[4] = {0.0, 0.0, limits.min_temperature_celsius, 0.0};
-  const double high[4] = {100.0, limits.max_power_watts, limits.max_temperature_celsius, limits.max_clock_mhz};
-  for (int g = 0; g < 4; ++g) {
-    if (c.gauges[g]->present()) continue;
+  double gauge[kOptionalColumns][kChunk];
+  std::uint8_t missing[kOptionalColumns][kChunk];
+  std::uint8_t ts_missing[kChunk];
+  // As check_sample's bounds (the field table's ranges under `limits`).
+  double low[kOptionalColumns], high[kOptionalColumns];
+  bool as_float[kOptionalColumns];
+  for (std::size_t g = 0; g < kOptionalColumns; ++g) {
+    std::tie(low[g], high[g]) = field_range(kOptionalQuantities[g], limits);
+    as_float[g] = is_float_field(kOptionalQuantities[g]);
+    if (column_present(c.optional[g])) continue;
     std::memset(missing[g], 1, kChunk);  // an absent column: every value unavailable
     std::memset(gauge[g], 0, sizeof gauge[g]);
   }
   std::int64_t previous = std::numeric_limits<std::int64_t>::min();
   for (std::size_t begin = 0; begin < n; begin += kChunk) {
     const std::size_t count = std::min(kChunk, n - begin);
-    c.timestamps->read_doubles(begin, count, ts, missing[4]);
-    for (int g = 0; g < 4; ++g) c.gauges[g]->read_doubles(begin, count, gauge[g], missing[g]);
+    c.timestamps->read_doubles(begin, count, ts, ts_missing);
+    for (std::size_t g = 0; g < kOptionalColumns; ++g) {
+      if (column_present(c.optional[g])) c.optional[g]->read_doubles(begin, count, gauge[g], missing[g]);
+    }
     bool integers = true;
     try {
       c.used->read_integers(begin, count, used);
@@ -301,12 +314,13 @@ inline std::size_t validate_batch(const BatchColumns& c, std::size_t n, const st
     if (integers) {
       for (; j < count; ++j) {
         const double t = ts[j];
-        bool ok = (missing[4][j] == 0) & (t >= 0.0) & (t <= 9e9);
+        bool ok = (ts_missing[j] == 0) & (t >= 0.0) & (t <= 9e9);
         const std::int64_t ns = timestamp_from_seconds(ok ? t : 0.0).time_since_epoch().count();
         ok &= (ns > previous) & (ns <= max_timestamp_ns);
         ok &= (used[j] >= 0) & (total[j] > 0) & (used[j] <= total[j]);
-        for (int g = 0; g < 4; ++g) {
-          const auto v = static_cast<double>(static_cast<float>(gauge[g][j]));  // stored as float
+        for (std::size_t g = 0; g < kOptionalColumns; ++g) {
+          const double given = gauge[g][j];
+          const double v = as_float[g] ? static_cast<double>(static_cast<float>(given)) : given;  // as stored
           ok &= (missing[g][j] != 0) | ((v >= low[g]) & (v <= high[g]));
         }
         if (!ok) break;

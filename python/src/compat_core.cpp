@@ -196,6 +196,12 @@ std::size_t CompatCore::record_columns(const std::string& device_id, const py::h
     }
   }
   if (failure) {
+    try {
+      std::rethrow_exception(failure);
+    } catch (const ValidationError& e) {
+      failure = renamed(e, device_id);  // the seed's field names
+    } catch (...) {
+    }
     py::dict attributes;
     attributes["index"] = index;
     attributes["recorded"] = index;
@@ -282,14 +288,15 @@ bool CompatCore::shutdown() {
 }
 
 std::exception_ptr CompatCore::renamed(const ValidationError& e, std::string_view device_id) {
-  return std::make_exception_ptr(ValidationError(std::string(device_id), e.field(), e.value(), e.rule(), e.reason()));
+  return std::make_exception_ptr(ValidationError(std::string(device_id), std::string(wire_field_name(e.field())),
+                                                 e.value(), e.rule(), e.reason()));
 }
 
 void CompatCore::store_record(const TelemetryStore::Handle& handle, const Sample& s, std::string_view device_id) {
   try {
     store_.record(handle, s);
   } catch (const ValidationError& e) {
-    throw ValidationError(std::string(device_id), e.field(), e.value(), e.rule(), e.reason());
+    std::rethrow_exception(renamed(e, device_id));
   }
 }
 
@@ -306,7 +313,7 @@ const TelemetryStore::Handle& CompatCore::handle_for(std::string_view device_id,
                           fmt::format("Device {} not registered", device_id), RejectReason::unknown_device);
   }
   // A standalone collector learns devices from their first metrics (as the seed's did).
-  validate_sample(std::string(device_id), sample);
+  validate_seed_sample(std::string(device_id), sample);
   DeviceInfo info;
   info.key = DeviceKey{kHost, std::string(device_id)};
   info.backend = "exo_compat";

@@ -31,7 +31,7 @@ Sample metrics_sample(PyObject* obj, Timestamp now) {
   read_gauge(obj, n.power_watts, s.power_watts);
   read_gauge(obj, n.temperature_celsius, s.temperature_celsius);
   read_gauge(obj, n.clock_rate_mhz, s.clock_mhz);
-  validate_sample(id.cast<std::string>(), s);
+  validate_seed_sample(id.cast<std::string>(), s);
   return s;
 }
 

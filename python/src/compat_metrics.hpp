@@ -11,6 +11,7 @@
 
 #include "common.hpp"
 #include "gpucluster/core/errors.hpp"
+#include "gpucluster/telemetry/validation.hpp"
 
 namespace gpucluster::python::compat {
 
@@ -79,7 +80,7 @@ inline std::int64_t read_bytes(PyObject* obj, const py::str& name, PyObject* id)
 // A gauge: a number, or None (unavailable), stored as float into `out` (NaN stays
 // NaN and is rejected by validation). Written in place: returning the optional
 // by value stalls on store forwarding, once per gauge per call.
-inline void read_gauge(PyObject* obj, const py::str& name, std::optional<float>& out) {
+inline void read_gauge(PyObject* obj, const py::str& name, PackedOptional<float>& out) {
   PyObject* v = PyObject_GetAttr(obj, name.ptr());
   if (v == nullptr) throw py::error_already_set();
   if (v == Py_None) {
@@ -90,6 +91,15 @@ inline void read_gauge(PyObject* obj, const py::str& name, std::optional<float>&
   Py_DECREF(v);
   if (d == -1.0 && PyErr_Occurred()) throw py::error_already_set();
   out = static_cast<float>(d);
+}
+
+// validate_sample, its errors naming the seed's fields (compute_utilization_percent).
+inline void validate_seed_sample(const std::string& device, const Sample& sample) {
+  try {
+    validate_sample(device, sample);
+  } catch (const ValidationError& error) {
+    throw with_wire_field_name(error);
+  }
 }
 
 inline py::object gauge_value(const std::optional<float>& g) {

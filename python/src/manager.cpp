@@ -19,6 +19,7 @@
 #include "gpucluster/backends/rocm.hpp"
 #include "gpucluster/backends/simulated.hpp"
 #include "gpucluster/backends/sysfs.hpp"
+#include "gpucluster/core/fields.hpp"
 #include "gpucluster/manager.hpp"
 #include "types.hpp"
 
@@ -127,19 +128,33 @@ class PyManager {
     return manager_->resolve_key(k.cast<std::string>());
   }
 
+  // The optional columns are keyword arguments named after the field table's
+  // rows (utilization_percent=…, fan_speed_percent=…); None or absent: unavailable.
   std::size_t record_batch(const py::handle& device, const py::handle& timestamps, const py::handle& used,
-                           const py::handle& total, const py::handle& utilization, const py::handle& power,
-                           const py::handle& temperature, const py::handle& clock) {
+                           const py::handle& total, const py::kwargs& optional_columns) {
     const DeviceKey k = key(device);
     const Column ts(timestamps, "timestamps");
     const Column used_c(used, "memory_used_bytes");
     const Column total_c(total, "memory_total_bytes");
-    const Column util_c(utilization, "utilization_percent");
-    const Column power_c(power, "power_watts");
-    const Column temp_c(temperature, "temperature_celsius");
-    const Column clock_c(clock, "clock_mhz");
+    std::vector<py::object> given(kOptionalColumns, py::none());
+    for (const auto& [name_object, column] : optional_columns) {
+      const std::string name = py::cast<std::string>(name_object);
+      std::size_t g = 0;
+      while (g < kOptionalColumns && field_name(kOptionalQuantities[g]) != name) ++g;
+      if (g == kOptionalColumns) {
+        throw py::type_error(fmt::format("record_batch() got an unexpected keyword argument '{}'", name));
+      }
+      given[g] = py::reinterpret_borrow<py::object>(column);
+    }
+    std::vector<Column> optional;
+    optional.reserve(kOptionalColumns);
+    for (std::size_t g = 0; g < kOptionalColumns; ++g) {
+      optional.emplace_back(given[g], field_name(kOptionalQuantities[g]).data());
+    }
     const std::size_t n = ts.size();
-    for (const Column* c : {&used_c, &total_c, &util_c, &power_c, &temp_c, &clock_c}) {
+    std::vector<const Column*> all{&used_c, &total_c};
+    for (const Column& c : optional) all.push_back(&c);
+    for (const Column* c : all) {
       if (c->present() && c->size() != n) {
         throw InputError(c->name(), std::to_string(c->size()), fmt::format("must have {} values (timestamps)", n));
       }
@@ -147,11 +162,12 @@ class PyManager {
     if (!used_c.present() || !total_c.present()) {
       throw InputError("memory_used_bytes", "None", "memory_used_bytes and memory_total_bytes are required");
     }
+    BatchColumns columns{&ts, &used_c, &total_c, {}};
+    for (std::size_t g = 0; g < kOptionalColumns; ++g) columns.optional[g] = &optional[g];
     std::size_t i = 0;
     std::exception_ptr failure;
     {
       py::gil_scoped_release release;
-      const BatchColumns columns{&ts, &used_c, &total_c, {&util_c, &power_c, &temp_c, &clock_c}};
       try {
         ingest(columns, n, key_text(k), i, [&](const Sample& s) { manager_->record(k, s); });
       } catch (...) {
@@ -274,11 +290,11 @@ void bind_manager(py::module_& m) {
           py::arg("device"), py::arg("sample"),
           "Validates and stores one sample; raises ValidationError (nothing stored).")
       .def("record_batch", &PyManager::record_batch, py::arg("device"), py::arg("timestamps"),
-           py::arg("memory_used_bytes"), py::arg("memory_total_bytes"), py::arg("utilization_percent") = py::none(),
-           py::arg("power_watts") = py::none(), py::arg("temperature_celsius") = py::none(),
-           py::arg("clock_mhz") = py::none(),
+           py::arg("memory_used_bytes"), py::arg("memory_total_bytes"),
            "Many samples of one device in one call, as columns (buffers such as array.array, or sequences; "
-           "None for an unavailable column or value). Returns the number stored. On a bad sample raises its "
+           "None for an unavailable column or value). Optional columns by keyword, one per quantity: "
+           "utilization_percent, power_watts, temperature_celsius, clock_mhz, fan_speed_percent, energy_joules. "
+           "Returns the number stored. On a bad sample raises its "
            "ValidationError with .index: samples before it are stored, none after.")
       .def(
           "set_availability",

@@ -11,6 +11,7 @@
 #include "common.hpp"
 #include "gpucluster/backends/fleet.hpp"
 #include "gpucluster/core/device.hpp"
+#include "gpucluster/core/fields.hpp"
 #include "gpucluster/json.hpp"
 #include "gpucluster/scheduling/distribution.hpp"
 #include "gpucluster/scheduling/scoring.hpp"
@@ -71,37 +72,69 @@ py::object to_python(const nlohmann::json& j) {
   return json_to_python(j.dump());
 }
 
-Sample make_sample(std::optional<double> timestamp, std::int64_t used, std::int64_t total,
-                   std::optional<float> utilization, std::optional<float> power, std::optional<float> temperature,
-                   std::optional<float> clock) {
+// Sample(timestamp=…, memory_used_bytes=…, <any quantity of the field table>=…).
+Sample make_sample(const py::kwargs& kwargs) {
   Sample s;
-  s.timestamp = timestamp ? checked_timestamp(*timestamp, "") : now_timestamp();
-  s.memory_used_bytes = used;
-  s.memory_total_bytes = total;
-  s.utilization_percent = utilization;
-  s.power_watts = power;
-  s.temperature_celsius = temperature;
-  s.clock_mhz = clock;
+  s.timestamp = now_timestamp();
+  for (const auto& [key, value] : kwargs) {
+    const std::string name = py::cast<std::string>(key);
+    if (name == "timestamp") {
+      if (!value.is_none()) s.timestamp = checked_timestamp(py::cast<double>(value), "");
+      continue;
+    }
+    bool known = false;
+    for_each_field([&](const auto& row) {
+      if (row.name != name) return;
+      known = true;
+      auto& member = s.*row.member;
+      using Member = std::decay_t<decltype(member)>;
+      if constexpr (std::is_integral_v<Member>) {
+        member = py::cast<Member>(value);
+      } else {
+        using Value = typename Member::value_type;
+        member = value.is_none() ? Member{} : Member{static_cast<Value>(py::cast<double>(value))};
+      }
+    });
+    if (!known) throw py::type_error(fmt::format("Sample() got an unexpected keyword argument '{}'", name));
+  }
   return s;
 }
 
 std::string sample_repr(const Sample& s) {
-  const auto gauge = [](const std::optional<float>& g) { return g ? fmt::format("{}", *g) : std::string("None"); };
-  return fmt::format(
-      "Sample(timestamp={:.9f}, memory_used_bytes={}, memory_total_bytes={}, utilization_percent={}, "
-      "power_watts={}, temperature_celsius={}, clock_mhz={})",
-      to_seconds(s.timestamp), s.memory_used_bytes, s.memory_total_bytes, gauge(s.utilization_percent),
-      gauge(s.power_watts), gauge(s.temperature_celsius), gauge(s.clock_mhz));
+  std::string out = fmt::format("Sample(timestamp={:.9f}", to_seconds(s.timestamp));
+  for_each_field([&](const auto& row) {
+    const std::string text = format_field(s, row.quantity);
+    fmt::format_to(std::back_inserter(out), ", {}={}", row.name, text == "unavailable" ? "None" : text);
+  });
+  return out + ")";
 }
 
-// A float gauge property: reads the tidy double, writes a float (NaN is kept, and rejected on record).
-template <std::optional<float> Sample::*Field>
-void gauge_property(py::class_<Sample>& cls, const char* name) {
-  cls.def_property(
-      name, [](const Sample& s) { return tidy(s.*Field); },
-      [](Sample& s, std::optional<double> v) {
-        s.*Field = v ? std::optional<float>(static_cast<float>(*v)) : std::nullopt;
-      });
+// One property per row of the field table: memory as int; a float quantity
+// reads back as its tidy double and is written as a float (NaN is kept, and
+// rejected on record); a double quantity as is; None when unavailable.
+void bind_sample_fields(py::class_<Sample>& cls) {
+  for_each_field([&](const auto& row) {
+    using Member = std::decay_t<decltype(std::declval<Sample&>().*row.member)>;
+    const auto member = row.member;
+    if constexpr (std::is_integral_v<Member>) {
+      cls.def_property(
+          std::string(row.name).c_str(), [member](const Sample& s) { return s.*member; },
+          [member](Sample& s, Member v) { s.*member = v; });
+    } else {
+      using Value = typename Member::value_type;
+      cls.def_property(
+          std::string(row.name).c_str(),
+          [member](const Sample& s) -> std::optional<double> {
+            const std::optional<Value> v = s.*member;
+            if (!v) return std::nullopt;
+            if constexpr (std::is_same_v<Value, float>)
+              return tidy(v);
+            else
+              return *v;
+          },
+          [member](Sample& s, std::optional<double> v) { s.*member = v ? Member{static_cast<Value>(*v)} : Member{}; });
+    }
+  });
 }
 
 py::dict field_stats(const FieldStats& f) {
@@ -237,33 +270,23 @@ void bind_types(py::module_& m) {
                                   "One telemetry reading. Gauges are None when unavailable (never 0); "
                                   "stored as 32-bit floats and read back as their shortest decimal.");
   sample_class
-      .def(py::init(&make_sample), py::kw_only(), py::arg("timestamp") = py::none(), py::arg("memory_used_bytes") = 0,
-           py::arg("memory_total_bytes") = 0, py::arg("utilization_percent") = py::none(),
-           py::arg("power_watts") = py::none(), py::arg("temperature_celsius") = py::none(),
-           py::arg("clock_mhz") = py::none(), "timestamp: seconds since the epoch (default: now).")
+      .def(py::init(&make_sample),
+           "Keyword arguments only: timestamp (seconds since the epoch, default now), memory_used_bytes, "
+           "memory_total_bytes (default 0) and any quantity of the field table (default None): "
+           "utilization_percent, power_watts, temperature_celsius, clock_mhz, fan_speed_percent, energy_joules.")
       .def_property(
           "timestamp", [](const Sample& s) { return to_seconds(s.timestamp); },
           [](Sample& s, double seconds) { s.timestamp = checked_timestamp(seconds, ""); }, "Seconds since the epoch.")
       .def_property(
           "timestamp_ns", [](const Sample& s) { return s.timestamp.time_since_epoch().count(); },
           [](Sample& s, std::int64_t ns) { s.timestamp = Timestamp{std::chrono::nanoseconds{ns}}; })
-      .def_readwrite("memory_used_bytes", &Sample::memory_used_bytes)
-      .def_readwrite("memory_total_bytes", &Sample::memory_total_bytes)
       .def_property_readonly("memory_free_bytes", &Sample::memory_free_bytes);
-  gauge_property<&Sample::utilization_percent>(sample_class, "utilization_percent");
-  gauge_property<&Sample::power_watts>(sample_class, "power_watts");
-  gauge_property<&Sample::temperature_celsius>(sample_class, "temperature_celsius");
-  gauge_property<&Sample::clock_mhz>(sample_class, "clock_mhz");
+  bind_sample_fields(sample_class);
   sample_class
       .def(
           "to_dict", [](const Sample& s) { return to_python(to_json(s)); }, "The protocol's 'metrics' fields.")
       .def("__repr__", &sample_repr)
-      .def("__eq__", [](const Sample& a, const Sample& b) {
-        return a.timestamp == b.timestamp && a.memory_used_bytes == b.memory_used_bytes &&
-               a.memory_total_bytes == b.memory_total_bytes && a.utilization_percent == b.utilization_percent &&
-               a.power_watts == b.power_watts && a.temperature_celsius == b.temperature_celsius &&
-               a.clock_mhz == b.clock_mhz;
-      });
+      .def("__eq__", [](const Sample& a, const Sample& b) { return a == b; });
 
   py::class_<ScoreBreakdown>(m, "ScoreBreakdown", "How a score was made.")
       .def_readonly("score", &ScoreBreakdown::score)
@@ -337,18 +360,16 @@ void bind_types(py::module_& m) {
       .def_property_readonly("timestamp", [](const ClusterAggregate& a) { return optional_timestamp(a.timestamp); })
       .def("to_dict", [](const ClusterAggregate& a) { return to_python(to_json(a)); });
 
-  py::class_<WindowStats>(m, "WindowStats", "min/mean/max/last per field over a device's history.")
-      .def_readonly("samples", &WindowStats::samples)
+  py::class_<WindowStats> window_stats_class(m, "WindowStats", "min/mean/max/last per field over a device's history.");
+  window_stats_class.def_readonly("samples", &WindowStats::samples)
       .def_property_readonly("first", [](const WindowStats& w) { return optional_timestamp(w.first); })
-      .def_property_readonly("last", [](const WindowStats& w) { return optional_timestamp(w.last); })
-      .def_property_readonly("memory_used_bytes", [](const WindowStats& w) { return field_stats(w.memory_used_bytes); })
-      .def_property_readonly("utilization_percent",
-                             [](const WindowStats& w) { return field_stats(w.utilization_percent); })
-      .def_property_readonly("power_watts", [](const WindowStats& w) { return field_stats(w.power_watts); })
-      .def_property_readonly("temperature_celsius",
-                             [](const WindowStats& w) { return field_stats(w.temperature_celsius); })
-      .def_property_readonly("clock_mhz", [](const WindowStats& w) { return field_stats(w.clock_mhz); })
-      .def("to_dict", [](const WindowStats& w) { return to_python(to_json(w)); });
+      .def_property_readonly("last", [](const WindowStats& w) { return optional_timestamp(w.last); });
+  for_each_field([&](const auto& row) {
+    const Quantity quantity = row.quantity;
+    window_stats_class.def_property_readonly(std::string(row.name).c_str(),
+                                             [quantity](const WindowStats& w) { return field_stats(w[quantity]); });
+  });
+  window_stats_class.def("to_dict", [](const WindowStats& w) { return to_python(to_json(w)); });
 
   py::class_<Assignment>(m, "Assignment", "One device's contiguous range of items [start, start + count).")
       .def_readonly("device", &Assignment::device)

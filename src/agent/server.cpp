@@ -407,7 +407,9 @@ void Agent::Impl::answer(std::string_view route_name, Access access, const HttpR
     const bool malformed = e.kind() == ProtocolError::Kind::malformed;
     write_error(res, malformed ? 400 : 422, malformed ? "malformed" : "invalid_value", e.what(), e.field(), e.value(),
                 e.rule());
-  } catch (const ValidationError& e) {
+  } catch (const ValidationError& error) {
+    // Every sample route speaks the seed protocol: name its keys.
+    const ValidationError e = with_wire_field_name(error);
     if (e.reason() == RejectReason::unknown_device) {
       write_error(res, 404, "unknown_device", e.what(), "device_id", e.device());
     } else {

@@ -181,12 +181,23 @@ Sample parse_metrics(const json& metrics, const std::string& path, const DeviceI
   sample.memory_used_bytes = static_cast<std::int64_t>(require_bytes(metrics, path, "memory_used_bytes"));
   sample.memory_total_bytes =
       static_cast<std::int64_t>(optional_bytes(metrics, path, "memory_total_bytes").value_or(info.memory_total_bytes));
-  sample.utilization_percent = optional_gauge(metrics, path, "compute_utilization_percent");
-  sample.power_watts = optional_gauge(metrics, path, "power_watts");
-  sample.temperature_celsius = optional_gauge(metrics, path, "temperature_celsius");
-  sample.clock_mhz = optional_gauge(metrics, path, "clock_rate_mhz");
+  // The optional quantities, by the seed protocol's names (a fleet file's
+  // metrics are a protocol metrics message's).
+  for_each_field([&](const auto& row) {
+    auto& value = sample.*row.member;
+    using Member = std::decay_t<decltype(value)>;
+    if constexpr (std::is_same_v<Member, PackedOptional<float>>) {
+      value = optional_gauge(metrics, path, row.wire_name);
+    } else if constexpr (std::is_same_v<Member, PackedOptional<double>>) {
+      value = optional_double(metrics, path, row.wire_name);
+    }
+  });
   const std::string device = info.key.host.empty() ? info.key.local_id : info.key.str();
-  validate_sample(device, sample);
+  try {
+    validate_sample(device, sample);
+  } catch (const ValidationError& error) {
+    throw with_wire_field_name(error);
+  }
   return sample;
 }
 

@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "gpucluster/core/fields.hpp"
 #include "gpucluster/manager.hpp"
 
 namespace gpucluster {
@@ -27,6 +28,22 @@ json optional_json(const std::optional<T>& value) {
   } else {
     return *value;
   }
+}
+template <class T>
+json optional_json(const PackedOptional<T>& value) {
+  return optional_json(static_cast<std::optional<T>>(value));
+}
+
+// One entry per row of the field table, under its name and, for the rows
+// that had another name in these views before the table, that deprecated
+// alias too (docs/agent.md).
+template <class Value>
+void put_fields(json& out, const Value& value_of) {
+  for_each_field([&](const auto& row) {
+    json value = value_of(row);
+    if (!row.json_alias.empty()) out[std::string(row.json_alias)] = value;
+    out[std::string(row.name)] = std::move(value);
+  });
 }
 
 json breakdown_json(const ScoreBreakdown& b) {
@@ -69,13 +86,16 @@ json to_json(const DeviceInfo& info) {
 }
 
 json to_json(const Sample& sample) {
-  return json{{"timestamp", to_seconds(sample.timestamp)},
-              {"memory_used_bytes", sample.memory_used_bytes},
-              {"memory_total_bytes", sample.memory_total_bytes},
-              {"compute_utilization_percent", optional_json(sample.utilization_percent)},
-              {"power_watts", optional_json(sample.power_watts)},
-              {"temperature_celsius", optional_json(sample.temperature_celsius)},
-              {"clock_rate_mhz", optional_json(sample.clock_mhz)}};
+  json out{{"timestamp", to_seconds(sample.timestamp)}};
+  put_fields(out, [&](const auto& row) {
+    const auto& member = sample.*row.member;
+    if constexpr (std::is_integral_v<std::decay_t<decltype(member)>>) {
+      return json(member);
+    } else {
+      return optional_json(member);
+    }
+  });
+  return out;
 }
 
 json to_json(const DeviceState& state, const std::optional<RankedDevice>& ranked) {
@@ -107,14 +127,11 @@ json to_json(const ClusterAggregate& a) {
 }
 
 json to_json(const WindowStats& s) {
-  return json{{"samples", s.samples},
-              {"first_timestamp", s.first ? json(to_seconds(*s.first)) : json(nullptr)},
-              {"last_timestamp", s.last ? json(to_seconds(*s.last)) : json(nullptr)},
-              {"memory_used_bytes", field_stats_json(s.memory_used_bytes)},
-              {"compute_utilization_percent", field_stats_json(s.utilization_percent)},
-              {"power_watts", field_stats_json(s.power_watts)},
-              {"temperature_celsius", field_stats_json(s.temperature_celsius)},
-              {"clock_rate_mhz", field_stats_json(s.clock_mhz)}};
+  json out{{"samples", s.samples},
+           {"first_timestamp", s.first ? json(to_seconds(*s.first)) : json(nullptr)},
+           {"last_timestamp", s.last ? json(to_seconds(*s.last)) : json(nullptr)}};
+  put_fields(out, [&](const auto& row) { return field_stats_json(s[row.quantity]); });
+  return out;
 }
 
 json to_json(const Selection& selection) {

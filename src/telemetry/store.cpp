@@ -44,39 +44,21 @@ ValidationError out_of_order(const DeviceKey& key, Timestamp timestamp, Timestam
       RejectReason::out_of_order);
 }
 
-std::string format_gauge(const std::optional<float>& value) {
-  return value ? fmt::format("{}", *value) : std::string("unavailable");
-}
-
-// Names the first field where `sample` differs from the held one.
+// Names the first field (in table order) where `sample` differs from the held one.
 ValidationError conflicting(const DeviceKey& key, const Sample& sample, const Sample& held) {
-  const auto differ = [&](const char* field, std::string given, std::string kept) {
-    return ValidationError(key.str(), field, std::move(given),
-                           fmt::format("the device already holds a sample at {} with {} = {} (a timestamp "
-                                       "identifies one sample; a retransmission must repeat it exactly)",
-                                       format_timestamp(sample.timestamp), field, kept),
-                           RejectReason::conflict);
-  };
-  if (sample.memory_used_bytes != held.memory_used_bytes) {
-    return differ("memory_used_bytes", std::to_string(sample.memory_used_bytes),
-                  std::to_string(held.memory_used_bytes));
-  }
-  if (sample.memory_total_bytes != held.memory_total_bytes) {
-    return differ("memory_total_bytes", std::to_string(sample.memory_total_bytes),
-                  std::to_string(held.memory_total_bytes));
-  }
-  if (sample.utilization_percent != held.utilization_percent) {
-    return differ("compute_utilization_percent", format_gauge(sample.utilization_percent),
-                  format_gauge(held.utilization_percent));
-  }
-  if (sample.power_watts != held.power_watts) {
-    return differ("power_watts", format_gauge(sample.power_watts), format_gauge(held.power_watts));
-  }
-  if (sample.temperature_celsius != held.temperature_celsius) {
-    return differ("temperature_celsius", format_gauge(sample.temperature_celsius),
-                  format_gauge(held.temperature_celsius));
-  }
-  return differ("clock_rate_mhz", format_gauge(sample.clock_mhz), format_gauge(held.clock_mhz));
+  std::string_view field = "timestamp";
+  std::string given, kept;
+  for_each_field([&](const auto& row) {
+    if (!given.empty() || sample.*row.member == held.*row.member) return;
+    field = row.name;
+    given = format_field(sample, row.quantity);
+    kept = format_field(held, row.quantity);
+  });
+  return ValidationError(key.str(), std::string(field), given,
+                         fmt::format("the device already holds a sample at {} with {} = {} (a timestamp "
+                                     "identifies one sample; a retransmission must repeat it exactly)",
+                                     format_timestamp(sample.timestamp), field, kept),
+                         RejectReason::conflict);
 }
 
 ValidationError from_the_future(const DeviceKey& key, Timestamp timestamp, Timestamp now,
@@ -157,10 +139,6 @@ void accumulate(FieldStats& stats, double value) {
   stats.mean += (value - stats.mean) / static_cast<double>(stats.count + 1);  // running mean, no overflow
   stats.last = value;
   ++stats.count;
-}
-
-void accumulate(FieldStats& stats, const std::optional<float>& value) {
-  if (value) accumulate(stats, static_cast<double>(*value));
 }
 
 }  // namespace
@@ -430,11 +408,11 @@ WindowStats TelemetryStore::window_stats(const DeviceKey& key) const {
   stats.last = ring.back().timestamp;
   for (std::size_t i = 0; i < ring.size(); ++i) {
     const Sample& s = ring[i];
-    accumulate(stats.memory_used_bytes, static_cast<double>(s.memory_used_bytes));
-    accumulate(stats.utilization_percent, s.utilization_percent);
-    accumulate(stats.power_watts, s.power_watts);
-    accumulate(stats.temperature_celsius, s.temperature_celsius);
-    accumulate(stats.clock_mhz, s.clock_mhz);
+    for (std::size_t q = 0; q < kQuantityCount; ++q) {
+      if (const std::optional<double> value = field_value(s, static_cast<Quantity>(q))) {
+        accumulate(stats.fields[q], *value);
+      }
+    }
   }
   return stats;
 }

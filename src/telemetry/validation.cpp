@@ -8,19 +8,6 @@ namespace gpucluster {
 
 namespace {
 
-std::optional<ValidationFailure> check_gauge(const std::optional<float>& gauge, const char* field, double min,
-                                             double max, const char* unit) {
-  if (!gauge) return std::nullopt;
-  const double value = *gauge;
-  if (!std::isfinite(value))
-    return ValidationFailure{field, value, "must be a finite number", RejectReason::not_finite};
-  if (value < min || value > max) {
-    return ValidationFailure{field, value, fmt::format("must be within [{}, {}]{}", min, max, unit),
-                             RejectReason::out_of_range};
-  }
-  return std::nullopt;
-}
-
 std::string format_value(double value) {
   if (std::isnan(value)) return "NaN";
   if (std::isinf(value)) return value > 0 ? "Infinity" : "-Infinity";
@@ -47,30 +34,39 @@ void validate_limits(const ValidationLimits& limits) {
 }
 
 std::optional<ValidationFailure> check_sample(const Sample& sample, const ValidationLimits& limits) {
-  if (sample.memory_used_bytes < 0) {
-    return ValidationFailure{"memory_used_bytes", static_cast<double>(sample.memory_used_bytes), "must be >= 0",
-                             RejectReason::out_of_range};
-  }
-  if (sample.memory_total_bytes <= 0) {
-    return ValidationFailure{"memory_total_bytes", static_cast<double>(sample.memory_total_bytes), "must be > 0",
-                             RejectReason::out_of_range};
-  }
+  std::optional<ValidationFailure> failure;
+  for_each_field([&](const auto& row) {
+    if (failure) return;
+    const auto& member = sample.*row.member;
+    double value = 0;
+    if constexpr (std::is_integral_v<std::decay_t<decltype(member)>>) {
+      value = static_cast<double>(member);
+    } else {
+      if (!member) return;
+      value = static_cast<double>(*member);
+    }
+    const char* field = row.name.data();  // the table's names are literals
+    if (!std::isfinite(value)) {
+      failure = ValidationFailure{field, value, "must be a finite number", RejectReason::not_finite};
+      return;
+    }
+    const double min = row.min_of(limits), max = row.max_of(limits);
+    if (row.min_exclusive ? value > min && value <= max : value >= min && value <= max) return;
+    std::string rule;
+    if (row.required) {  // memory: the seed's messages name the lower bound only
+      rule = row.min_exclusive ? fmt::format("must be > {}", min) : fmt::format("must be >= {}", min);
+      if (value > max) rule = fmt::format("must be <= {}", max);
+    } else {
+      // "[0, 100]" for a percentage, "[0, 100000] W" for the rest.
+      rule = row.unit == "%" ? fmt::format("must be within [{}, {}]", min, max)
+                             : fmt::format("must be within [{}, {}] {}", min, max, row.unit);
+    }
+    failure = ValidationFailure{field, value, std::move(rule), RejectReason::out_of_range};
+  });
+  if (failure) return failure;
   if (sample.memory_used_bytes > sample.memory_total_bytes) {
     return ValidationFailure{"memory_used_bytes", static_cast<double>(sample.memory_used_bytes),
                              "must not exceed memory_total_bytes", RejectReason::used_exceeds_total};
-  }
-  if (auto failure = check_gauge(sample.utilization_percent, "compute_utilization_percent", 0.0, 100.0, "")) {
-    return failure;
-  }
-  if (auto failure = check_gauge(sample.temperature_celsius, "temperature_celsius", limits.min_temperature_celsius,
-                                 limits.max_temperature_celsius, " degrees Celsius")) {
-    return failure;
-  }
-  if (auto failure = check_gauge(sample.power_watts, "power_watts", 0.0, limits.max_power_watts, " W")) {
-    return failure;
-  }
-  if (auto failure = check_gauge(sample.clock_mhz, "clock_rate_mhz", 0.0, limits.max_clock_mhz, " MHz")) {
-    return failure;
   }
   return std::nullopt;
 }

@@ -797,7 +797,7 @@ TEST(ManagerRecord, AggregateAndWindowStatsComeFromTheStore) {
   EXPECT_FALSE(agg.total_power_watts.has_value());
   const WindowStats stats = manager.window_stats(DeviceKey{"h", "b"});
   EXPECT_EQ(stats.samples, 1u);
-  EXPECT_EQ(stats.temperature_celsius.count, 0u);
+  EXPECT_EQ(stats[Quantity::temperature_celsius].count, 0u);
 }
 
 // --- identity ---

@@ -70,7 +70,7 @@ def test_invalid_sample_stores_nothing_and_is_counted(manager):
     manager.record("cuda:0", sample())
     with pytest.raises(gpucluster.ValidationError) as raised:
         manager.record("cuda:0", sample(t=T0 + 1, util=150.0))
-    assert raised.value.field == "compute_utilization_percent"
+    assert raised.value.field == "utilization_percent"  # the native name (the seed's name is exo_compat's)
     assert raised.value.reason == "out_of_range"
     with pytest.raises(gpucluster.ValidationError) as raised:
         manager.record("cuda:0", sample(t=T0 - 1))

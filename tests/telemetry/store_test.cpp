@@ -475,31 +475,31 @@ TEST(TelemetryStore, WindowStatsSkipUnavailableFields) {
   EXPECT_EQ(*stats.first, at(1));
   EXPECT_EQ(*stats.last, at(3));
 
-  EXPECT_EQ(stats.memory_used_bytes.count, 3u);
-  EXPECT_DOUBLE_EQ(stats.memory_used_bytes.min, 1000);
-  EXPECT_DOUBLE_EQ(stats.memory_used_bytes.max, 3000);
-  EXPECT_DOUBLE_EQ(stats.memory_used_bytes.mean, 2000);
-  EXPECT_DOUBLE_EQ(stats.memory_used_bytes.last, 2000);
+  EXPECT_EQ(stats[Quantity::memory_used_bytes].count, 3u);
+  EXPECT_DOUBLE_EQ(stats[Quantity::memory_used_bytes].min, 1000);
+  EXPECT_DOUBLE_EQ(stats[Quantity::memory_used_bytes].max, 3000);
+  EXPECT_DOUBLE_EQ(stats[Quantity::memory_used_bytes].mean, 2000);
+  EXPECT_DOUBLE_EQ(stats[Quantity::memory_used_bytes].last, 2000);
 
-  EXPECT_EQ(stats.utilization_percent.count, 2u);
-  EXPECT_DOUBLE_EQ(stats.utilization_percent.min, 10);
-  EXPECT_DOUBLE_EQ(stats.utilization_percent.max, 30);
-  EXPECT_DOUBLE_EQ(stats.utilization_percent.mean, 20);  // not (10 + 0 + 30) / 3
-  EXPECT_DOUBLE_EQ(stats.utilization_percent.last, 30);
+  EXPECT_EQ(stats[Quantity::utilization_percent].count, 2u);
+  EXPECT_DOUBLE_EQ(stats[Quantity::utilization_percent].min, 10);
+  EXPECT_DOUBLE_EQ(stats[Quantity::utilization_percent].max, 30);
+  EXPECT_DOUBLE_EQ(stats[Quantity::utilization_percent].mean, 20);  // not (10 + 0 + 30) / 3
+  EXPECT_DOUBLE_EQ(stats[Quantity::utilization_percent].last, 30);
 
-  EXPECT_EQ(stats.temperature_celsius.count, 2u);
-  EXPECT_DOUBLE_EQ(stats.temperature_celsius.min, 50);
-  EXPECT_DOUBLE_EQ(stats.temperature_celsius.max, 60);
-  EXPECT_DOUBLE_EQ(stats.temperature_celsius.mean, 55);
-  EXPECT_DOUBLE_EQ(stats.temperature_celsius.last, 60);  // last reported, not the last sample
+  EXPECT_EQ(stats[Quantity::temperature_celsius].count, 2u);
+  EXPECT_DOUBLE_EQ(stats[Quantity::temperature_celsius].min, 50);
+  EXPECT_DOUBLE_EQ(stats[Quantity::temperature_celsius].max, 60);
+  EXPECT_DOUBLE_EQ(stats[Quantity::temperature_celsius].mean, 55);
+  EXPECT_DOUBLE_EQ(stats[Quantity::temperature_celsius].last, 60);  // last reported, not the last sample
 
-  EXPECT_EQ(stats.power_watts.count, 0u);
+  EXPECT_EQ(stats[Quantity::power_watts].count, 0u);
 
-  EXPECT_EQ(stats.clock_mhz.count, 3u);
-  EXPECT_DOUBLE_EQ(stats.clock_mhz.min, 1000);
-  EXPECT_DOUBLE_EQ(stats.clock_mhz.max, 3000);
-  EXPECT_DOUBLE_EQ(stats.clock_mhz.mean, 2000);
-  EXPECT_DOUBLE_EQ(stats.clock_mhz.last, 3000);
+  EXPECT_EQ(stats[Quantity::clock_mhz].count, 3u);
+  EXPECT_DOUBLE_EQ(stats[Quantity::clock_mhz].min, 1000);
+  EXPECT_DOUBLE_EQ(stats[Quantity::clock_mhz].max, 3000);
+  EXPECT_DOUBLE_EQ(stats[Quantity::clock_mhz].mean, 2000);
+  EXPECT_DOUBLE_EQ(stats[Quantity::clock_mhz].last, 3000);
 }
 
 TEST(TelemetryStore, WindowStatsCoverOnlyTheRetainedWindow) {
@@ -509,8 +509,8 @@ TEST(TelemetryStore, WindowStatsCoverOnlyTheRetainedWindow) {
   const WindowStats stats = store.window_stats(kA);
   EXPECT_EQ(stats.samples, 2u);
   EXPECT_EQ(*stats.first, at(3));
-  EXPECT_DOUBLE_EQ(stats.memory_used_bytes.min, 300);
-  EXPECT_DOUBLE_EQ(stats.memory_used_bytes.mean, 350);
+  EXPECT_DOUBLE_EQ(stats[Quantity::memory_used_bytes].min, 300);
+  EXPECT_DOUBLE_EQ(stats[Quantity::memory_used_bytes].mean, 350);
 }
 
 TEST(TelemetryStore, WindowStatsOfAnEmptyOrUnknownDevice) {
@@ -520,7 +520,7 @@ TEST(TelemetryStore, WindowStatsOfAnEmptyOrUnknownDevice) {
   EXPECT_EQ(empty.samples, 0u);
   EXPECT_FALSE(empty.first.has_value());
   EXPECT_FALSE(empty.last.has_value());
-  EXPECT_EQ(empty.utilization_percent.count, 0u);
+  EXPECT_EQ(empty[Quantity::utilization_percent].count, 0u);
   EXPECT_THROW(store.window_stats(DeviceKey{"host-a", "cuda:7"}), UnknownDeviceError);
 }
 

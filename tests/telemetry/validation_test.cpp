@@ -1,5 +1,6 @@
 #include "gpucluster/telemetry/validation.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <limits>
@@ -78,10 +79,12 @@ struct GaugeField {
 
 const std::vector<GaugeField>& gauge_fields() {
   static const std::vector<GaugeField> fields = {
-      {"compute_utilization_percent", [](Sample& s, float v) { s.utilization_percent = v; }},
+      {"utilization_percent", [](Sample& s, float v) { s.utilization_percent = v; }},
       {"power_watts", [](Sample& s, float v) { s.power_watts = v; }},
       {"temperature_celsius", [](Sample& s, float v) { s.temperature_celsius = v; }},
-      {"clock_rate_mhz", [](Sample& s, float v) { s.clock_mhz = v; }},
+      {"clock_mhz", [](Sample& s, float v) { s.clock_mhz = v; }},
+      {"fan_speed_percent", [](Sample& s, float v) { s.fan_speed_percent = v; }},
+      {"energy_joules", [](Sample& s, float v) { s.energy_joules = static_cast<double>(v); }},
   };
   return fields;
 }
@@ -123,16 +126,49 @@ TEST(Validation, NonFiniteFieldAloneIsRejectedWhenOthersAreUnavailable) {
   }
 }
 
+// Every optional row of the field table is in the list above (a new row gets
+// its non-finite checks here).
+TEST(Validation, EveryOptionalRowOfTheFieldTableIsChecked) {
+  std::size_t optional_rows = 0;
+  for_each_field([&](const auto& row) {
+    if (row.required) return;
+    ++optional_rows;
+    const auto it = std::find_if(gauge_fields().begin(), gauge_fields().end(),
+                                 [&](const GaugeField& g) { return row.name == g.field; });
+    EXPECT_NE(it, gauge_fields().end()) << row.name;
+  });
+  EXPECT_EQ(optional_rows, gauge_fields().size());
+}
+
+TEST(Validation, FanSpeedIsAPercentAndEnergyACounterFromZero) {
+  Sample s = valid_sample();
+  s.fan_speed_percent = 100.0f;
+  s.energy_joules = 0.0;
+  expect_valid(s);
+  s.fan_speed_percent = 100.5f;
+  expect_rejected(s, RejectReason::out_of_range, "fan_speed_percent");
+  s.fan_speed_percent = -0.5f;
+  expect_rejected(s, RejectReason::out_of_range, "fan_speed_percent");
+  s.fan_speed_percent = 40.0f;
+  s.energy_joules = -1.0;
+  const ValidationError e = expect_rejected(s, RejectReason::out_of_range, "energy_joules");
+  EXPECT_EQ(e.value(), "-1");
+  s.energy_joules = 2e15;
+  expect_rejected(s, RejectReason::out_of_range, "energy_joules");
+  s.energy_joules = 3.6e9;  // 1 MWh: a counter far past any float's exact range
+  expect_valid(s);
+}
+
 TEST(Validation, UtilizationMustBeWithin0And100) {
   Sample s = valid_sample();
   s.utilization_percent = 150.0f;
-  const ValidationError high = expect_rejected(s, RejectReason::out_of_range, "compute_utilization_percent");
+  const ValidationError high = expect_rejected(s, RejectReason::out_of_range, "utilization_percent");
   EXPECT_EQ(high.value(), "150");
   s.utilization_percent = -1.0f;
-  const ValidationError low = expect_rejected(s, RejectReason::out_of_range, "compute_utilization_percent");
+  const ValidationError low = expect_rejected(s, RejectReason::out_of_range, "utilization_percent");
   EXPECT_EQ(low.value(), "-1");
   s.utilization_percent = 100.5f;
-  expect_rejected(s, RejectReason::out_of_range, "compute_utilization_percent");
+  expect_rejected(s, RejectReason::out_of_range, "utilization_percent");
 
   s.utilization_percent = 0.0f;
   expect_valid(s);
@@ -208,12 +244,12 @@ TEST(Validation, PowerMustNotBeNegative) {
 TEST(Validation, ClockMustNotBeNegative) {
   Sample s = valid_sample();
   s.clock_mhz = -1.0f;
-  const ValidationError e = expect_rejected(s, RejectReason::out_of_range, "clock_rate_mhz");
+  const ValidationError e = expect_rejected(s, RejectReason::out_of_range, "clock_mhz");
   EXPECT_EQ(e.value(), "-1");
   s.clock_mhz = 0.0f;
   expect_valid(s);
   s.clock_mhz = static_cast<float>(ValidationLimits{}.max_clock_mhz * 2);
-  expect_rejected(s, RejectReason::out_of_range, "clock_rate_mhz");
+  expect_rejected(s, RejectReason::out_of_range, "clock_mhz");
 }
 
 TEST(Validation, ConfiguredLimitsAreApplied) {
@@ -233,7 +269,7 @@ TEST(Validation, ConfiguredLimitsAreApplied) {
   expect_rejected(s, RejectReason::out_of_range, "power_watts", limits);
   s.power_watts = 499.0f;
   s.clock_mhz = 3001.0f;
-  expect_rejected(s, RejectReason::out_of_range, "clock_rate_mhz", limits);
+  expect_rejected(s, RejectReason::out_of_range, "clock_mhz", limits);
   s.clock_mhz = 2999.0f;
   expect_valid(s, limits);
 }
@@ -255,7 +291,7 @@ TEST(Validation, RuleNamesTheConfiguredLimits) {
   EXPECT_TRUE(contains(power.rule(), "700")) << power.rule();
   s = valid_sample();
   s.clock_mhz = 3500.0f;
-  const ValidationError clock = expect_rejected(s, RejectReason::out_of_range, "clock_rate_mhz", limits);
+  const ValidationError clock = expect_rejected(s, RejectReason::out_of_range, "clock_mhz", limits);
   EXPECT_TRUE(contains(clock.rule(), "3000")) << clock.rule();
 }
 
@@ -291,7 +327,7 @@ TEST(Validation, ErrorForARangeViolationNamesTheValue) {
     EXPECT_EQ(v->reason(), RejectReason::out_of_range);
     const std::string what = e.what();
     EXPECT_TRUE(contains(what, "h/cuda:1")) << what;
-    EXPECT_TRUE(contains(what, "compute_utilization_percent")) << what;
+    EXPECT_TRUE(contains(what, "utilization_percent")) << what;
     EXPECT_TRUE(contains(what, "150")) << what;
     EXPECT_TRUE(contains(what, e.rule())) << what;
     EXPECT_TRUE(contains(e.rule(), "100")) << e.rule();

@@ -1,11 +1,15 @@
 #pragma once
-// One telemetry reading of one device. Kept small (≤ 64 bytes) because the
-// history stores many of them; gauges are float, which holds their precision.
+// One telemetry reading of one device. Kept small (56 bytes) because the
+// history stores many of them; gauges are float, which holds their precision;
+// the energy counter is a double (whole millijoules exact up to 9e12 J).
+// Every quantity is a row of the field table (core/fields.hpp).
 
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <optional>
+
+#include "gpucluster/core/packed_optional.hpp"
 
 namespace gpucluster {
 
@@ -40,23 +44,23 @@ inline Timestamp now_timestamp() {
   return std::chrono::time_point_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now());
 }
 
-// Optional gauges are unavailable (nullopt) when the device cannot report
+// Optional quantities are unavailable (nullopt) when the device cannot report
 // them; unavailable is never the same as zero.
 struct Sample {
   Timestamp timestamp{};
   std::int64_t memory_used_bytes = 0;
   std::int64_t memory_total_bytes = 0;
-  std::optional<float> utilization_percent;
-  std::optional<float> power_watts;
-  std::optional<float> temperature_celsius;
-  std::optional<float> clock_mhz;
+  PackedOptional<float> utilization_percent;
+  PackedOptional<float> power_watts;
+  PackedOptional<float> temperature_celsius;
+  PackedOptional<float> clock_mhz;
+  PackedOptional<float> fan_speed_percent;
+  PackedOptional<double> energy_joules;  // a counter
 
   std::int64_t memory_free_bytes() const noexcept { return memory_total_bytes - memory_used_bytes; }
   // Every field equal: a retransmission of the same reading.
   bool operator==(const Sample&) const = default;
 };
-
-// Fields that may be unavailable, for per-field availability reporting.
-enum class SampleField : std::uint8_t { utilization, power, temperature, clock };
+static_assert(sizeof(Sample) <= 56, "the history's memory per sample (docs/benchmarks.md)");
 
 }  // namespace gpucluster

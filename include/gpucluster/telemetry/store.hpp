@@ -5,6 +5,7 @@
 // history, so recording for different devices never contends. Lock order:
 // map, then one device; never two devices at once.
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "gpucluster/core/device.hpp"
+#include "gpucluster/core/fields.hpp"
 #include "gpucluster/core/sample.hpp"
 #include "gpucluster/telemetry/validation.hpp"
 
@@ -63,7 +65,8 @@ struct FieldStats {
 struct WindowStats {
   std::size_t samples = 0;
   std::optional<Timestamp> first, last;
-  FieldStats memory_used_bytes, utilization_percent, power_watts, temperature_celsius, clock_mhz;
+  std::array<FieldStats, kQuantityCount> fields{};  // one per row of the field table
+  const FieldStats& operator[](Quantity quantity) const noexcept { return fields[static_cast<std::size_t>(quantity)]; }
 };
 
 // The seed's cluster aggregate. Averages are over devices that report the field;

@@ -1,26 +1,16 @@
 #pragma once
-// Sample validation: every rule a stored sample must satisfy (seed fix #3 and
-// the Python design's NaN/ordering bugs). Pure functions; no state.
+// Sample validation: every rule a stored sample must satisfy, from the field
+// table's ranges (core/fields.hpp) plus memory used <= total. Pure functions.
 
 #include <chrono>
 #include <optional>
 #include <string>
 
 #include "gpucluster/core/errors.hpp"
+#include "gpucluster/core/fields.hpp"
 #include "gpucluster/core/sample.hpp"
 
 namespace gpucluster {
-
-struct ValidationLimits {
-  double min_temperature_celsius = -273.15;  // absolute zero
-  double max_temperature_celsius = 250.0;    // no silicon reports more and lives
-  double max_power_watts = 100'000.0;        // far above any single accelerator
-  double max_clock_mhz = 100'000.0;
-  // A sample stamped further ahead of the receiver's clock than this is
-  // rejected (future_timestamp): stored, it would make every true sample of
-  // its device "out of order" until the receiver's clock caught up.
-  std::chrono::nanoseconds max_future_skew = std::chrono::seconds{60};
-};
 
 // Throws InputError unless every limit is finite and each range non-empty.
 void validate_limits(const ValidationLimits& limits);
