@@ -390,6 +390,9 @@ std::vector<Row> rows() {
       telemetry("MetricsPowerBeyondFloat", metrics("power_watts", "1e39"), 422, json("payload.power_watts")),
       telemetry("MetricsTimestampNegative", metrics("timestamp", "-1"), 422, json("payload.timestamp")),
       telemetry("MetricsTimestampYear3000", metrics("timestamp", "32503680000"), 422, json("payload.timestamp")),
+      // The smallest double past core/time.hpp's one range, [0, 4102444800] s.
+      telemetry("MetricsTimestampPastRangeEnd", metrics("timestamp", "4102444800.0000005"), 422,
+                json("payload.timestamp")),
       // --- metrics: the core's rules -------------------------------------------
       telemetry("Utilization150", metrics("compute_utilization_percent", "150"), 422,
                 json("compute_utilization_percent")),
@@ -460,9 +463,9 @@ std::vector<Row> rows() {
                 json("payload.capabilities.max_memory_bytes")),
       telemetry("RegistrationMaxMemoryNegative", registration_capability("max_memory_bytes", "-1"), 422,
                 json("payload.capabilities.max_memory_bytes")),
-      // Found by this table: protocol.cpp's integer_at skipped the minimum for JSON
-      // numbers parsed as unsigned, so max_memory_bytes 0 (and port 0) registered a
-      // device (202); fixed in protocol.cpp by its owner.
+      // Found by this table: the protocol decoder's integer_at (now in
+      // src/agent/protocol_decode.cpp) skipped the minimum for JSON numbers parsed as
+      // unsigned, so max_memory_bytes 0 (and port 0) registered a device (202); fixed there.
       telemetry("RegistrationMaxMemoryZero", registration_capability("max_memory_bytes", "0"), 422,
                 json("payload.capabilities.max_memory_bytes")),
       telemetry("RegistrationBandwidthNaN", registration_capability("memory_bandwidth_gbps", "NaN"), 400, json("body")),
@@ -505,6 +508,9 @@ std::vector<Row> rows() {
       // array elements are [i] and a limit names the value's path (was "min_memory_bytes[]" and "(body)").
       select("SelectNumberBeyondDoubleInArray", R"({"min_memory_bytes": [1, 1e400]})", 422,
              json("min_memory_bytes[1]")),
+      // 16 arrays in the object: the 17th level is refused where it opens.
+      select("SelectNestingPastLimit", R"({"min_memory_bytes": )" + std::string(16, '[') + std::string(16, ']') + "}",
+             400, json("min_memory_bytes[0][0][0][0][0][0][0][0][0][0][0][0][0][0][0]")),
       plan("PlanWeightStringPastLimit",
            R"({"items": 10, "strategy": "capacity", "weights": {"home/cuda:0": ")" + std::string(300, 'a') + R"("}})",
            400, json("weights.home/cuda:0")),
