@@ -29,8 +29,8 @@ constexpr bool timestamp_seconds_in_range(double seconds) noexcept {
   return seconds >= kMinTimestampSeconds && seconds <= kMaxTimestampSeconds;
 }
 
-// Seconds → the nanosecond nearest to the double's exact value (halves away
-// from zero). The whole seconds and the fraction are converted apart, and the
+// Seconds → the nanosecond nearest to the double's exact value (halves up,
+// towards later). The whole seconds and the fraction are converted apart, and the
 // rounding of fraction·10⁹ is decided on the exact product (std::fma), so
 // 1717171721.25 is exactly …721 s + 250 ms and no input is off by one. The
 // conversion itself accepts anything: values past ±9.2e9 s are clamped and NaN
