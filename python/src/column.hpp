@@ -232,7 +232,7 @@ void ingest(const BatchColumns& c, std::size_t n, const std::string& device, std
       done = begin + j;
       Sample s;
       const double t = ts[j];
-      if (ts_missing[j] != 0 || !(t >= 0 && t <= 9e9)) {
+      if (ts_missing[j] != 0 || !timestamp_seconds_in_range(t)) {
         s.timestamp = checked_timestamp(ts_missing[j] != 0 ? std::nan("") : t, device);  // throws
       } else {
         s.timestamp = timestamp_from_seconds(t);
@@ -253,7 +253,7 @@ void ingest(const BatchColumns& c, std::size_t n, const std::string& device, std
 inline Sample batch_sample(const BatchColumns& c, std::size_t i, const std::string& device) {
   Sample s;
   const std::optional<double> t = c.timestamps->at(i);
-  if (!t || !(*t >= 0 && *t <= 9e9)) {
+  if (!t || !timestamp_seconds_in_range(*t)) {
     s.timestamp = checked_timestamp(t ? *t : std::nan(""), device);  // throws
   } else {
     s.timestamp = timestamp_from_seconds(*t);
@@ -314,7 +314,7 @@ inline std::size_t validate_batch(const BatchColumns& c, std::size_t n, const st
     if (integers) {
       for (; j < count; ++j) {
         const double t = ts[j];
-        bool ok = (ts_missing[j] == 0) & (t >= 0.0) & (t <= 9e9);
+        bool ok = (ts_missing[j] == 0) & timestamp_seconds_in_range(t);
         const std::int64_t ns = timestamp_from_seconds(ok ? t : 0.0).time_since_epoch().count();
         ok &= (ns > previous) & (ns <= max_timestamp_ns);
         ok &= (used[j] >= 0) & (total[j] > 0) & (used[j] <= total[j]);

@@ -35,8 +35,9 @@ void translate_error(std::exception_ptr p);
 double tidy(float value);
 std::optional<double> tidy(const std::optional<float>& value);
 
-// Seconds since the epoch → Timestamp. Throws ValidationError (field "timestamp")
-// unless finite and within [0, 9e9] s, so differences of timestamps never overflow.
+// Seconds since the epoch → Timestamp (core/time.hpp's conversion). Throws
+// ValidationError (field "timestamp"; reason not_finite or out_of_range) unless
+// finite and within core's accepted range, [0, kMaxTimestampSeconds].
 Timestamp checked_timestamp(double seconds, const std::string& device);
 
 // The JSON text of an nlohmann value as a Python object (dict/list/...).

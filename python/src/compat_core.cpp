@@ -20,13 +20,13 @@ namespace gpucluster::python::compat {
 CompatCore::CompatCore(std::size_t max_history, bool auto_register, std::optional<double> staleness_seconds)
     : store_(HistoryLimits{max_history, std::nullopt, std::nullopt}), auto_register_(auto_register) {
   if (staleness_seconds) {
-    if (!std::isfinite(*staleness_seconds) || *staleness_seconds <= 0 || *staleness_seconds > 9.2e9) {
+    if (!std::isfinite(*staleness_seconds) || *staleness_seconds <= 0 || *staleness_seconds > kMaxDurationSeconds) {
       throw InputError("staleness_seconds", fmt::format("{}", *staleness_seconds),
                        "must be a positive number of seconds up to 9.2e9");
     }
-    scoring_.staleness = std::chrono::nanoseconds{std::llround(*staleness_seconds * 1e9)};
+    scoring_.staleness = duration_from_seconds(*staleness_seconds);
   } else {
-    // The seed never ages metrics out; timestamps are bounded to [0, 9e9] s,
+    // The seed never ages metrics out; timestamps are bounded to [0, kMaxTimestampSeconds],
     // so this cannot overflow when subtracted from now.
     scoring_.staleness = std::chrono::nanoseconds{std::numeric_limits<std::int64_t>::max()};
   }
@@ -80,7 +80,7 @@ void CompatCore::record(PyObject* obj) {
     const double seconds = PyFloat_CheckExact(t) ? PyFloat_AS_DOUBLE(t) : PyFloat_AsDouble(t);
     Py_DECREF(t);
     if (seconds == -1.0 && PyErr_Occurred()) throw py::error_already_set();
-    if (seconds >= 0 && seconds <= 9e9) {  // checked_timestamp's conversion, without its std::string
+    if (timestamp_seconds_in_range(seconds)) {  // checked_timestamp's conversion, without its std::string
       s.timestamp = timestamp_from_seconds(seconds);
     } else {
       s.timestamp = checked_timestamp(seconds, id_text(id));  // throws

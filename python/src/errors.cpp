@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common.hpp"
+#include "core/text.hpp"
 #include "gpucluster/core/errors.hpp"
 #include "gpucluster/manager.hpp"
 
@@ -35,8 +36,7 @@ py::object make(const char* name, const std::exception& e, py::kwargs kwargs) {
 }  // namespace
 
 double tidy(float value) {
-  if (!std::isfinite(value)) return static_cast<double>(value);
-  return std::strtod(fmt::format("{}", value).c_str(), nullptr);
+  return text::shortest_decimal(value);
 }
 
 std::optional<double> tidy(const std::optional<float>& value) {
@@ -49,9 +49,9 @@ Timestamp checked_timestamp(double seconds, const std::string& device) {
     throw ValidationError(device, "timestamp", fmt::format("{}", seconds), "must be a finite number",
                           RejectReason::not_finite);
   }
-  if (seconds < 0 || seconds > 9e9) {
-    throw ValidationError(device, "timestamp", fmt::format("{}", seconds),
-                          "must be within [0, 9e9] seconds since the epoch", RejectReason::out_of_range);
+  if (!timestamp_seconds_in_range(seconds)) {
+    throw ValidationError(device, "timestamp", fmt::format("{}", seconds), std::string(kTimestampSecondsRule),
+                          RejectReason::out_of_range);
   }
   return timestamp_from_seconds(seconds);
 }

@@ -45,9 +45,10 @@ class PyBackend {
 
 std::chrono::nanoseconds seconds_to_ns(double seconds, const char* field) {
   if (!std::isfinite(seconds)) throw InputError(field, fmt::format("{}", seconds), "must be a finite number");
-  // Past ±9.2e9 s the nanoseconds do not fit 64 bits (and the conversion would be undefined).
-  if (std::fabs(seconds) > 9.2e9) throw InputError(field, fmt::format("{}", seconds), "must be within ±9.2e9 seconds");
-  return std::chrono::nanoseconds{std::llround(seconds * 1e9)};
+  // Past ±9.2e9 s the nanoseconds do not fit 64 bits.
+  if (std::fabs(seconds) > kMaxDurationSeconds)
+    throw InputError(field, fmt::format("{}", seconds), "must be within ±9.2e9 seconds");
+  return duration_from_seconds(seconds);
 }
 
 class PyManager {

@@ -10,6 +10,8 @@
 
 #include <fmt/format.h>
 
+#include "core/text.hpp"
+
 namespace gpucluster::agent {
 
 namespace {
@@ -59,32 +61,7 @@ double scale_decimal(float value, int power_of_ten) noexcept {
 // whole scrape whose label value is not valid UTF-8, and a model name comes
 // from a driver.
 
-// Length of the valid UTF-8 sequence at s[i], or 0 if it is invalid.
-std::size_t utf8_sequence_length(std::string_view s, std::size_t i) noexcept {
-  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
-  const unsigned char b0 = byte(i);
-  std::size_t length = 0;
-  unsigned char low = 0x80, high = 0xBF;  // allowed range of the second byte
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    length = 2;
-  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-    length = 3;
-    if (b0 == 0xE0) low = 0xA0;   // no overlongs
-    if (b0 == 0xED) high = 0x9F;  // no surrogates
-  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-    length = 4;
-    if (b0 == 0xF0) low = 0x90;   // no overlongs
-    if (b0 == 0xF4) high = 0x8F;  // ≤ U+10FFFF
-  } else {
-    return 0;
-  }
-  if (i + length > s.size()) return 0;
-  if (byte(i + 1) < low || byte(i + 1) > high) return 0;
-  for (std::size_t k = 2; k < length; ++k) {
-    if (byte(i + k) < 0x80 || byte(i + k) > 0xBF) return 0;
-  }
-  return length;
-}
+using text::utf8_sequence_length;  // core/text.hpp
 
 void append_label_value(std::string& out, std::string_view value) {
   std::size_t i = 0;

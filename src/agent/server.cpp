@@ -16,10 +16,10 @@
 #include <boost/beast/core/string.hpp>
 
 #include "cluster/membership.hpp"
-#include "gpucluster/agent/bounded_json.hpp"
 #include "gpucluster/agent/exposition.hpp"
 #include "gpucluster/agent/http_server.hpp"
 #include "gpucluster/json.hpp"
+#include "json_reader.hpp"
 
 namespace gpucluster::agent {
 namespace {
@@ -27,6 +27,7 @@ namespace {
 using nlohmann::json;
 
 constexpr const char* kJsonContentType = "application/json";
+constexpr std::string_view kRequestBody = "request body";  // names a /v1/select or /v1/plan body in errors
 
 // An error answer: HTTP status plus the body {"error": {code, message, field, …}}.
 struct HttpError : Error {
@@ -117,7 +118,7 @@ void reject_unknown_keys(const json& object, std::initializer_list<std::string_v
 }
 
 PlanRequest plan_request_from_json(const json& body) {
-  require_object(body, "(body)");
+  require_object(body, "body");
   reject_unknown_keys(body, {"items", "strategy", "weights", "max_per_device", "layers", "layer_bytes"});
   PlanRequest request;
   if (const auto it = body.find("strategy"); it != body.end()) {
@@ -576,8 +577,8 @@ void Agent::Impl::handle_cluster(HttpResponse& res) const {
 }
 
 void Agent::Impl::handle_select(const HttpRequest& req, HttpResponse& res) const {
-  const json body = parse_bounded_json(req.body, config.limits);
-  require_object(body, "(body)");
+  const json body = read_bounded_json(req.body, config.limits, kRequestBody);
+  require_object(body, "body");
   reject_unknown_keys(body, {"min_memory_bytes"});
   std::uint64_t min_memory = 0;
   if (const auto it = body.find("min_memory_bytes"); it != body.end()) {
@@ -587,7 +588,7 @@ void Agent::Impl::handle_select(const HttpRequest& req, HttpResponse& res) const
 }
 
 void Agent::Impl::handle_plan(const HttpRequest& req, HttpResponse& res) const {
-  const PlanRequest request = plan_request_from_json(parse_bounded_json(req.body, config.limits));
+  const PlanRequest request = plan_request_from_json(read_bounded_json(req.body, config.limits, kRequestBody));
   write_json(res, 200, to_json(manager.plan(request)));
 }
 

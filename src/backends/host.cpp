@@ -16,9 +16,9 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "core/text.hpp"
 #include "gpucluster/core/errors.hpp"
 #include "gpucluster/telemetry/validation.hpp"
-#include "text_file.hpp"
 
 namespace gpucluster {
 
@@ -34,9 +34,9 @@ constexpr std::size_t kMaxProcBytes = std::size_t{16} << 20;
 // unavailable, rather than a value that would get the whole sample (memory too) rejected.
 constexpr ValidationLimits kPlausible{};
 
-using text_file::parse_number;
-using text_file::read_text;
-using text_file::trim;
+using text::parse_number;
+using text::trim;
+constexpr auto read_text = text::read_text_file;
 
 std::optional<std::uint64_t> read_u64(const fs::path& path) {
   const auto text = read_text(path, kMaxSysfsBytes);

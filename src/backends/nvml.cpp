@@ -18,6 +18,7 @@
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
+#include "core/text.hpp"
 #include "gpucluster/core/errors.hpp"
 #include "gpucluster/telemetry/validation.hpp"
 
@@ -174,30 +175,6 @@ std::string from_buffer(const std::array<char, N>& buffer) {
   std::size_t length = 0;
   while (length < N && buffer[length] != '\0') ++length;
   return std::string(buffer.data(), length);
-}
-
-std::optional<unsigned int> parse_hex(std::string_view text) {
-  if (text.empty()) return std::nullopt;
-  unsigned int value = 0;
-  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value, 16);
-  if (error != std::errc{} || end != text.data() + text.size()) return std::nullopt;
-  return value;
-}
-
-// "00000000:65:00.0" or "0000:65:00.0" (any case) → "0000:65:00.0", as Linux names PCI devices.
-std::optional<std::string> normalise_bus_id(std::string_view text) {
-  const auto first = text.find(':');
-  const auto second = text.find(':', first == std::string_view::npos ? first : first + 1);
-  const auto dot = text.find('.', second == std::string_view::npos ? second : second + 1);
-  if (first == std::string_view::npos || second == std::string_view::npos || dot == std::string_view::npos) {
-    return std::nullopt;
-  }
-  const auto domain = parse_hex(text.substr(0, first));
-  const auto bus = parse_hex(text.substr(first + 1, second - first - 1));
-  const auto device = parse_hex(text.substr(second + 1, dot - second - 1));
-  const auto function = parse_hex(text.substr(dot + 1));
-  if (!domain || !bus || !device || !function || *bus > 0xff || *device > 0x1f || *function > 7) return std::nullopt;
-  return fmt::format("{:04x}:{:02x}:{:02x}.{:x}", *domain, *bus, *device, *function);
 }
 
 // CUDA cores per streaming multiprocessor by compute capability (CUDA C Programming
@@ -381,10 +358,10 @@ Discovery NvmlBackend::discover(const std::string& host) {
       if (api.pci_info(device.handle, &pci) == NVML_SUCCESS) {
         pci.busId[sizeof(pci.busId) - 1] = '\0';
         pci.busIdLegacy[sizeof(pci.busIdLegacy) - 1] = '\0';
-        info.pci_bus_id = normalise_bus_id(pci.busId);
-        if (!info.pci_bus_id) info.pci_bus_id = normalise_bus_id(pci.busIdLegacy);
+        info.pci_bus_id = text::normalise_pci_bus_id(pci.busId);
+        if (!info.pci_bus_id) info.pci_bus_id = text::normalise_pci_bus_id(pci.busIdLegacy);
         if (!info.pci_bus_id && pci.bus <= 0xff && pci.device <= 0x1f) {
-          info.pci_bus_id = fmt::format("{:04x}:{:02x}:{:02x}.0", pci.domain, pci.bus, pci.device);
+          info.pci_bus_id = text::pci_bus_id(pci.domain, pci.bus, pci.device, 0);
         }
       }
     }

@@ -20,6 +20,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "core/text.hpp"
 #include "gpucluster/core/errors.hpp"
 
 // The ROCm SMI C API as far as this backend uses it, declared here so the build
@@ -193,8 +194,8 @@ Fn find_symbol(void* handle, const char* symbol) {
 
 // "0000:65:00.0" from ROCm SMI's BDFID: domain in bits 63..32, bus 15..8, device 7..3, function 2..0.
 std::string pci_bus_id_from_bdfid(std::uint64_t bdfid) {
-  return fmt::format("{:04x}:{:02x}:{:02x}.{:x}", bdfid >> 32, (bdfid >> 8) & 0xFFu, (bdfid >> 3) & 0x1Fu,
-                     bdfid & 0x7u);
+  return text::pci_bus_id(static_cast<std::uint32_t>(bdfid >> 32), (bdfid >> 8) & 0xFFu, (bdfid >> 3) & 0x1Fu,
+                          bdfid & 0x7u);
 }
 
 // A NUL-terminated string from a buffer the library wrote (it may have filled it).

@@ -17,9 +17,9 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "core/text.hpp"
 #include "gpucluster/core/errors.hpp"
 #include "gpucluster/telemetry/validation.hpp"
-#include "text_file.hpp"
 
 namespace gpucluster {
 
@@ -33,12 +33,12 @@ constexpr std::size_t kMaxSysfsBytes = 4096;
 // than a value that would get the whole sample (memory too) rejected.
 constexpr ValidationLimits kPlausible{};
 
-using text_file::parse_number;
-using text_file::trim;
+using text::parse_number;
+using text::trim;
 
 // Whole sysfs attribute files are small; anything bigger is not what we expect.
 std::optional<std::string> read_text(const fs::path& path) {
-  return text_file::read_text(path, kMaxSysfsBytes);
+  return text::read_text_file(path, kMaxSysfsBytes);
 }
 
 std::optional<std::uint64_t> read_u64(const fs::path& path) {

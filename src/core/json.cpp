@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "core/text.hpp"
 #include "gpucluster/core/fields.hpp"
 #include "gpucluster/manager.hpp"
 
@@ -15,16 +16,11 @@ namespace {
 
 using nlohmann::json;
 
-// float → the shortest decimal that round-trips, so 41.3f prints as 41.3.
-double tidy(float value) {
-  return std::strtod(fmt::format("{}", value).c_str(), nullptr);
-}
-
 template <class T>
 json optional_json(const std::optional<T>& value) {
   if (!value) return nullptr;
   if constexpr (std::is_same_v<T, float>) {
-    return tidy(*value);
+    return text::shortest_decimal(*value);  // 41.3f prints as 41.3
   } else {
     return *value;
   }

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "gpucluster/core/errors.hpp"
+#include "gpucluster/core/time.hpp"
 
 namespace gpucluster {
 
@@ -81,9 +82,9 @@ std::chrono::nanoseconds parse_duration(std::string_view text, std::string_view 
   } else {
     throw InputError(std::string(field), fmt::format("\"{}\"", text), kRule);
   }
-  const double ns = split.number * seconds_per_unit * 1e9;
-  if (ns > 9.2e18) throw InputError(std::string(field), std::string(text), "duration too long");
-  return std::chrono::nanoseconds{static_cast<std::int64_t>(std::llround(ns))};
+  const double seconds = split.number * seconds_per_unit;
+  if (seconds > kMaxDurationSeconds) throw InputError(std::string(field), std::string(text), "duration too long");
+  return duration_from_seconds(seconds);
 }
 
 std::string format_bytes(std::uint64_t bytes) {

@@ -2,6 +2,7 @@
 
 #include "backend_worker.hpp"
 #include "in_flight_gate.hpp"
+#include "core/text.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -65,14 +66,11 @@ void shut_down_backend(Backend& backend) {
   }
 }
 
-// "0000:65:00.0" and "00000000:65:00.0" (NVML's 8-digit domain) name the same device.
+// "0000:65:00.0" and "00000000:65:00.0" (NVML's 8-digit domain) name the same
+// device (core/text.hpp's normalisation); a text that is no bus id is compared as written, case aside.
 std::string normalise_pci_bus_id(std::string id) {
+  if (std::optional<std::string> normal = text::normalise_pci_bus_id(id)) return std::move(*normal);
   std::transform(id.begin(), id.end(), id.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  const auto colon = id.find(':');
-  if (colon != std::string::npos && colon > 4 && id.find(':', colon + 1) != std::string::npos) {
-    const std::string domain = id.substr(0, colon);
-    if (domain.find_first_not_of('0') >= colon - 4) id = id.substr(colon - 4);
-  }
   return id;
 }
 

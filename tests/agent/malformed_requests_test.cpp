@@ -390,6 +390,9 @@ std::vector<Row> rows() {
       telemetry("MetricsPowerBeyondFloat", metrics("power_watts", "1e39"), 422, json("payload.power_watts")),
       telemetry("MetricsTimestampNegative", metrics("timestamp", "-1"), 422, json("payload.timestamp")),
       telemetry("MetricsTimestampYear3000", metrics("timestamp", "32503680000"), 422, json("payload.timestamp")),
+      // The smallest double past core/time.hpp's one range, [0, 4102444800] s.
+      telemetry("MetricsTimestampPastRangeEnd", metrics("timestamp", "4102444800.0000005"), 422,
+                json("payload.timestamp")),
       // --- metrics: the core's rules -------------------------------------------
       telemetry("Utilization150", metrics("compute_utilization_percent", "150"), 422,
                 json("compute_utilization_percent")),
@@ -460,9 +463,9 @@ std::vector<Row> rows() {
                 json("payload.capabilities.max_memory_bytes")),
       telemetry("RegistrationMaxMemoryNegative", registration_capability("max_memory_bytes", "-1"), 422,
                 json("payload.capabilities.max_memory_bytes")),
-      // Found by this table: protocol.cpp's integer_at skipped the minimum for JSON
-      // numbers parsed as unsigned, so max_memory_bytes 0 (and port 0) registered a
-      // device (202); fixed in protocol.cpp by its owner.
+      // Found by this table: the protocol decoder's integer_at (now in
+      // src/agent/protocol_decode.cpp) skipped the minimum for JSON numbers parsed as
+      // unsigned, so max_memory_bytes 0 (and port 0) registered a device (202); fixed there.
       telemetry("RegistrationMaxMemoryZero", registration_capability("max_memory_bytes", "0"), 422,
                 json("payload.capabilities.max_memory_bytes")),
       telemetry("RegistrationBandwidthNaN", registration_capability("memory_bandwidth_gbps", "NaN"), 400, json("body")),
@@ -493,14 +496,24 @@ std::vector<Row> rows() {
       select("SelectMemoryNegative", R"({"min_memory_bytes": -1})", 422, json("min_memory_bytes")),
       select("SelectMemory1e400", R"({"min_memory_bytes": 1e400})", 422, json("min_memory_bytes")),
       select("SelectMemory2Pow64", R"({"min_memory_bytes": )" + two_to_64 + "}", 422, json("min_memory_bytes")),
-      select("SelectMemoryNaNLiteral", R"({"min_memory_bytes": NaN})", 400, json("(body)")),
-      select("SelectMemoryInfinityLiteral", R"({"min_memory_bytes": Infinity})", 400, json("(body)")),
-      select("SelectEmptyBody", "", 400, json("(body)")),
-      select("SelectArrayBody", "[]", 400, json("(body)")),
-      select("SelectNullBody", "null", 400, json("(body)")),
-      select("SelectTruncated", R"({"min_memory_bytes": 1)", 400, json("(body)")),
+      select("SelectMemoryNaNLiteral", R"({"min_memory_bytes": NaN})", 400, json("body")),
+      select("SelectMemoryInfinityLiteral", R"({"min_memory_bytes": Infinity})", 400, json("body")),
+      select("SelectEmptyBody", "", 400, json("body")),
+      select("SelectArrayBody", "[]", 400, json("body")),
+      select("SelectNullBody", "null", 400, json("body")),
+      select("SelectTruncated", R"({"min_memory_bytes": 1)", 400, json("body")),
       select("SelectUnknownField", R"({"min_free_bytes": 0})", 400, json("min_free_bytes")),
-      select("SelectDeepNesting", std::string(10000, '{'), 400, json("(body)")),
+      select("SelectDeepNesting", std::string(10000, '{'), 400, json("body")),
+      // One error-path format for request bodies and protocol messages (src/agent/json_reader.hpp):
+      // array elements are [i] and a limit names the value's path (was "min_memory_bytes[]" and "(body)").
+      select("SelectNumberBeyondDoubleInArray", R"({"min_memory_bytes": [1, 1e400]})", 422,
+             json("min_memory_bytes[1]")),
+      // 16 arrays in the object: the 17th level is refused where it opens.
+      select("SelectNestingPastLimit", R"({"min_memory_bytes": )" + std::string(16, '[') + std::string(16, ']') + "}",
+             400, json("min_memory_bytes[0][0][0][0][0][0][0][0][0][0][0][0][0][0][0]")),
+      plan("PlanWeightStringPastLimit",
+           R"({"items": 10, "strategy": "capacity", "weights": {"home/cuda:0": ")" + std::string(300, 'a') + R"("}})",
+           400, json("weights.home/cuda:0")),
       select("SelectDuplicateKey", R"({"min_memory_bytes": 0, "min_memory_bytes": 1})", 400, json("min_memory_bytes")),
       // --- plan ------------------------------------------------------------------
       plan("PlanItemsNegative", R"({"items": -1})", 422, json("items")),
@@ -532,7 +545,7 @@ std::vector<Row> rows() {
            json("layer_bytes")),
       plan("PlanMaxPerDeviceString", R"({"items": 10, "max_per_device": "5"})", 400, json("max_per_device")),
       plan("PlanUnknownField", R"({"items": 10, "nodes": 3})", 400, json("nodes")),
-      plan("PlanBodyArray", R"([{"items": 10}])", 400, json("(body)")),
+      plan("PlanBodyArray", R"([{"items": 10}])", 400, json("body")),
       // --- paths ------------------------------------------------------------------
       get("DevicePathTraversal", "/v1/devices/../../etc/passwd", 422, json("id")),
       get("DeviceEncodedPathTraversal", "/v1/devices/%2e%2e%2f%2e%2e%2fetc%2fpasswd", 422, json("id")),

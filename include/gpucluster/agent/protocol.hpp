@@ -2,7 +2,9 @@
 // The seed's JSON telemetry protocol between hosts (design notes §1):
 // envelope {"type", "version": "1.0", "timestamp", "payload"} with the message
 // types device_registration, heartbeat and metrics. Parsing is a pure function
-// of the request body, so the fuzzer and the agent run the same code.
+// of the request body, so the fuzzer and the agent run the same code: the
+// agent's bounded JSON reader (src/agent/json_reader.cpp), then the decoding
+// (src/agent/protocol_decode.cpp); writing is src/agent/protocol_encode.cpp.
 #include <cstddef>
 #include <optional>
 #include <string>
@@ -61,9 +63,9 @@ bool operator==(const Heartbeat& a, const Heartbeat& b);
 bool operator==(const MetricsReport& a, const MetricsReport& b);
 
 // Timestamps on the wire are float seconds since the epoch (Python's
-// time.time()), accepted within [0, kMaxTimestampSeconds] (1970 to 2100) and
-// kept to the nanosecond nearest to the double.
-inline constexpr double kMaxTimestampSeconds = 4102444800.0;
+// time.time()), accepted within core/time.hpp's range [0, kMaxTimestampSeconds]
+// (1970 to 2100) and kept to the nanosecond nearest to the double.
+using gpucluster::kMaxTimestampSeconds;
 
 // How a message was refused, mapped to an HTTP status by the agent:
 // malformed → 400 (bad JSON, wrong type, unknown type/version, missing field,

@@ -4,45 +4,13 @@
 // the energy counter is a double (whole millijoules exact up to 9e12 J).
 // Every quantity is a row of the field table (core/fields.hpp).
 
-#include <chrono>
-#include <cmath>
 #include <cstdint>
 #include <optional>
 
 #include "gpucluster/core/packed_optional.hpp"
+#include "gpucluster/core/time.hpp"
 
 namespace gpucluster {
-
-using Timestamp = std::chrono::sys_time<std::chrono::nanoseconds>;
-
-// Seconds as Python's time.time() gives them. Whole seconds and the fraction
-// are converted apart so 1717171721.25 is exactly …721 s + 250 ms (a single
-// multiplication by 1e9 would lose the low digits). Callers validate the range
-// (finite, within ±9.2e9 s); values outside are clamped and NaN is 0, never
-// undefined behaviour.
-inline Timestamp timestamp_from_seconds(double seconds_since_epoch) {
-  constexpr double kLimit = 9.2e9;
-  const double clamped =
-      seconds_since_epoch > kLimit ? kLimit : (seconds_since_epoch < -kLimit ? -kLimit : seconds_since_epoch);
-  if (std::isnan(clamped)) return Timestamp{};
-  const double whole = std::floor(clamped);
-  const auto nanoseconds = static_cast<std::int64_t>(whole) * 1'000'000'000 +
-                           static_cast<std::int64_t>(std::llround((clamped - whole) * 1e9));
-  return Timestamp{std::chrono::nanoseconds{nanoseconds}};
-}
-inline double to_seconds(Timestamp t) {
-  const std::int64_t nanoseconds = t.time_since_epoch().count();
-  std::int64_t whole = nanoseconds / 1'000'000'000;
-  std::int64_t fraction = nanoseconds % 1'000'000'000;
-  if (fraction < 0) {
-    fraction += 1'000'000'000;
-    --whole;
-  }
-  return static_cast<double>(whole) + static_cast<double>(fraction) / 1e9;
-}
-inline Timestamp now_timestamp() {
-  return std::chrono::time_point_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now());
-}
 
 // Optional quantities are unavailable (nullopt) when the device cannot report
 // them; unavailable is never the same as zero.
