@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "core/text.hpp"
+#include "gpucluster/core/fields.hpp"
 
 namespace gpucluster::agent {
 
@@ -35,7 +36,8 @@ void append_float(std::string& out, Float value) {
 
 // value × 10^power_of_ten, computed from the float's shortest decimal so that
 // 41.3 % becomes 0.413 (not 0.41299999237…) and 1837.3 MHz 1837300000 Hz.
-double scale_decimal(float value, int power_of_ten) noexcept {
+template <typename Float>
+double scale_decimal(Float value, int power_of_ten) noexcept {
   if (!std::isfinite(value)) return static_cast<double>(value);
   char text[64];
   auto [end, ec] = std::to_chars(text, text + 32, value, std::chars_format::scientific);
@@ -226,71 +228,37 @@ std::string render_exposition(const ExpositionSnapshot& snapshot) {
     out += row.state->available ? "1\n" : "0\n";
   }
 
-  constexpr std::string_view kUsed = "gpucluster_memory_used_bytes";
-  append_header(out, kUsed, "gauge", "Device memory in use, in bytes.");
-  for (const DeviceRow& row : rows) {
-    if (const Sample* s = row.live()) {
-      append_series_start(out, kUsed, labels_of(row));
-      fmt::format_to(Out(out), "{}\n", s->memory_used_bytes);
+  // One family per row of the field table (core/fields.hpp), in table order:
+  // its name, type, help and unit scaling all come from the row.
+  std::string family;
+  for_each_field([&](const auto& field) {
+    if (field.prometheus_family.empty()) return;
+    family.assign("gpucluster_").append(field.prometheus_family);
+    append_header(out, family, field.kind == FieldKind::counter ? "counter" : "gauge", field.prometheus_help);
+    for (const DeviceRow& row : rows) {
+      const Sample* s = row.live();
+      if constexpr (std::is_integral_v<std::decay_t<decltype(s->*field.member)>>) {
+        if (s != nullptr) {
+          append_series_start(out, family, labels_of(row));
+          fmt::format_to(Out(out), "{}\n", s->*field.member);
+        } else if (field.quantity == Quantity::memory_total_bytes && row.state->info->memory_total_bytes > 0) {
+          // A device not sampled yet still has its static memory size.
+          append_series_start(out, family, labels_of(row));
+          fmt::format_to(Out(out), "{}\n", row.state->info->memory_total_bytes);
+        }
+      } else {
+        if (s == nullptr || !(s->*field.member)) continue;
+        append_series_start(out, family, labels_of(row));
+        const auto value = *(s->*field.member);
+        if (field.prometheus_scale_exponent != 0) {
+          append_float(out, scale_decimal(value, field.prometheus_scale_exponent));
+        } else {
+          append_float(out, value);
+        }
+        out += '\n';
+      }
     }
-  }
-
-  constexpr std::string_view kTotal = "gpucluster_memory_total_bytes";
-  append_header(out, kTotal, "gauge",
-                "Device memory in total, in bytes (from static device information until sampled).");
-  for (const DeviceRow& row : rows) {
-    if (const Sample* s = row.live()) {
-      append_series_start(out, kTotal, labels_of(row));
-      fmt::format_to(Out(out), "{}\n", s->memory_total_bytes);
-    } else if (row.state->info->memory_total_bytes > 0) {
-      append_series_start(out, kTotal, labels_of(row));
-      fmt::format_to(Out(out), "{}\n", row.state->info->memory_total_bytes);
-    }
-  }
-
-  constexpr std::string_view kUtil = "gpucluster_utilization_ratio";
-  append_header(out, kUtil, "gauge", "Compute utilization, 0 to 1.");
-  for (const DeviceRow& row : rows) {
-    const Sample* s = row.live();
-    if (s && s->utilization_percent) {
-      append_series_start(out, kUtil, labels_of(row));
-      append_float(out, scale_decimal(*s->utilization_percent, -2));
-      out += '\n';
-    }
-  }
-
-  constexpr std::string_view kPower = "gpucluster_power_watts";
-  append_header(out, kPower, "gauge", "Power draw, in watts.");
-  for (const DeviceRow& row : rows) {
-    const Sample* s = row.live();
-    if (s && s->power_watts) {
-      append_series_start(out, kPower, labels_of(row));
-      append_float(out, *s->power_watts);
-      out += '\n';
-    }
-  }
-
-  constexpr std::string_view kTemp = "gpucluster_temperature_celsius";
-  append_header(out, kTemp, "gauge", "Device temperature, in degrees Celsius.");
-  for (const DeviceRow& row : rows) {
-    const Sample* s = row.live();
-    if (s && s->temperature_celsius) {
-      append_series_start(out, kTemp, labels_of(row));
-      append_float(out, *s->temperature_celsius);
-      out += '\n';
-    }
-  }
-
-  constexpr std::string_view kClock = "gpucluster_clock_hertz";
-  append_header(out, kClock, "gauge", "Compute (SM) clock, in hertz.");
-  for (const DeviceRow& row : rows) {
-    const Sample* s = row.live();
-    if (s && s->clock_mhz) {
-      append_series_start(out, kClock, labels_of(row));
-      append_float(out, scale_decimal(*s->clock_mhz, 6));
-      out += '\n';
-    }
-  }
+  });
 
   constexpr std::string_view kScore = "gpucluster_device_score";
   append_header(out, kScore, "gauge", "Scheduling score from live telemetry, 0 to 1 (higher is better).");

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/text.hpp"
+#include "gpucluster/core/fields.hpp"
 #include "gpucluster/agent/protocol.hpp"
 #include "json_reader.hpp"
 
@@ -212,15 +213,20 @@ Sample sample_at(const Fields& fields, const std::optional<Timestamp>& default_t
       integer_at(fields.required("memory_used_bytes"), fields.path_of("memory_used_bytes"), 0, kMaxInt64);
   sample.memory_total_bytes =
       integer_at(fields.required("memory_total_bytes"), fields.path_of("memory_total_bytes"), 0, kMaxInt64);
-  const auto gauge = [&](std::string_view key) -> std::optional<float> {
-    const json* value = fields.optional(key);
-    if (value == nullptr) return std::nullopt;
-    return gauge_at(*value, fields.path_of(key));
-  };
-  sample.utilization_percent = gauge("compute_utilization_percent");
-  sample.power_watts = gauge("power_watts");
-  sample.temperature_celsius = gauge("temperature_celsius");
-  sample.clock_mhz = gauge("clock_rate_mhz");
+  // Every optional quantity of the field table, by its wire name.
+  for_each_field([&](const auto& row) {
+    auto& member = sample.*row.member;
+    using Member = std::decay_t<decltype(member)>;
+    if constexpr (!std::is_integral_v<Member>) {
+      const json* value = fields.optional(row.wire_name);
+      if (value == nullptr) return;
+      if constexpr (std::is_same_v<Member, PackedOptional<float>>) {
+        member = gauge_at(*value, fields.path_of(row.wire_name));
+      } else {
+        member = number_at(*value, fields.path_of(row.wire_name));
+      }
+    }
+  });
   return sample;
 }
 
@@ -340,42 +346,7 @@ TelemetryMessage parse_message(std::string_view body, const ProtocolLimits& limi
   return parse_metrics(payload);
 }
 
-// ---------------------------------------------------------------------------
-// Equality, field by field.
-
-bool same_info(const DeviceInfo& a, const DeviceInfo& b) {
-  return a.key == b.key && a.name == b.name && a.vendor == b.vendor && a.kind == b.kind && a.backend == b.backend &&
-         a.uuid == b.uuid && a.pci_bus_id == b.pci_bus_id && a.memory_total_bytes == b.memory_total_bytes &&
-         a.compute_units == b.compute_units && a.compute_capability == b.compute_capability &&
-         a.max_clock_mhz == b.max_clock_mhz && a.memory_bandwidth_gbps == b.memory_bandwidth_gbps &&
-         a.driver_version == b.driver_version && a.power_limit_watts == b.power_limit_watts &&
-         a.temperature_slowdown_celsius == b.temperature_slowdown_celsius &&
-         a.temperature_shutdown_celsius == b.temperature_shutdown_celsius && a.supports_fp64 == b.supports_fp64 &&
-         a.supports_tensor_cores == b.supports_tensor_cores;
-}
-
-bool same_sample(const Sample& a, const Sample& b) {
-  return a.timestamp == b.timestamp && a.memory_used_bytes == b.memory_used_bytes &&
-         a.memory_total_bytes == b.memory_total_bytes && a.utilization_percent == b.utilization_percent &&
-         a.power_watts == b.power_watts && a.temperature_celsius == b.temperature_celsius && a.clock_mhz == b.clock_mhz;
-}
-
 }  // namespace
-
-bool operator==(const DeviceRegistration& a, const DeviceRegistration& b) {
-  return same_info(a.info, b.info) && a.port == b.port && a.timestamp == b.timestamp;
-}
-
-bool operator==(const Heartbeat& a, const Heartbeat& b) {
-  const bool samples_equal =
-      a.sample.has_value() == b.sample.has_value() && (!a.sample.has_value() || same_sample(*a.sample, *b.sample));
-  return a.device_id == b.device_id && a.hostname == b.hostname && samples_equal && a.is_available == b.is_available &&
-         a.error_message == b.error_message && a.timestamp == b.timestamp;
-}
-
-bool operator==(const MetricsReport& a, const MetricsReport& b) {
-  return a.device_id == b.device_id && a.hostname == b.hostname && same_sample(a.sample, b.sample);
-}
 
 TelemetryMessage parse_telemetry_message(std::string_view body, const ProtocolLimits& limits) {
   try {

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/text.hpp"
+#include "gpucluster/core/fields.hpp"
 #include "gpucluster/agent/protocol.hpp"
 
 namespace gpucluster::agent {
@@ -14,20 +15,28 @@ namespace {
 
 using nlohmann::json;
 
-json gauge_json(const std::optional<float>& gauge) {
+json gauge_json(PackedOptional<float> gauge) {
   return gauge ? json(text::shortest_decimal(*gauge)) : json(nullptr);
 }
 
 // The metrics fields (names as core's to_json(Sample)) with the device id first.
 json sample_json(const std::string& device_id, const Sample& sample) {
-  return json{{"device_id", device_id},
-              {"timestamp", to_seconds(sample.timestamp)},
-              {"memory_used_bytes", sample.memory_used_bytes},
-              {"memory_total_bytes", sample.memory_total_bytes},
-              {"compute_utilization_percent", gauge_json(sample.utilization_percent)},
-              {"power_watts", gauge_json(sample.power_watts)},
-              {"temperature_celsius", gauge_json(sample.temperature_celsius)},
-              {"clock_rate_mhz", gauge_json(sample.clock_mhz)}};
+  json out{{"device_id", device_id},
+           {"timestamp", to_seconds(sample.timestamp)},
+           {"memory_used_bytes", sample.memory_used_bytes},
+           {"memory_total_bytes", sample.memory_total_bytes}};
+  // Every optional quantity of the field table, by its wire name.
+  for_each_field([&](const auto& row) {
+    const auto& member = sample.*row.member;
+    using Member = std::decay_t<decltype(member)>;
+    if (!row.in_seed_protocol && !member) return;  // our extensions only when known
+    if constexpr (std::is_same_v<Member, PackedOptional<float>>) {
+      out[std::string(row.wire_name)] = gauge_json(member);
+    } else if constexpr (!std::is_integral_v<Member>) {
+      out[std::string(row.wire_name)] = member ? json(*member) : json(nullptr);
+    }
+  });
+  return out;
 }
 
 template <class T>

@@ -1,6 +1,8 @@
 #include "output.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <iterator>
 
 #include <fmt/format.h>
 
@@ -18,6 +20,19 @@ std::string gauge(const std::optional<float>& value, const char* format) {
 
 std::string gauge(const std::optional<double>& value, const char* format) {
   return value ? fmt::format(fmt::runtime(format), *value) : kUnavailable;
+}
+
+// A counter in joules with an SI prefix: "812.0 J", "5.4 kJ", "61.2 MJ".
+std::string energy(const std::optional<double>& joules) {
+  if (!joules) return kUnavailable;
+  constexpr const char* kPrefixes[] = {"", "k", "M", "G", "T"};
+  double value = *joules;
+  std::size_t prefix = 0;
+  while (std::fabs(value) >= 1000.0 && prefix + 1 < std::size(kPrefixes)) {
+    value /= 1000.0;
+    ++prefix;
+  }
+  return fmt::format("{:.1f} {}J", value, kPrefixes[prefix]);
 }
 
 const RankedDevice* find_ranked(const std::vector<RankedDevice>& ranked, const DeviceKey& key) {
@@ -44,8 +59,9 @@ std::string devices_table(const std::vector<DeviceState>& devices, const std::ve
   std::size_t id_width = 6;
   for (const DeviceState& d : devices) id_width = std::max(id_width, d.info->key.str().size());
   std::string out =
-      fmt::format("{:<{}}  {:<28}  {:<8}  {:>21}  {:>6}  {:>8}  {:>9}  {:>9}  {:>5}  {}\n", "DEVICE", id_width, "NAME",
-                  "KIND", "MEMORY USED / TOTAL", "UTIL", "TEMP", "POWER", "CLOCK", "SCORE", "STATE");
+      fmt::format("{:<{}}  {:<28}  {:<8}  {:>21}  {:>6}  {:>8}  {:>9}  {:>9}  {:>6}  {:>9}  {:>5}  {}\n", "DEVICE",
+                  id_width, "NAME", "KIND", "MEMORY USED / TOTAL", "UTIL", "TEMP", "POWER", "CLOCK", "FAN", "ENERGY",
+                  "SCORE", "STATE");
   for (const DeviceState& d : devices) {
     const RankedDevice* r = find_ranked(ranked, d.info->key);
     // Without a sample the use is unknown; the total is static information.
@@ -53,6 +69,7 @@ std::string devices_table(const std::vector<DeviceState>& devices, const std::ve
                              ? std::string(kUnavailable) + " / " + format_bytes(d.info->memory_total_bytes)
                              : std::string(kUnavailable);
     std::string util = kUnavailable, temp = kUnavailable, power = kUnavailable, clock = kUnavailable;
+    std::string fan = kUnavailable, energy_used = kUnavailable;
     if (d.latest) {
       memory = format_bytes(static_cast<std::uint64_t>(d.latest->memory_used_bytes)) + " / " +
                format_bytes(static_cast<std::uint64_t>(d.latest->memory_total_bytes));
@@ -60,11 +77,13 @@ std::string devices_table(const std::vector<DeviceState>& devices, const std::ve
       temp = gauge(d.latest->temperature_celsius, "{:.1f}C");
       power = gauge(d.latest->power_watts, "{:.1f} W");
       clock = gauge(d.latest->clock_mhz, "{:.0f} MHz");
+      fan = gauge(d.latest->fan_speed_percent, "{:.0f}%");
+      energy_used = energy(d.latest->energy_joules);
     }
     const std::string score = r != nullptr && r->breakdown ? fmt::format("{:.3f}", r->breakdown->score) : kUnavailable;
-    out += fmt::format("{:<{}}  {:<28}  {:<8}  {:>21}  {:>6}  {:>8}  {:>9}  {:>9}  {:>5}  {}\n", d.info->key.str(),
-                       id_width, truncate(d.info->name, 28), to_string(d.info->kind), memory, util, temp, power, clock,
-                       score, state_text(d, r));
+    out += fmt::format("{:<{}}  {:<28}  {:<8}  {:>21}  {:>6}  {:>8}  {:>9}  {:>9}  {:>6}  {:>9}  {:>5}  {}\n",
+                       d.info->key.str(), id_width, truncate(d.info->name, 28), to_string(d.info->kind), memory, util,
+                       temp, power, clock, fan, energy_used, score, state_text(d, r));
   }
   return out;
 }

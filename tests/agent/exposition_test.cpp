@@ -36,6 +36,8 @@ const std::map<std::string, std::string> kFamilies = {
     {"gpucluster_power_watts", "gauge"},
     {"gpucluster_temperature_celsius", "gauge"},
     {"gpucluster_clock_hertz", "gauge"},
+    {"gpucluster_fan_speed_ratio", "gauge"},
+    {"gpucluster_energy_joules_total", "counter"},
     {"gpucluster_device_up", "gauge"},
     {"gpucluster_device_score", "gauge"},
     {"gpucluster_last_sample_timestamp_seconds", "gauge"},

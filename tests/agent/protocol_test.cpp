@@ -245,11 +245,35 @@ TEST(Protocol, IntegerTimestampsAndSubMicrosecondPrecision) {
   EXPECT_EQ(precise.sample.timestamp, at_ns(1717171721123456001));
 }
 
+// The two quantities added through the field table travel in both directions
+// (an extension of the seed's metrics: absent keys stay absent).
+TEST(Protocol, FanSpeedAndEnergyTravelByTheirFieldTableNames) {
+  json j = example("metrics.json");
+  j["payload"]["fan_speed_percent"] = 41.5;
+  j["payload"]["energy_joules"] = 123456789.125;
+  const auto m = parse_as<MetricsReport>(j.dump());
+  ASSERT_TRUE(m.sample.fan_speed_percent.has_value());
+  EXPECT_EQ(*m.sample.fan_speed_percent, 41.5f);
+  ASSERT_TRUE(m.sample.energy_joules.has_value());
+  EXPECT_EQ(*m.sample.energy_joules, 123456789.125);
+  const json out = to_protocol_json(m, now_timestamp());
+  EXPECT_EQ(out["payload"]["fan_speed_percent"], 41.5);
+  EXPECT_EQ(out["payload"]["energy_joules"], 123456789.125);
+  EXPECT_EQ(parse_as<MetricsReport>(out.dump()), m);
+  const auto plain = parse_as<MetricsReport>(read_example("metrics.json"));
+  EXPECT_FALSE(plain.sample.fan_speed_percent.has_value());
+  EXPECT_FALSE(to_protocol_json(plain, now_timestamp())["payload"].contains("energy_joules"));
+  j["payload"]["fan_speed_percent"] = "fast";
+  const auto error = refusal(j.dump());
+  ASSERT_TRUE(error.has_value());
+  EXPECT_EQ(error->field(), "payload.fan_speed_percent");
+}
+
 TEST(Protocol, UnknownKeysAreIgnored) {
   json j = example("heartbeat.json");
   j["trace_id"] = "abc";
   j["payload"]["gpu_processes"] = json::array({json{{"pid", 42}, {"name", "python3"}}});
-  j["payload"]["metrics"]["fan_speed_percent"] = 40;
+  j["payload"]["metrics"]["fan_speed"] = 40;  // not a field-table wire name
   j["payload"]["metrics"]["extra"] = json{{"nested", json{{"deeper", json::array({1, 2, 3})}}}};
   EXPECT_EQ(parse_as<Heartbeat>(j.dump()), parse_as<Heartbeat>(read_example("heartbeat.json")));
 }

@@ -34,6 +34,8 @@ struct DeviceRegistration {
   DeviceInfo info;  // info.key = {payload.hostname, payload.device_id}; backend "remote"
   std::optional<int> port;
   Timestamp timestamp{};
+
+  bool operator==(const DeviceRegistration&) const = default;
 };
 
 // heartbeat: liveness, availability and (optionally) a sample.
@@ -44,6 +46,8 @@ struct Heartbeat {
   bool is_available = true;
   std::string error_message;  // empty when none
   Timestamp timestamp{};
+
+  bool operator==(const Heartbeat&) const = default;
 };
 
 // metrics: one sample.
@@ -51,16 +55,15 @@ struct MetricsReport {
   std::string device_id;
   std::optional<std::string> hostname;  // our extension
   Sample sample;
+
+  bool operator==(const MetricsReport&) const = default;
 };
 
 using TelemetryMessage = std::variant<DeviceRegistration, Heartbeat, MetricsReport>;
 
-// Field-by-field equality (gauges and timestamps compared exactly), so that
-// TelemetryMessage compares with ==: the round-trip tests and the fuzzer hold
+// Every message compares member by member (gauges and timestamps exactly), so
+// the round-trip tests and the fuzzer hold
 // parse_telemetry_message(to_protocol_json(m, t).dump()) == m.
-bool operator==(const DeviceRegistration& a, const DeviceRegistration& b);
-bool operator==(const Heartbeat& a, const Heartbeat& b);
-bool operator==(const MetricsReport& a, const MetricsReport& b);
 
 // Timestamps on the wire are float seconds since the epoch (Python's
 // time.time()), accepted within core/time.hpp's range [0, kMaxTimestampSeconds]

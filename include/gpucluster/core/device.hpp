@@ -53,6 +53,8 @@ struct DeviceInfo {
   std::optional<double> temperature_shutdown_celsius;
   std::optional<bool> supports_fp64;
   std::optional<bool> supports_tensor_cores;
+
+  bool operator==(const DeviceInfo&) const = default;
 };
 
 // A host name or local id: 1–256 characters, no '/', no control characters, not "." or "..".

@@ -71,8 +71,10 @@ struct FieldRow {
   const double ValidationLimits::*min_limit = nullptr;
   const double ValidationLimits::*max_limit = nullptr;
   bool min_exclusive = false;
-  // The seed protocol's name for it (docs/protocol.md).
+  // The seed protocol's name for it (docs/protocol.md), and whether the seed
+  // has it (sent as null when unavailable) or it is our extension (left out).
   std::string_view wire_name{};
+  bool in_seed_protocol = true;
   // A name the JSON views also printed before the table (deprecated alias).
   std::string_view json_alias{};
   // Prometheus: family name without the "gpucluster_" prefix (base units, a
@@ -98,7 +100,8 @@ inline constexpr auto kSampleFields = std::make_tuple(
         .name = "memory_total_bytes", .unit = "bytes", .kind = FieldKind::gauge, .required = true,
         .read_by_backend = true, .min = 0, .max = 9.2e18, .min_exclusive = true,
         .wire_name = "memory_total_bytes",
-        .prometheus_family = "memory_total_bytes", .prometheus_help = "Device memory, in bytes."},
+        .prometheus_family = "memory_total_bytes",
+        .prometheus_help = "Device memory in total, in bytes (from static device information until sampled)."},
     FieldRow<PackedOptional<float>>{.quantity = Quantity::utilization_percent, .member = &Sample::utilization_percent,
         .name = "utilization_percent", .unit = "%", .kind = FieldKind::gauge, .required = false,
         .read_by_backend = true, .min = 0, .max = 100,
@@ -115,7 +118,7 @@ inline constexpr auto kSampleFields = std::make_tuple(
         .read_by_backend = true, .min = 0, .max = 0, .min_limit = &ValidationLimits::min_temperature_celsius,
         .max_limit = &ValidationLimits::max_temperature_celsius,
         .wire_name = "temperature_celsius",
-        .prometheus_family = "temperature_celsius", .prometheus_help = "Temperature, in degrees Celsius."},
+        .prometheus_family = "temperature_celsius", .prometheus_help = "Device temperature, in degrees Celsius."},
     FieldRow<PackedOptional<float>>{.quantity = Quantity::clock_mhz, .member = &Sample::clock_mhz,
         .name = "clock_mhz", .unit = "MHz", .kind = FieldKind::gauge, .required = false,
         .read_by_backend = true, .min = 0, .max = 0, .max_limit = &ValidationLimits::max_clock_mhz,
@@ -125,14 +128,14 @@ inline constexpr auto kSampleFields = std::make_tuple(
     FieldRow<PackedOptional<float>>{.quantity = Quantity::fan_speed_percent, .member = &Sample::fan_speed_percent,
         .name = "fan_speed_percent", .unit = "%", .kind = FieldKind::gauge, .required = false,
         .read_by_backend = true, .min = 0, .max = 100,
-        .wire_name = "fan_speed_percent",
+        .wire_name = "fan_speed_percent", .in_seed_protocol = false,
         .prometheus_family = "fan_speed_ratio", .prometheus_help = "Fan speed, 0 to 1 of its maximum.",
         .prometheus_scale_exponent = -2},
     // 10^15 J: a 1 kW device running for 31,000 years.
     FieldRow<PackedOptional<double>>{.quantity = Quantity::energy_joules, .member = &Sample::energy_joules,
         .name = "energy_joules", .unit = "J", .kind = FieldKind::counter, .required = false,
         .read_by_backend = true, .min = 0, .max = 1e15,
-        .wire_name = "energy_joules",
+        .wire_name = "energy_joules", .in_seed_protocol = false,
         .prometheus_family = "energy_joules_total",
         .prometheus_help = "Energy consumed since the driver started counting, in joules."});
 // clang-format on
