@@ -4,8 +4,19 @@
 
 #include <array>
 #include <climits>
+#include <string>
 
 namespace gpucluster {
+
+std::string to_string(const FieldAvailability& fields) {
+  std::string names;
+  for_each_field([&](const auto& row) {
+    if (!fields.has(row.quantity)) return;
+    if (!names.empty()) names += ", ";
+    names += row.name;
+  });
+  return names.empty() ? std::string("none") : names;
+}
 
 std::string local_host_name() {
   // HOST_NAME_MAX is 64 on Linux; leave room for the terminator and for systems with longer names.

@@ -338,11 +338,13 @@ Discovery HostBackend::discover(const std::string& host) {
   last_cpu_ = read_cpu_times();
   last_energy_uj_ = read_energy_microjoules();
   last_energy_time_ = std::chrono::steady_clock::now();
-  fields_ = FieldAvailability{last_cpu_.has_value(), last_energy_uj_.has_value(),
-                              read_temperature_celsius().has_value(), read_clock_mhz().has_value()};
-  spdlog::debug("host backend: {} ({}, {} CPUs); utilization {}, power {}, temperature {}, clock {}", info.name,
-                info.vendor, info.compute_units.value_or(0), fields_.utilization, fields_.power, fields_.temperature,
-                fields_.clock);
+  fields_ = FieldAvailability{};
+  fields_.set(Quantity::utilization_percent, last_cpu_.has_value());
+  fields_.set(Quantity::power_watts, last_energy_uj_.has_value());
+  fields_.set(Quantity::temperature_celsius, read_temperature_celsius().has_value());
+  fields_.set(Quantity::clock_mhz, read_clock_mhz().has_value());
+  spdlog::debug("host backend: {} ({}, {} CPUs); reads {}", info.name, info.vendor, info.compute_units.value_or(0),
+                to_string(fields_));
   return Discovery{{std::move(info)}, ""};
 }
 
@@ -378,8 +380,11 @@ Sample HostBackend::sample(const std::string& local_id) {
   last_energy_uj_ = energy_uj;
   last_energy_time_ = now;
 
-  fields_ = FieldAvailability{cpu.has_value(), energy_uj.has_value(), sample.temperature_celsius.has_value(),
-                              sample.clock_mhz.has_value()};
+  fields_ = FieldAvailability{};
+  fields_.set(Quantity::utilization_percent, cpu.has_value());
+  fields_.set(Quantity::power_watts, energy_uj.has_value());
+  fields_.set(Quantity::temperature_celsius, sample.temperature_celsius.has_value());
+  fields_.set(Quantity::clock_mhz, sample.clock_mhz.has_value());
   return sample;
 }
 

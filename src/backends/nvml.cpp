@@ -231,12 +231,12 @@ struct NvmlBackend::State {
   }
 
   // Whether a gauge read succeeded. NOT_SUPPORTED turns the field off for good; other errors throw.
-  bool gauge_read(Device& device, bool FieldAvailability::*field, const char* what, nvmlReturn_t code) {
+  bool gauge_read(Device& device, Quantity quantity, const char* what, nvmlReturn_t code) {
     if (code == NVML_SUCCESS) return true;
     if (is_field_unsupported(code)) {
       spdlog::info("nvml {}: {} answered {}; the field is unavailable from now on", device.label, what,
                    error_text(*api, code));
-      device.fields.*field = false;
+      device.fields.set(quantity, false);
       return false;
     }
     fail(device, what, code);
@@ -399,10 +399,12 @@ Discovery NvmlBackend::discover(const std::string& host) {
 
     // Which cheap gauges this device answers at all: one probe each, now.
     nvmlUtilization_t utilization{};
-    device.fields.utilization = !is_field_unsupported(api.utilization(device.handle, &utilization));
-    device.fields.power = !is_field_unsupported(api.power_usage(device.handle, &value));
-    device.fields.temperature = !is_field_unsupported(api.temperature(device.handle, NVML_TEMPERATURE_GPU, &value));
-    device.fields.clock = !is_field_unsupported(api.clock(device.handle, NVML_CLOCK_SM, &value));
+    device.fields.set(Quantity::utilization_percent,
+                      !is_field_unsupported(api.utilization(device.handle, &utilization)));
+    device.fields.set(Quantity::power_watts, !is_field_unsupported(api.power_usage(device.handle, &value)));
+    device.fields.set(Quantity::temperature_celsius,
+                      !is_field_unsupported(api.temperature(device.handle, NVML_TEMPERATURE_GPU, &value)));
+    device.fields.set(Quantity::clock_mhz, !is_field_unsupported(api.clock(device.handle, NVML_CLOCK_SM, &value)));
 
     try {
       validate_device_info(info);
@@ -410,9 +412,8 @@ Discovery NvmlBackend::discover(const std::string& host) {
       skipped.push_back(fmt::format("{}: {}", device.label, e.what()));
       continue;
     }
-    spdlog::debug("nvml {}: {} ({}), utilization {}, power {}, temperature {}, clock {}", device.label, info.name,
-                  info.pci_bus_id.value_or("no PCI id"), device.fields.utilization, device.fields.power,
-                  device.fields.temperature, device.fields.clock);
+    spdlog::debug("nvml {}: {} ({}), reads {}", device.label, info.name, info.pci_bus_id.value_or("no PCI id"),
+                  to_string(device.fields));
     devices.push_back(std::move(device));
     discovery.devices.push_back(std::move(info));
   }
@@ -448,28 +449,29 @@ Sample NvmlBackend::sample(const std::string& local_id) {
   sample.memory_total_bytes = static_cast<std::int64_t>(memory.total);
   sample.memory_used_bytes = static_cast<std::int64_t>(memory.used);
 
-  if (device->fields.utilization) {
+  if (device->fields.has(Quantity::utilization_percent)) {
     nvmlUtilization_t utilization{};
-    if (state.gauge_read(*device, &FieldAvailability::utilization, "nvmlDeviceGetUtilizationRates",
+    if (state.gauge_read(*device, Quantity::utilization_percent, "nvmlDeviceGetUtilizationRates",
                          api.utilization(device->handle, &utilization)) &&
         utilization.gpu <= 100) {
       sample.utilization_percent = static_cast<float>(utilization.gpu);
     }
   }
   unsigned int value = 0;
-  if (device->fields.power && state.gauge_read(*device, &FieldAvailability::power, "nvmlDeviceGetPowerUsage",
-                                               api.power_usage(device->handle, &value))) {
+  if (device->fields.has(Quantity::power_watts) &&
+      state.gauge_read(*device, Quantity::power_watts, "nvmlDeviceGetPowerUsage",
+                       api.power_usage(device->handle, &value))) {
     const double watts = static_cast<double>(value) / 1000.0;  // mW → W
     if (watts <= kPlausible.max_power_watts) sample.power_watts = static_cast<float>(watts);
   }
-  if (device->fields.temperature &&
-      state.gauge_read(*device, &FieldAvailability::temperature, "nvmlDeviceGetTemperature",
+  if (device->fields.has(Quantity::temperature_celsius) &&
+      state.gauge_read(*device, Quantity::temperature_celsius, "nvmlDeviceGetTemperature",
                        api.temperature(device->handle, NVML_TEMPERATURE_GPU, &value)) &&
       value <= kPlausible.max_temperature_celsius) {
     sample.temperature_celsius = static_cast<float>(value);
   }
-  if (device->fields.clock &&
-      state.gauge_read(*device, &FieldAvailability::clock, "nvmlDeviceGetClockInfo",
+  if (device->fields.has(Quantity::clock_mhz) &&
+      state.gauge_read(*device, Quantity::clock_mhz, "nvmlDeviceGetClockInfo",
                        api.clock(device->handle, NVML_CLOCK_SM, &value)) &&
       value <= kPlausible.max_clock_mhz) {
     sample.clock_mhz = static_cast<float>(value);

@@ -258,12 +258,12 @@ struct RocmBackend::State {
 
   // An optional gauge's call answered `code`: true when it has a value;
   // NOT_SUPPORTED turns the field off for good; other errors throw.
-  bool gauge_ok(Device& device, bool FieldAvailability::*field, const char* what, rsmi::Status code) const {
+  bool gauge_ok(Device& device, Quantity quantity, const char* what, rsmi::Status code) const {
     if (code == rsmi::kSuccess) return true;
     if (is_not_supported(code)) {
       spdlog::info("rocm {}: {} answered {}; the field is unavailable from now on", device.label, what,
                    status_text(api, code));
-      device.fields.*field = false;
+      device.fields.set(quantity, false);
       return false;
     }
     fail(device, what, code);
@@ -280,7 +280,7 @@ struct RocmBackend::State {
         device.sensor = TemperatureSensor::junction;  // e.g. MI-series cards report only the junction
         continue;
       }
-      if (!gauge_ok(device, &FieldAvailability::temperature, "rsmi_dev_temp_metric_get", code)) return std::nullopt;
+      if (!gauge_ok(device, Quantity::temperature_celsius, "rsmi_dev_temp_metric_get", code)) return std::nullopt;
     }
   }
 
@@ -289,7 +289,7 @@ struct RocmBackend::State {
   std::optional<float> read_clock(Device& device) const {
     rsmi::Frequencies frequencies{};
     const rsmi::Status code = api.gpu_clk_freq(device.index, rsmi::kClkTypeSys, &frequencies);
-    if (!gauge_ok(device, &FieldAvailability::clock, "rsmi_dev_gpu_clk_freq_get", code)) return std::nullopt;
+    if (!gauge_ok(device, Quantity::clock_mhz, "rsmi_dev_gpu_clk_freq_get", code)) return std::nullopt;
     if (frequencies.num_supported > rsmi::kMaxNumFrequencies || frequencies.current >= frequencies.num_supported) {
       return std::nullopt;
     }
@@ -299,14 +299,14 @@ struct RocmBackend::State {
   std::optional<float> read_power(Device& device) const {
     std::uint64_t microwatts = 0;
     const rsmi::Status code = api.power_ave(device.index, 0, &microwatts);
-    if (!gauge_ok(device, &FieldAvailability::power, "rsmi_dev_power_ave_get", code)) return std::nullopt;
+    if (!gauge_ok(device, Quantity::power_watts, "rsmi_dev_power_ave_get", code)) return std::nullopt;
     return static_cast<float>(static_cast<double>(microwatts) / 1e6);
   }
 
   std::optional<float> read_utilization(Device& device) const {
     std::uint32_t percent = 0;
     const rsmi::Status code = api.busy_percent(device.index, &percent);
-    if (!gauge_ok(device, &FieldAvailability::utilization, "rsmi_dev_busy_percent_get", code)) return std::nullopt;
+    if (!gauge_ok(device, Quantity::utilization_percent, "rsmi_dev_busy_percent_get", code)) return std::nullopt;
     return static_cast<float>(percent);
   }
 };
@@ -391,25 +391,25 @@ std::optional<Device> describe_device(const Api& api, std::uint32_t index, const
   FieldAvailability& fields = device.fields;
   if (api.busy_percent != nullptr) {
     std::uint32_t percent = 0;
-    fields.utilization = !is_not_supported(api.busy_percent(index, &percent));
+    fields.set(Quantity::utilization_percent, !is_not_supported(api.busy_percent(index, &percent)));
   }
   if (api.power_ave != nullptr) {
     std::uint64_t microwatts = 0;
-    fields.power = !is_not_supported(api.power_ave(index, 0, &microwatts));
+    fields.set(Quantity::power_watts, !is_not_supported(api.power_ave(index, 0, &microwatts)));
   }
   if (api.temp_metric != nullptr) {
     std::int64_t millicelsius = 0;
     if (!is_not_supported(api.temp_metric(index, rsmi::kTempTypeEdge, rsmi::kTempCurrent, &millicelsius))) {
-      fields.temperature = true;
+      fields.set(Quantity::temperature_celsius);
     } else if (!is_not_supported(api.temp_metric(index, rsmi::kTempTypeJunction, rsmi::kTempCurrent, &millicelsius))) {
-      fields.temperature = true;
+      fields.set(Quantity::temperature_celsius);
       device.sensor = TemperatureSensor::junction;
     }
   }
   if (api.gpu_clk_freq != nullptr) {
     rsmi::Frequencies frequencies{};
     const rsmi::Status code = api.gpu_clk_freq(index, rsmi::kClkTypeSys, &frequencies);
-    fields.clock = !is_not_supported(code);
+    fields.set(Quantity::clock_mhz, !is_not_supported(code));
     if (code == rsmi::kSuccess && frequencies.num_supported > 0 &&
         frequencies.num_supported <= rsmi::kMaxNumFrequencies) {
       const std::uint64_t max_hz =
@@ -536,10 +536,10 @@ Sample RocmBackend::sample(const std::string& local_id) {
   sample.memory_used_bytes = to_signed_bytes(used, device.label, "rsmi_dev_memory_usage_get");
   sample.memory_total_bytes =
       to_signed_bytes(device.info.memory_total_bytes, device.label, "rsmi_dev_memory_total_get");
-  if (device.fields.utilization) sample.utilization_percent = state.read_utilization(device);
-  if (device.fields.power) sample.power_watts = state.read_power(device);
-  if (device.fields.temperature) sample.temperature_celsius = state.read_temperature(device);
-  if (device.fields.clock) sample.clock_mhz = state.read_clock(device);
+  if (device.fields.has(Quantity::utilization_percent)) sample.utilization_percent = state.read_utilization(device);
+  if (device.fields.has(Quantity::power_watts)) sample.power_watts = state.read_power(device);
+  if (device.fields.has(Quantity::temperature_celsius)) sample.temperature_celsius = state.read_temperature(device);
+  if (device.fields.has(Quantity::clock_mhz)) sample.clock_mhz = state.read_clock(device);
   sample.timestamp = now_timestamp();
   return sample;
 }

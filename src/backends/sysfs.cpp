@@ -192,6 +192,15 @@ struct Gauges {
   std::optional<float> power;
   std::optional<float> temperature;
   std::optional<float> clock;
+
+  FieldAvailability availability() const {
+    FieldAvailability fields;
+    fields.set(Quantity::utilization_percent, utilization.has_value());
+    fields.set(Quantity::power_watts, power.has_value());
+    fields.set(Quantity::temperature_celsius, temperature.has_value());
+    fields.set(Quantity::clock_mhz, clock.has_value());
+    return fields;
+  }
 };
 
 Gauges read_amd_gauges(const fs::path& device_dir) {
@@ -391,8 +400,7 @@ Discovery SysfsBackend::discover(const std::string& host) {
           }
         }
         const Gauges gauges = read_amd_gauges(device_dir);
-        card.fields = FieldAvailability{gauges.utilization.has_value(), gauges.power.has_value(),
-                                        gauges.temperature.has_value(), gauges.clock.has_value()};
+        card.fields = gauges.availability();
       } else {
         const bool xe = card.driver == Driver::xe;
         const fs::path freq_dir = xe ? device_dir / "tile0" / "gt0" / "freq0" : card_dir;
@@ -410,7 +418,10 @@ Discovery SysfsBackend::discover(const std::string& host) {
             info.power_limit_watts = *cap;
           }
         }
-        card.fields = FieldAvailability{false, power, temperature, plausible_mhz(as_double(clock)).has_value()};
+        card.fields = FieldAvailability{};
+        card.fields.set(Quantity::power_watts, power);
+        card.fields.set(Quantity::temperature_celsius, temperature);
+        card.fields.set(Quantity::clock_mhz, plausible_mhz(as_double(clock)).has_value());
       }
     }
     info.key = DeviceKey{host, local_id};
@@ -421,10 +432,8 @@ Discovery SysfsBackend::discover(const std::string& host) {
       skip(fmt::format("{}: {}, skipped", label, invalid.what()));
       continue;
     }
-    spdlog::debug(
-        "sysfs backend: {} is {} ({}{}), {} bytes of VRAM; utilization {}, power {}, temperature {}, clock {}", label,
-        local_id, info.name, asleep ? ", runtime-suspended" : "", info.memory_total_bytes, card.fields.utilization,
-        card.fields.power, card.fields.temperature, card.fields.clock);
+    spdlog::debug("sysfs backend: {} is {} ({}{}), {} bytes of VRAM; reads {}", label, local_id, info.name,
+                  asleep ? ", runtime-suspended" : "", info.memory_total_bytes, to_string(card.fields));
     card.info = info;
     discovery.devices.push_back(std::move(info));
     found_cards.emplace(local_id, std::move(card));
@@ -456,8 +465,7 @@ Sample SysfsBackend::read_awake(Card& card, const std::string& local_id) {
     sample.power_watts = gauges.power;
     sample.temperature_celsius = gauges.temperature;
     sample.clock_mhz = gauges.clock;
-    card.fields = FieldAvailability{gauges.utilization.has_value(), gauges.power.has_value(),
-                                    gauges.temperature.has_value(), gauges.clock.has_value()};
+    card.fields = gauges.availability();
     return sample;
   }
 
@@ -478,8 +486,10 @@ Sample SysfsBackend::read_awake(Card& card, const std::string& local_id) {
   }
   card.last_energy_uj = energy_uj;
   card.last_energy_time = now;
-  card.fields = FieldAvailability{false, energy_uj.has_value(), sample.temperature_celsius.has_value(),
-                                  sample.clock_mhz.has_value()};
+  card.fields = FieldAvailability{};
+  card.fields.set(Quantity::power_watts, energy_uj.has_value());
+  card.fields.set(Quantity::temperature_celsius, sample.temperature_celsius.has_value());
+  card.fields.set(Quantity::clock_mhz, sample.clock_mhz.has_value());
   return sample;
 }
 

@@ -264,7 +264,7 @@ TEST(HostBackend, PowerComesFromRaplEnergyDeltas) {
   const Sample first = backend.sample(HostBackend::kLocalId);
   const auto first_end = std::chrono::steady_clock::now();
   EXPECT_FALSE(first.power_watts.has_value()) << "one reading is not an interval";
-  EXPECT_TRUE(backend.available_fields(HostBackend::kLocalId).power);
+  EXPECT_TRUE(backend.available_fields(HostBackend::kLocalId).has(Quantity::power_watts));
 
   std::this_thread::sleep_for(100ms);
   tree.write(rapl + "energy_uj", "6000000\n");  // 5 J later
@@ -346,10 +346,10 @@ TEST(HostBackend, MissingOptionalSourcesAreUnavailableNotZero) {
   EXPECT_FALSE(sample.temperature_celsius.has_value());
   EXPECT_FALSE(sample.clock_mhz.has_value());
   const FieldAvailability fields = backend.available_fields(HostBackend::kLocalId);
-  EXPECT_FALSE(fields.utilization);
-  EXPECT_FALSE(fields.power);
-  EXPECT_FALSE(fields.temperature);
-  EXPECT_FALSE(fields.clock);
+  EXPECT_FALSE(fields.has(Quantity::utilization_percent));
+  EXPECT_FALSE(fields.has(Quantity::power_watts));
+  EXPECT_FALSE(fields.has(Quantity::temperature_celsius));
+  EXPECT_FALSE(fields.has(Quantity::clock_mhz));
 }
 
 TEST(HostBackend, MalformedFilesAreUnavailableNotZero) {
@@ -372,7 +372,7 @@ TEST(HostBackend, MalformedFilesAreUnavailableNotZero) {
     EXPECT_FALSE(sample.temperature_celsius.has_value()) << bad;
     EXPECT_FALSE(sample.clock_mhz.has_value()) << bad;
     const FieldAvailability fields = backend.available_fields(HostBackend::kLocalId);
-    EXPECT_FALSE(fields.utilization || fields.power || fields.temperature || fields.clock) << bad;
+    EXPECT_FALSE(fields.any()) << bad;
   }
 }
 
@@ -395,16 +395,16 @@ TEST(HostBackend, AvailableFieldsFollowTheLastReading) {
   backend.discover("h");
 
   FieldAvailability fields = backend.available_fields(HostBackend::kLocalId);
-  EXPECT_TRUE(fields.utilization);
-  EXPECT_TRUE(fields.temperature);
-  EXPECT_TRUE(fields.clock);  // cpuinfo "cpu MHz"
-  EXPECT_FALSE(fields.power);
+  EXPECT_TRUE(fields.has(Quantity::utilization_percent));
+  EXPECT_TRUE(fields.has(Quantity::temperature_celsius));
+  EXPECT_TRUE(fields.has(Quantity::clock_mhz));  // cpuinfo "cpu MHz"
+  EXPECT_FALSE(fields.has(Quantity::power_watts));
 
   tree.remove("sys/class/thermal/thermal_zone0/temp");
   backend.sample(HostBackend::kLocalId);
   fields = backend.available_fields(HostBackend::kLocalId);
-  EXPECT_FALSE(fields.temperature);
-  EXPECT_TRUE(fields.utilization);
+  EXPECT_FALSE(fields.has(Quantity::temperature_celsius));
+  EXPECT_TRUE(fields.has(Quantity::utilization_percent));
 }
 
 TEST(HostBackend, UnknownLocalIdIsRejected) {

@@ -238,7 +238,8 @@ TEST_F(NvmlBackendTest, EightDevicesWithNamesUuidsAndUnits) {
     EXPECT_GT(sample.timestamp.time_since_epoch().count(), 0);
 
     const FieldAvailability fields = backend.available_fields(info.key.local_id);
-    EXPECT_TRUE(fields.utilization && fields.power && fields.temperature && fields.clock);
+    EXPECT_TRUE(fields.has(Quantity::utilization_percent) && fields.has(Quantity::power_watts) &&
+                fields.has(Quantity::temperature_celsius) && fields.has(Quantity::clock_mhz));
   }
   EXPECT_THROW(backend.sample("cuda:8"), UnknownDeviceError);
   EXPECT_THROW(backend.available_fields("cuda:8"), UnknownDeviceError);
@@ -285,12 +286,13 @@ TEST_F(NvmlBackendTest, NotSupportedFieldsAreUnavailableNeverZeroAndNotAskedAgai
   EXPECT_TRUE(discovery.devices[1].power_limit_watts.has_value());
 
   const FieldAvailability fields = backend.available_fields("cuda:0");
-  EXPECT_FALSE(fields.utilization);
-  EXPECT_FALSE(fields.power);
-  EXPECT_FALSE(fields.temperature);
-  EXPECT_TRUE(fields.clock);
+  EXPECT_FALSE(fields.has(Quantity::utilization_percent));
+  EXPECT_FALSE(fields.has(Quantity::power_watts));
+  EXPECT_FALSE(fields.has(Quantity::temperature_celsius));
+  EXPECT_TRUE(fields.has(Quantity::clock_mhz));
   const FieldAvailability other = backend.available_fields("cuda:1");
-  EXPECT_TRUE(other.utilization && other.power && other.temperature && other.clock);
+  EXPECT_TRUE(other.has(Quantity::utilization_percent) && other.has(Quantity::power_watts) &&
+              other.has(Quantity::temperature_celsius) && other.has(Quantity::clock_mhz));
 
   for (int tick = 0; tick < 4; ++tick) {
     const Sample sample = backend.sample("cuda:0");
@@ -314,7 +316,7 @@ TEST_F(NvmlBackendTest, NoPermissionMakesAFieldUnavailableLikeNotSupported) {
   write_scenario(scenario_of({device}));
   NvmlBackend backend;
   ASSERT_EQ(backend.discover(kHost).devices.size(), 1U);
-  EXPECT_FALSE(backend.available_fields("cuda:0").power);
+  EXPECT_FALSE(backend.available_fields("cuda:0").has(Quantity::power_watts));
   EXPECT_FALSE(backend.sample("cuda:0").power_watts.has_value());
   EXPECT_FALSE(backend.sample("cuda:0").power_watts.has_value());
   EXPECT_EQ(calls_to("nvmlDeviceGetPowerUsage"), 1U);
@@ -326,7 +328,7 @@ TEST_F(NvmlBackendTest, OtherErrorsThrowWithNvmlsTextAndAreRetried) {
   write_scenario(scenario_of({device}));
   NvmlBackend backend;
   ASSERT_EQ(backend.discover(kHost).devices.size(), 1U);
-  EXPECT_TRUE(backend.available_fields("cuda:0").utilization);  // a timeout is not "unsupported"
+  EXPECT_TRUE(backend.available_fields("cuda:0").has(Quantity::utilization_percent));  // a timeout is not "unsupported"
   for (int tick = 0; tick < 3; ++tick) {
     try {
       backend.sample("cuda:0");
@@ -478,7 +480,8 @@ TEST_F(NvmlBackendTest, GpuLostMidRunThrowsThenRecovers) {
   EXPECT_EQ(outcomes, (std::vector<std::string>{"ok", "ok", "lost", "lost", "lost", "ok", "ok", "ok"}));
   // Losing the GPU did not turn its fields off.
   const FieldAvailability fields = backend.available_fields("cuda:0");
-  EXPECT_TRUE(fields.utilization && fields.power && fields.temperature && fields.clock);
+  EXPECT_TRUE(fields.has(Quantity::utilization_percent) && fields.has(Quantity::power_watts) &&
+              fields.has(Quantity::temperature_celsius) && fields.has(Quantity::clock_mhz));
 }
 
 TEST_F(NvmlBackendTest, ShutdownCallsNvmlShutdownExactlyOnce) {
@@ -530,7 +533,8 @@ TEST_F(NvmlBackendTest, ConcurrentSamplesAreSafe) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < 40; ++i) {
         const std::string id = fmt::format("cuda:{}", (t + i) % 8);
-        if (backend.sample(id).memory_total_bytes > 0 && backend.available_fields(id).power) ++good;
+        if (backend.sample(id).memory_total_bytes > 0 && backend.available_fields(id).has(Quantity::power_watts))
+          ++good;
       }
     });
   }

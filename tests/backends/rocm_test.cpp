@@ -236,7 +236,8 @@ TEST_F(RocmBackendFake, DiscoversDevicesWithStaticInfoInOurUnits) {
   EXPECT_EQ(second.memory_total_bytes, 9ull << 30);
 
   const FieldAvailability fields = backend.available_fields("rocm:0");
-  EXPECT_TRUE(fields.utilization && fields.power && fields.temperature && fields.clock);
+  EXPECT_TRUE(fields.has(Quantity::utilization_percent) && fields.has(Quantity::power_watts) &&
+              fields.has(Quantity::temperature_celsius) && fields.has(Quantity::clock_mhz));
   EXPECT_EQ(get("init_calls"), 1);
 
   // Discover again: cached, ROCm SMI not initialised twice, host applied.
@@ -270,7 +271,7 @@ TEST_F(RocmBackendFake, SampleConvertsUnitsAtTheBoundary) {
 
   set("clock_current", 7);  // no current level: unknown for this reading only
   EXPECT_FALSE(backend.sample("rocm:0").clock_mhz.has_value());
-  EXPECT_TRUE(backend.available_fields("rocm:0").clock);
+  EXPECT_TRUE(backend.available_fields("rocm:0").has(Quantity::clock_mhz));
   set("clock_current", 2);
   EXPECT_NEAR(backend.sample("rocm:0").clock_mhz.value_or(0.0f), 2100.0, 1e-3);
   EXPECT_THROW(backend.sample("rocm:2"), UnknownDeviceError);
@@ -286,8 +287,8 @@ TEST_F(RocmBackendFake, NotSupportedMakesAFieldUnavailableForGood) {
   ASSERT_EQ(discovery.devices.size(), 2u);
   EXPECT_FALSE(discovery.devices[0].power_limit_watts.has_value());
   FieldAvailability fields = backend.available_fields("rocm:0");
-  EXPECT_FALSE(fields.power);
-  EXPECT_TRUE(fields.temperature);
+  EXPECT_FALSE(fields.has(Quantity::power_watts));
+  EXPECT_TRUE(fields.has(Quantity::temperature_celsius));
 
   Sample sample = backend.sample("rocm:0");
   EXPECT_FALSE(sample.power_watts.has_value());
@@ -297,14 +298,14 @@ TEST_F(RocmBackendFake, NotSupportedMakesAFieldUnavailableForGood) {
   set("rsmi_dev_busy_percent_get_status", 9);
   sample = backend.sample("rocm:0");
   EXPECT_FALSE(sample.utilization_percent.has_value());
-  EXPECT_FALSE(backend.available_fields("rocm:0").utilization);
+  EXPECT_FALSE(backend.available_fields("rocm:0").has(Quantity::utilization_percent));
   set("rsmi_dev_busy_percent_get_status", 0);
-  EXPECT_FALSE(backend.sample("rocm:0").utilization_percent.has_value());  // not asked again
-  EXPECT_TRUE(backend.available_fields("rocm:1").utilization);             // the other device is unaffected
+  EXPECT_FALSE(backend.sample("rocm:0").utilization_percent.has_value());              // not asked again
+  EXPECT_TRUE(backend.available_fields("rocm:1").has(Quantity::utilization_percent));  // the other device is unaffected
 
   set("rsmi_dev_temp_metric_get_junction_status", 2);
   EXPECT_FALSE(backend.sample("rocm:0").temperature_celsius.has_value());
-  EXPECT_FALSE(backend.available_fields("rocm:0").temperature);
+  EXPECT_FALSE(backend.available_fields("rocm:0").has(Quantity::temperature_celsius));
 }
 
 TEST_F(RocmBackendFake, OtherErrorsThrowWithTheStatusText) {
@@ -319,7 +320,7 @@ TEST_F(RocmBackendFake, OtherErrorsThrowWithTheStatusText) {
                           "rocm rocm:1: rsmi_dev_power_ave_get: RSMI_STATUS_BUSY: A resource or "
                           "mutex could not be acquired"));
   }
-  EXPECT_TRUE(backend.available_fields("rocm:1").power);  // still asked: the error may pass
+  EXPECT_TRUE(backend.available_fields("rocm:1").has(Quantity::power_watts));  // still asked: the error may pass
   set("rsmi_dev_power_ave_get_status", 0);
   EXPECT_TRUE(backend.sample("rocm:1").power_watts.has_value());
 
@@ -383,7 +384,7 @@ TEST(RocmBackendFakeMinimal, OptionalFunctionsAbsentMakeTheirFieldsUnavailable) 
   EXPECT_FALSE(info.power_limit_watts.has_value());
   EXPECT_FALSE(info.max_clock_mhz.has_value());
   const FieldAvailability fields = backend.available_fields("rocm:0");
-  EXPECT_FALSE(fields.utilization || fields.power || fields.temperature || fields.clock);
+  EXPECT_FALSE(fields.any());
   const Sample sample = backend.sample("rocm:0");
   EXPECT_EQ(sample.memory_used_bytes, 1ll << 30);
   EXPECT_EQ(sample.memory_total_bytes, 8ll << 30);

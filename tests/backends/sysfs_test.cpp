@@ -165,10 +165,10 @@ TEST(SysfsBackend, AmdgpuCardReportsEveryFieldInBaseUnits) {
   EXPECT_GT(sample.timestamp.time_since_epoch().count(), 0);
 
   const FieldAvailability fields = backend.available_fields("rocm:0");
-  EXPECT_TRUE(fields.utilization);
-  EXPECT_TRUE(fields.power);
-  EXPECT_TRUE(fields.temperature);
-  EXPECT_TRUE(fields.clock);
+  EXPECT_TRUE(fields.has(Quantity::utilization_percent));
+  EXPECT_TRUE(fields.has(Quantity::power_watts));
+  EXPECT_TRUE(fields.has(Quantity::temperature_celsius));
+  EXPECT_TRUE(fields.has(Quantity::clock_mhz));
 }
 
 TEST(SysfsBackend, AmdgpuFallsBackToPowerInputFreqInputAndDriverSymlink) {
@@ -230,10 +230,10 @@ TEST(SysfsBackend, I915ClocksFromTheCardDirAndPowerFromEnergyDeltas) {
   ASSERT_TRUE(info.power_limit_watts.has_value());
   EXPECT_NEAR(*info.power_limit_watts, 190.0, 1e-3);
   const FieldAvailability fields = backend.available_fields("xe:0");
-  EXPECT_FALSE(fields.utilization);
-  EXPECT_TRUE(fields.power);
-  EXPECT_FALSE(fields.temperature);
-  EXPECT_TRUE(fields.clock);
+  EXPECT_FALSE(fields.has(Quantity::utilization_percent));
+  EXPECT_TRUE(fields.has(Quantity::power_watts));
+  EXPECT_FALSE(fields.has(Quantity::temperature_celsius));
+  EXPECT_TRUE(fields.has(Quantity::clock_mhz));
 
   const auto before_first = std::chrono::steady_clock::now();
   const Sample first = backend.sample("xe:0");
@@ -306,10 +306,10 @@ TEST(SysfsBackend, XeClocksFromTile0Gt0Freq0) {
   EXPECT_FALSE(sample.utilization_percent.has_value());
   EXPECT_FALSE(sample.power_watts.has_value());
   const FieldAvailability fields = backend.available_fields("xe:1");
-  EXPECT_FALSE(fields.utilization);
-  EXPECT_TRUE(fields.power);
-  EXPECT_TRUE(fields.temperature);
-  EXPECT_TRUE(fields.clock);
+  EXPECT_FALSE(fields.has(Quantity::utilization_percent));
+  EXPECT_TRUE(fields.has(Quantity::power_watts));
+  EXPECT_TRUE(fields.has(Quantity::temperature_celsius));
+  EXPECT_TRUE(fields.has(Quantity::clock_mhz));
 
   sys.write(dev(1) + "/tile0/gt0/freq0/max_freq", "garbage\n");
   sys.remove(dev(1) + "/tile0/gt0/freq0/rp0_freq");
@@ -362,8 +362,8 @@ TEST(SysfsBackend, SuspendedAmdgpuIsReportedIdleWithoutReadingWakingFiles) {
   EXPECT_EQ(asleep.memory_total_bytes, static_cast<std::int64_t>(kAmdVramTotal));  // last read while awake
   EXPECT_EQ(asleep.memory_used_bytes, static_cast<std::int64_t>(kAmdVramUsed));
   const FieldAvailability fields = backend.available_fields("rocm:0");
-  EXPECT_EQ(fields.power, awake_fields.power);
-  EXPECT_EQ(fields.clock, awake_fields.clock);
+  EXPECT_EQ(fields.has(Quantity::power_watts), awake_fields.has(Quantity::power_watts));
+  EXPECT_EQ(fields.has(Quantity::clock_mhz), awake_fields.has(Quantity::clock_mhz));
 
   // Rediscovery while it sleeps keeps the card and what was learned awake.
   const Discovery again = backend.discover("h");
@@ -454,10 +454,10 @@ TEST_P(MalformedGauge, AmdgpuGaugeFieldsBecomeUnavailable) {
   EXPECT_FALSE(sample.clock_mhz.has_value());
   EXPECT_EQ(sample.memory_total_bytes, static_cast<std::int64_t>(kAmdVramTotal));  // memory unaffected
   const FieldAvailability fields = backend.available_fields("rocm:0");
-  EXPECT_FALSE(fields.utilization);
-  EXPECT_FALSE(fields.power);
-  EXPECT_FALSE(fields.temperature);
-  EXPECT_FALSE(fields.clock);
+  EXPECT_FALSE(fields.has(Quantity::utilization_percent));
+  EXPECT_FALSE(fields.has(Quantity::power_watts));
+  EXPECT_FALSE(fields.has(Quantity::temperature_celsius));
+  EXPECT_FALSE(fields.has(Quantity::clock_mhz));
 }
 
 TEST_P(MalformedGauge, IntelGaugeFieldsBecomeUnavailable) {
@@ -485,9 +485,9 @@ TEST_P(MalformedGauge, IntelGaugeFieldsBecomeUnavailable) {
     EXPECT_FALSE(xe.clock_mhz.has_value());
     EXPECT_FALSE(xe.temperature_celsius.has_value());
   }
-  EXPECT_FALSE(backend.available_fields("xe:0").power);
-  EXPECT_FALSE(backend.available_fields("xe:0").clock);
-  EXPECT_FALSE(backend.available_fields("xe:1").temperature);
+  EXPECT_FALSE(backend.available_fields("xe:0").has(Quantity::power_watts));
+  EXPECT_FALSE(backend.available_fields("xe:0").has(Quantity::clock_mhz));
+  EXPECT_FALSE(backend.available_fields("xe:1").has(Quantity::temperature_celsius));
 }
 
 INSTANTIATE_TEST_SUITE_P(SysfsBackend, MalformedGauge,
