@@ -79,6 +79,8 @@ constexpr unsigned int kDriverVersionBufferSize = 80;
 // Readings outside what validation accepts come from a broken sensor: that gauge is
 // unavailable this tick rather than a value that would get the whole sample rejected.
 constexpr ValidationLimits kPlausible{};
+const double kPlausibleFanPercent = field_range(Quantity::fan_speed_percent, kPlausible).second;
+const double kPlausibleEnergyJoules = field_range(Quantity::energy_joules, kPlausible).second;
 
 struct Api {
   void* library = nullptr;
@@ -103,6 +105,9 @@ struct Api {
   nvmlReturn_t (*compute_capability)(nvmlDevice_t, int*, int*) = nullptr;
   nvmlReturn_t (*driver_version)(char*, unsigned int) = nullptr;
   nvmlReturn_t (*gpu_cores)(nvmlDevice_t, unsigned int*) = nullptr;
+  // Optional gauges: without them the field is unavailable.
+  nvmlReturn_t (*fan_speed)(nvmlDevice_t, unsigned int*) = nullptr;           // % of the fan's maximum
+  nvmlReturn_t (*total_energy)(nvmlDevice_t, unsigned long long*) = nullptr;  // mJ since the driver loaded
 };
 
 template <typename Function>
@@ -159,6 +164,8 @@ std::optional<Api> load_api(const std::string& path, std::string& why) {
   bind(library, "nvmlDeviceGetCudaComputeCapability", api.compute_capability);
   bind(library, "nvmlSystemGetDriverVersion", api.driver_version);
   bind(library, "nvmlDeviceGetNumGpuCores", api.gpu_cores);
+  bind(library, "nvmlDeviceGetFanSpeed", api.fan_speed);
+  bind(library, "nvmlDeviceGetTotalEnergyConsumption", api.total_energy);  // Volta and newer, driver 390+
   dlerror();  // a missing optional symbol leaves an error behind; nobody should see it
   return api;
 }
@@ -405,6 +412,12 @@ Discovery NvmlBackend::discover(const std::string& host) {
     device.fields.set(Quantity::temperature_celsius,
                       !is_field_unsupported(api.temperature(device.handle, NVML_TEMPERATURE_GPU, &value)));
     device.fields.set(Quantity::clock_mhz, !is_field_unsupported(api.clock(device.handle, NVML_CLOCK_SM, &value)));
+    // A passively cooled datacenter GPU answers NOT_SUPPORTED for its fan.
+    device.fields.set(Quantity::fan_speed_percent,
+                      api.fan_speed != nullptr && !is_field_unsupported(api.fan_speed(device.handle, &value)));
+    unsigned long long millijoules = 0;
+    device.fields.set(Quantity::energy_joules, api.total_energy != nullptr && !is_field_unsupported(api.total_energy(
+                                                                                  device.handle, &millijoules)));
 
     try {
       validate_device_info(info);
@@ -475,6 +488,21 @@ Sample NvmlBackend::sample(const std::string& local_id) {
                        api.clock(device->handle, NVML_CLOCK_SM, &value)) &&
       value <= kPlausible.max_clock_mhz) {
     sample.clock_mhz = static_cast<float>(value);
+  }
+  // NVML's fan speed is a percent of the fan's maximum and "may exceed 100%"
+  // (nvml.h): beyond the table's range it is unavailable this tick.
+  if (device->fields.has(Quantity::fan_speed_percent) &&
+      state.gauge_read(*device, Quantity::fan_speed_percent, "nvmlDeviceGetFanSpeed",
+                       api.fan_speed(device->handle, &value)) &&
+      value <= kPlausibleFanPercent) {
+    sample.fan_speed_percent = static_cast<float>(value);
+  }
+  unsigned long long millijoules = 0;
+  if (device->fields.has(Quantity::energy_joules) &&
+      state.gauge_read(*device, Quantity::energy_joules, "nvmlDeviceGetTotalEnergyConsumption",
+                       api.total_energy(device->handle, &millijoules))) {
+    const double joules = static_cast<double>(millijoules) / 1000.0;  // mJ → J
+    if (joules <= kPlausibleEnergyJoules) sample.energy_joules = joules;
   }
   return sample;
 }
