@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -193,20 +194,22 @@ class RocmBackendFake : public ::testing::Test {
     ASSERT_NE(handle_, nullptr) << dlerror();
     set_ = reinterpret_cast<SetFn>(dlsym(handle_, "fake_rocm_set"));
     get_ = reinterpret_cast<GetFn>(dlsym(handle_, "fake_rocm_get"));
-    auto reset = reinterpret_cast<ResetFn>(dlsym(handle_, "fake_rocm_reset"));
-    ASSERT_TRUE(set_ != nullptr && get_ != nullptr && reset != nullptr);
-    reset();
+    reset_ = reinterpret_cast<ResetFn>(dlsym(handle_, "fake_rocm_reset"));
+    ASSERT_TRUE(set_ != nullptr && get_ != nullptr && reset_ != nullptr);
+    reset_();
   }
   void TearDown() override {
     if (handle_ != nullptr) dlclose(handle_);
   }
 
   void set(const char* key, std::int64_t value) { set_(key, value); }
+  void fake_rocm_reset_knobs() { reset_(); }
   std::int64_t get(const char* key) { return get_(key); }
 
   void* handle_ = nullptr;
   SetFn set_ = nullptr;
   GetFn get_ = nullptr;
+  ResetFn reset_ = nullptr;
 };
 
 TEST_F(RocmBackendFake, DiscoversDevicesWithStaticInfoInOurUnits) {
@@ -237,7 +240,8 @@ TEST_F(RocmBackendFake, DiscoversDevicesWithStaticInfoInOurUnits) {
 
   const FieldAvailability fields = backend.available_fields("rocm:0");
   EXPECT_TRUE(fields.has(Quantity::utilization_percent) && fields.has(Quantity::power_watts) &&
-              fields.has(Quantity::temperature_celsius) && fields.has(Quantity::clock_mhz));
+              fields.has(Quantity::temperature_celsius) && fields.has(Quantity::clock_mhz) &&
+              fields.has(Quantity::fan_speed_percent) && fields.has(Quantity::energy_joules));
   EXPECT_EQ(get("init_calls"), 1);
 
   // Discover again: cached, ROCm SMI not initialised twice, host applied.
@@ -268,6 +272,9 @@ TEST_F(RocmBackendFake, SampleConvertsUnitsAtTheBoundary) {
   EXPECT_NEAR(*sample.temperature_celsius, 45.5, 1e-6);  // m°C → °C, edge sensor
   ASSERT_TRUE(sample.clock_mhz.has_value());
   EXPECT_NEAR(*sample.clock_mhz, 1200.0, 1e-3);  // Hz → MHz, frequency[current]
+  EXPECT_EQ(sample.fan_speed_percent, 40.0F);    // 102 of 255
+  ASSERT_TRUE(sample.energy_joules.has_value());
+  EXPECT_DOUBLE_EQ(*sample.energy_joules, 1e6 * static_cast<double>(15.259F) / 1e6);  // counter × µJ → J
 
   set("clock_current", 7);  // no current level: unknown for this reading only
   EXPECT_FALSE(backend.sample("rocm:0").clock_mhz.has_value());
@@ -306,6 +313,33 @@ TEST_F(RocmBackendFake, NotSupportedMakesAFieldUnavailableForGood) {
   set("rsmi_dev_temp_metric_get_junction_status", 2);
   EXPECT_FALSE(backend.sample("rocm:0").temperature_celsius.has_value());
   EXPECT_FALSE(backend.available_fields("rocm:0").has(Quantity::temperature_celsius));
+}
+
+TEST_F(RocmBackendFake, AFanWithoutAMaximumOrNotSupportedAndAnUnsupportedEnergyCounterAreUnavailable) {
+  set("rsmi_dev_fan_speed_get_status", 2);  // a passively cooled card
+  set("rsmi_dev_energy_count_get_status", 2);
+  {
+    RocmBackend backend(kFakeLibrary);
+    ASSERT_EQ(backend.discover("node-a").devices.size(), 2u);
+    const FieldAvailability fields = backend.available_fields("rocm:0");
+    EXPECT_FALSE(fields.has(Quantity::fan_speed_percent));
+    EXPECT_FALSE(fields.has(Quantity::energy_joules));
+    const Sample sample = backend.sample("rocm:0");
+    EXPECT_FALSE(sample.fan_speed_percent.has_value());
+    EXPECT_FALSE(sample.energy_joules.has_value());
+  }
+  set("rsmi_dev_fan_speed_get_status", 0);
+  set("rsmi_dev_energy_count_get_status", 0);
+  for (const auto& [knob, value] : {std::pair{"rsmi_dev_fan_speed_max_get_status", 2}, {"fan_speed_max", 0}}) {
+    SCOPED_TRACE(knob);
+    fake_rocm_reset_knobs();
+    set(knob, value);
+    RocmBackend backend(kFakeLibrary);
+    ASSERT_EQ(backend.discover("node-a").devices.size(), 2u);
+    EXPECT_FALSE(backend.available_fields("rocm:0").has(Quantity::fan_speed_percent));  // no maximum: no percent
+    EXPECT_TRUE(backend.available_fields("rocm:0").has(Quantity::energy_joules));
+    EXPECT_FALSE(backend.sample("rocm:0").fan_speed_percent.has_value());
+  }
 }
 
 TEST_F(RocmBackendFake, OtherErrorsThrowWithTheStatusText) {
@@ -388,7 +422,8 @@ TEST(RocmBackendFakeMinimal, OptionalFunctionsAbsentMakeTheirFieldsUnavailable) 
   const Sample sample = backend.sample("rocm:0");
   EXPECT_EQ(sample.memory_used_bytes, 1ll << 30);
   EXPECT_EQ(sample.memory_total_bytes, 8ll << 30);
-  EXPECT_FALSE(sample.utilization_percent || sample.power_watts || sample.temperature_celsius || sample.clock_mhz);
+  EXPECT_FALSE(sample.utilization_percent || sample.power_watts || sample.temperature_celsius || sample.clock_mhz ||
+               sample.fan_speed_percent || sample.energy_joules);
 }
 
 TEST_F(RocmBackendFake, ConcurrentSamplesAreSerialised) {
