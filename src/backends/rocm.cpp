@@ -293,7 +293,11 @@ struct RocmBackend::State {
           device.sensor == TemperatureSensor::edge ? rsmi::kTempTypeEdge : rsmi::kTempTypeJunction;
       std::int64_t millicelsius = 0;
       const rsmi::Status code = api.temp_metric(device.index, sensor, rsmi::kTempCurrent, &millicelsius);
-      if (code == rsmi::kSuccess) return static_cast<float>(static_cast<double>(millicelsius) / 1000.0);
+      if (code == rsmi::kSuccess) {
+        const double celsius = static_cast<double>(millicelsius) / 1000.0;
+        if (!plausible(Quantity::temperature_celsius, celsius)) return std::nullopt;
+        return static_cast<float>(celsius);
+      }
       if (is_not_supported(code) && device.sensor == TemperatureSensor::edge) {
         device.sensor = TemperatureSensor::junction;  // e.g. MI-series cards report only the junction
         continue;
@@ -311,20 +315,25 @@ struct RocmBackend::State {
     if (frequencies.num_supported > rsmi::kMaxNumFrequencies || frequencies.current >= frequencies.num_supported) {
       return std::nullopt;
     }
-    return static_cast<float>(static_cast<double>(frequencies.frequency[frequencies.current]) / 1e6);
+    const double mhz = static_cast<double>(frequencies.frequency[frequencies.current]) / 1e6;
+    if (!plausible(Quantity::clock_mhz, mhz)) return std::nullopt;
+    return static_cast<float>(mhz);
   }
 
   std::optional<float> read_power(Device& device) const {
     std::uint64_t microwatts = 0;
     const rsmi::Status code = api.power_ave(device.index, 0, &microwatts);
     if (!gauge_ok(device, Quantity::power_watts, "rsmi_dev_power_ave_get", code)) return std::nullopt;
-    return static_cast<float>(static_cast<double>(microwatts) / 1e6);
+    const double watts = static_cast<double>(microwatts) / 1e6;
+    if (!plausible(Quantity::power_watts, watts)) return std::nullopt;
+    return static_cast<float>(watts);
   }
 
   std::optional<float> read_utilization(Device& device) const {
     std::uint32_t percent = 0;
     const rsmi::Status code = api.busy_percent(device.index, &percent);
     if (!gauge_ok(device, Quantity::utilization_percent, "rsmi_dev_busy_percent_get", code)) return std::nullopt;
+    if (!plausible(Quantity::utilization_percent, percent)) return std::nullopt;
     return static_cast<float>(percent);
   }
 

@@ -18,6 +18,7 @@
 #include "gpucluster/backends/host.hpp"
 #include "gpucluster/core/errors.hpp"
 #include "gpucluster/manager.hpp"
+#include "gpucluster/telemetry/validation.hpp"
 
 namespace gpucluster {
 namespace {
@@ -340,6 +341,38 @@ TEST_F(RocmBackendFake, AFanWithoutAMaximumOrNotSupportedAndAnUnsupportedEnergyC
     EXPECT_TRUE(backend.available_fields("rocm:0").has(Quantity::energy_joules));
     EXPECT_FALSE(backend.sample("rocm:0").fan_speed_percent.has_value());
   }
+}
+
+// One plausibility rule for every backend: an implausible reading is
+// unavailable for that tick, never a sample that validation rejects whole.
+TEST_F(RocmBackendFake, ImplausibleReadingsAreUnavailableAndTheSampleStands) {
+  RocmBackend backend(kFakeLibrary);
+  ASSERT_EQ(backend.discover("node-a").devices.size(), 2u);
+  set("busy_percent", 250);
+  set("power_uw", 200'000'000'000'000);  // 200 MW
+  set("temp_edge_mc", 900'000);          // 900 °C
+  set("fan_speed", 300);                 // of 255
+  set("energy_count", 9'000'000'000'000'000'000);
+  set("energy_resolution_nj", 1'000'000'000);  // 1 kJ a count: 9e18 kJ
+  for (int tick = 0; tick < 2; ++tick) {
+    const Sample sample = backend.sample("rocm:0");
+    EXPECT_FALSE(sample.utilization_percent.has_value());
+    EXPECT_FALSE(sample.power_watts.has_value());
+    EXPECT_FALSE(sample.temperature_celsius.has_value());
+    EXPECT_FALSE(sample.fan_speed_percent.has_value());
+    EXPECT_FALSE(sample.energy_joules.has_value());
+    EXPECT_NEAR(sample.clock_mhz.value_or(0.0F), 1200.0, 1e-3);  // the rest of the sample stands
+    EXPECT_EQ(sample.memory_total_bytes, 8ll << 30);
+    EXPECT_NO_THROW(validate_sample("node-a/rocm:0", sample));
+  }
+  // Implausible is not unsupported: every field is still asked.
+  const FieldAvailability fields = backend.available_fields("rocm:0");
+  for (const Quantity quantity : kOptionalQuantities) EXPECT_TRUE(fields.has(quantity)) << field_name(quantity);
+  set("busy_percent", 100);
+  set("temp_edge_mc", -40'000);
+  const Sample sample = backend.sample("rocm:0");
+  EXPECT_EQ(sample.utilization_percent, 100.0F);  // the range is inclusive
+  EXPECT_EQ(sample.temperature_celsius, -40.0F);  // cold, not broken
 }
 
 TEST_F(RocmBackendFake, OtherErrorsThrowWithTheStatusText) {
