@@ -8,6 +8,12 @@
 
 namespace gpucluster {
 
+bool plausible_reading(Quantity quantity, double value) noexcept {
+  static constexpr ValidationLimits kDefaults{};
+  const auto [min, max] = field_range(quantity, kDefaults);
+  return value >= min && value <= max;
+}
+
 std::string to_string(const FieldAvailability& fields) {
   std::string names;
   for_each_field([&](const auto& row) {

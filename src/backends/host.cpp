@@ -337,7 +337,7 @@ std::optional<double> HostBackend::count_energy(std::optional<std::uint64_t> ene
   }
   energy_counted_uj_ = energy_uj;
   const double joules = static_cast<double>(*energy_total_uj_) / 1e6;
-  if (joules > field_range(Quantity::energy_joules, kPlausible).second) return std::nullopt;
+  if (!plausible_reading(Quantity::energy_joules, joules)) return std::nullopt;
   return joules;
 }
 

@@ -79,8 +79,6 @@ constexpr unsigned int kDriverVersionBufferSize = 80;
 // Readings outside what validation accepts come from a broken sensor: that gauge is
 // unavailable this tick rather than a value that would get the whole sample rejected.
 constexpr ValidationLimits kPlausible{};
-const double kPlausibleFanPercent = field_range(Quantity::fan_speed_percent, kPlausible).second;
-const double kPlausibleEnergyJoules = field_range(Quantity::energy_joules, kPlausible).second;
 
 struct Api {
   void* library = nullptr;
@@ -416,8 +414,9 @@ Discovery NvmlBackend::discover(const std::string& host) {
     device.fields.set(Quantity::fan_speed_percent,
                       api.fan_speed != nullptr && !is_field_unsupported(api.fan_speed(device.handle, &value)));
     unsigned long long millijoules = 0;
-    device.fields.set(Quantity::energy_joules, api.total_energy != nullptr && !is_field_unsupported(api.total_energy(
-                                                                                  device.handle, &millijoules)));
+    const bool energy =
+        api.total_energy != nullptr && !is_field_unsupported(api.total_energy(device.handle, &millijoules));
+    device.fields.set(Quantity::energy_joules, energy);
 
     try {
       validate_device_info(info);
@@ -466,7 +465,7 @@ Sample NvmlBackend::sample(const std::string& local_id) {
     nvmlUtilization_t utilization{};
     if (state.gauge_read(*device, Quantity::utilization_percent, "nvmlDeviceGetUtilizationRates",
                          api.utilization(device->handle, &utilization)) &&
-        utilization.gpu <= 100) {
+        plausible_reading(Quantity::utilization_percent, utilization.gpu)) {
       sample.utilization_percent = static_cast<float>(utilization.gpu);
     }
   }
@@ -475,18 +474,18 @@ Sample NvmlBackend::sample(const std::string& local_id) {
       state.gauge_read(*device, Quantity::power_watts, "nvmlDeviceGetPowerUsage",
                        api.power_usage(device->handle, &value))) {
     const double watts = static_cast<double>(value) / 1000.0;  // mW → W
-    if (watts <= kPlausible.max_power_watts) sample.power_watts = static_cast<float>(watts);
+    if (plausible_reading(Quantity::power_watts, watts)) sample.power_watts = static_cast<float>(watts);
   }
   if (device->fields.has(Quantity::temperature_celsius) &&
       state.gauge_read(*device, Quantity::temperature_celsius, "nvmlDeviceGetTemperature",
                        api.temperature(device->handle, NVML_TEMPERATURE_GPU, &value)) &&
-      value <= kPlausible.max_temperature_celsius) {
+      plausible_reading(Quantity::temperature_celsius, value)) {
     sample.temperature_celsius = static_cast<float>(value);
   }
   if (device->fields.has(Quantity::clock_mhz) &&
       state.gauge_read(*device, Quantity::clock_mhz, "nvmlDeviceGetClockInfo",
                        api.clock(device->handle, NVML_CLOCK_SM, &value)) &&
-      value <= kPlausible.max_clock_mhz) {
+      plausible_reading(Quantity::clock_mhz, value)) {
     sample.clock_mhz = static_cast<float>(value);
   }
   // NVML's fan speed is a percent of the fan's maximum and "may exceed 100%"
@@ -494,7 +493,7 @@ Sample NvmlBackend::sample(const std::string& local_id) {
   if (device->fields.has(Quantity::fan_speed_percent) &&
       state.gauge_read(*device, Quantity::fan_speed_percent, "nvmlDeviceGetFanSpeed",
                        api.fan_speed(device->handle, &value)) &&
-      value <= kPlausibleFanPercent) {
+      plausible_reading(Quantity::fan_speed_percent, value)) {
     sample.fan_speed_percent = static_cast<float>(value);
   }
   unsigned long long millijoules = 0;
@@ -502,7 +501,7 @@ Sample NvmlBackend::sample(const std::string& local_id) {
       state.gauge_read(*device, Quantity::energy_joules, "nvmlDeviceGetTotalEnergyConsumption",
                        api.total_energy(device->handle, &millijoules))) {
     const double joules = static_cast<double>(millijoules) / 1000.0;  // mJ → J
-    if (joules <= kPlausibleEnergyJoules) sample.energy_joules = joules;
+    if (plausible_reading(Quantity::energy_joules, joules)) sample.energy_joules = joules;
   }
   return sample;
 }

@@ -152,15 +152,6 @@ std::string_view status_name(rsmi::Status code) noexcept {
   return {};
 }
 
-// Readings outside the field table's range (core/fields.hpp, under the default
-// limits) come from a broken sensor: unavailable for that tick, never a value
-// that would get the whole sample rejected.
-constexpr ValidationLimits kPlausible{};
-bool plausible(Quantity quantity, double value) noexcept {
-  const auto [min, max] = field_range(quantity, kPlausible);
-  return value >= min && value <= max;  // false for NaN
-}
-
 bool is_not_supported(rsmi::Status code) noexcept {
   return code == rsmi::kNotSupported || code == rsmi::kNotYetImplemented;
 }
@@ -295,7 +286,7 @@ struct RocmBackend::State {
       const rsmi::Status code = api.temp_metric(device.index, sensor, rsmi::kTempCurrent, &millicelsius);
       if (code == rsmi::kSuccess) {
         const double celsius = static_cast<double>(millicelsius) / 1000.0;
-        if (!plausible(Quantity::temperature_celsius, celsius)) return std::nullopt;
+        if (!plausible_reading(Quantity::temperature_celsius, celsius)) return std::nullopt;
         return static_cast<float>(celsius);
       }
       if (is_not_supported(code) && device.sensor == TemperatureSensor::edge) {
@@ -316,7 +307,7 @@ struct RocmBackend::State {
       return std::nullopt;
     }
     const double mhz = static_cast<double>(frequencies.frequency[frequencies.current]) / 1e6;
-    if (!plausible(Quantity::clock_mhz, mhz)) return std::nullopt;
+    if (!plausible_reading(Quantity::clock_mhz, mhz)) return std::nullopt;
     return static_cast<float>(mhz);
   }
 
@@ -325,7 +316,7 @@ struct RocmBackend::State {
     const rsmi::Status code = api.power_ave(device.index, 0, &microwatts);
     if (!gauge_ok(device, Quantity::power_watts, "rsmi_dev_power_ave_get", code)) return std::nullopt;
     const double watts = static_cast<double>(microwatts) / 1e6;
-    if (!plausible(Quantity::power_watts, watts)) return std::nullopt;
+    if (!plausible_reading(Quantity::power_watts, watts)) return std::nullopt;
     return static_cast<float>(watts);
   }
 
@@ -333,7 +324,7 @@ struct RocmBackend::State {
     std::uint32_t percent = 0;
     const rsmi::Status code = api.busy_percent(device.index, &percent);
     if (!gauge_ok(device, Quantity::utilization_percent, "rsmi_dev_busy_percent_get", code)) return std::nullopt;
-    if (!plausible(Quantity::utilization_percent, percent)) return std::nullopt;
+    if (!plausible_reading(Quantity::utilization_percent, percent)) return std::nullopt;
     return static_cast<float>(percent);
   }
 
@@ -343,7 +334,7 @@ struct RocmBackend::State {
     const rsmi::Status code = api.fan_speed(device.index, 0, &speed);
     if (!gauge_ok(device, Quantity::fan_speed_percent, "rsmi_dev_fan_speed_get", code)) return std::nullopt;
     const double percent = static_cast<double>(speed) / static_cast<double>(device.fan_speed_max) * 100.0;
-    if (!plausible(Quantity::fan_speed_percent, percent)) return std::nullopt;
+    if (!plausible_reading(Quantity::fan_speed_percent, percent)) return std::nullopt;
     return static_cast<float>(percent);
   }
 
@@ -356,7 +347,7 @@ struct RocmBackend::State {
     if (!gauge_ok(device, Quantity::energy_joules, "rsmi_dev_energy_count_get", code)) return std::nullopt;
     if (!(resolution_uj > 0)) return std::nullopt;  // no scale: the counter means nothing
     const double joules = static_cast<double>(counter) * static_cast<double>(resolution_uj) / 1e6;
-    if (!plausible(Quantity::energy_joules, joules)) return std::nullopt;
+    if (!plausible_reading(Quantity::energy_joules, joules)) return std::nullopt;
     return joules;
   }
 };

@@ -183,7 +183,7 @@ DpmLevels read_dpm_levels(const fs::path& device_dir) {
 std::optional<double> joules_from_micro(std::optional<std::uint64_t> microjoules) {
   if (!microjoules) return std::nullopt;
   const double joules = static_cast<double>(*microjoules) / 1e6;
-  if (joules > field_range(Quantity::energy_joules, kPlausible).second) return std::nullopt;
+  if (!plausible_reading(Quantity::energy_joules, joules)) return std::nullopt;
   return joules;
 }
 

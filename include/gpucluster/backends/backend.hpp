@@ -51,6 +51,13 @@ class FieldAvailability {
   std::array<bool, kQuantityCount> available_{};
 };
 
+// The one plausibility rule of every backend: a reading outside the field
+// table's range (core/fields.hpp) under validation's default limits comes from a
+// broken sensor or file, and the backend reports that quantity unavailable for
+// that reading rather than a value that would get the whole sample rejected.
+// False for NaN.
+bool plausible_reading(Quantity quantity, double value) noexcept;
+
 // The available quantities' names in table order ("utilization_percent,
 // power_watts"), or "none": for log lines.
 std::string to_string(const FieldAvailability& fields);
