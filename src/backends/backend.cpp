@@ -4,8 +4,25 @@
 
 #include <array>
 #include <climits>
+#include <string>
 
 namespace gpucluster {
+
+bool plausible_reading(Quantity quantity, double value) noexcept {
+  static constexpr ValidationLimits kDefaults{};
+  const auto [min, max] = field_range(quantity, kDefaults);
+  return value >= min && value <= max;
+}
+
+std::string to_string(const FieldAvailability& fields) {
+  std::string names;
+  for_each_field([&](const auto& row) {
+    if (!fields.has(row.quantity)) return;
+    if (!names.empty()) names += ", ";
+    names += row.name;
+  });
+  return names.empty() ? std::string("none") : names;
+}
 
 std::string local_host_name() {
   // HOST_NAME_MAX is 64 on Linux; leave room for the terminator and for systems with longer names.

@@ -18,6 +18,7 @@
 
 #include "core/text.hpp"
 #include "gpucluster/core/errors.hpp"
+#include "gpucluster/core/fields.hpp"
 #include "gpucluster/telemetry/validation.hpp"
 
 namespace gpucluster {
@@ -226,19 +227,23 @@ std::optional<float> utilization_between(std::uint64_t busy_before, std::uint64_
   return static_cast<float>(100.0 * static_cast<double>(busy_delta) / static_cast<double>(total_delta));
 }
 
-// Average power from two RAPL energy readings; the counter wraps at max_range_uj.
+// The energy counted between two RAPL readings; the counter wraps at
+// max_range_uj. nullopt when it went backwards with no known range: a reset,
+// not a measurement.
+std::optional<std::uint64_t> energy_between(std::uint64_t before_uj, std::uint64_t after_uj,
+                                            std::optional<std::uint64_t> max_range_uj) {
+  if (after_uj >= before_uj) return after_uj - before_uj;
+  if (max_range_uj && *max_range_uj >= before_uj) return (*max_range_uj - before_uj) + after_uj;
+  return std::nullopt;
+}
+
+// Average power from two RAPL energy readings.
 std::optional<float> power_between(std::uint64_t before_uj, std::uint64_t after_uj,
                                    std::optional<std::uint64_t> max_range_uj, double seconds) {
   if (!(seconds > 0)) return std::nullopt;
-  std::uint64_t delta_uj = 0;
-  if (after_uj >= before_uj) {
-    delta_uj = after_uj - before_uj;
-  } else if (max_range_uj && *max_range_uj >= before_uj) {
-    delta_uj = (*max_range_uj - before_uj) + after_uj;
-  } else {
-    return std::nullopt;  // went backwards with no known range: a reset, not a measurement
-  }
-  return static_cast<float>(static_cast<double>(delta_uj) / 1e6 / seconds);
+  const auto delta_uj = energy_between(before_uj, after_uj, max_range_uj);
+  if (!delta_uj) return std::nullopt;
+  return static_cast<float>(static_cast<double>(*delta_uj) / 1e6 / seconds);
 }
 
 fs::path rapl_package(const fs::path& sys_root) {
@@ -307,6 +312,35 @@ std::optional<std::uint64_t> HostBackend::read_energy_microjoules() const {
   return read_u64(rapl_package(paths_.sys_root) / "energy_uj");
 }
 
+std::optional<std::uint64_t> HostBackend::read_energy_range_microjoules() const {
+  return read_u64(rapl_package(paths_.sys_root) / "max_energy_range_uj");
+}
+
+// RAPL's energy_uj wraps to 0 at max_energy_range_uj (about 262 kJ for a
+// package: minutes to an hour under load), so it is not itself a counter that
+// only grows. The energy_joules reported is a running total: the first reading
+// as read, then every later reading's increase added, a wrap's included. It
+// keeps growing as long as readings come more often than one wrap; a reading
+// lower than the last with no known range (or a total beyond 64 bits of µJ)
+// is a reset, and the total starts again from that reading, which a counter's
+// reader (Prometheus rate()) handles as a reset. A failed read leaves the total
+// unavailable for that sample only: the next reading's increase spans the gap.
+std::optional<double> HostBackend::count_energy(std::optional<std::uint64_t> energy_uj,
+                                                std::optional<std::uint64_t> max_range_uj) {
+  if (!energy_uj) return std::nullopt;
+  std::optional<std::uint64_t> delta_uj;
+  if (energy_total_uj_ && energy_counted_uj_) delta_uj = energy_between(*energy_counted_uj_, *energy_uj, max_range_uj);
+  if (delta_uj && *delta_uj <= std::numeric_limits<std::uint64_t>::max() - *energy_total_uj_) {
+    *energy_total_uj_ += *delta_uj;
+  } else {
+    energy_total_uj_ = *energy_uj;
+  }
+  energy_counted_uj_ = energy_uj;
+  const double joules = static_cast<double>(*energy_total_uj_) / 1e6;
+  if (!plausible_reading(Quantity::energy_joules, joules)) return std::nullopt;
+  return joules;
+}
+
 Discovery HostBackend::discover(const std::string& host) {
   std::lock_guard lock(mutex_);
   const auto memory = read_memory(paths_.proc_root);
@@ -338,11 +372,15 @@ Discovery HostBackend::discover(const std::string& host) {
   last_cpu_ = read_cpu_times();
   last_energy_uj_ = read_energy_microjoules();
   last_energy_time_ = std::chrono::steady_clock::now();
-  fields_ = FieldAvailability{last_cpu_.has_value(), last_energy_uj_.has_value(),
-                              read_temperature_celsius().has_value(), read_clock_mhz().has_value()};
-  spdlog::debug("host backend: {} ({}, {} CPUs); utilization {}, power {}, temperature {}, clock {}", info.name,
-                info.vendor, info.compute_units.value_or(0), fields_.utilization, fields_.power, fields_.temperature,
-                fields_.clock);
+  const bool energy = count_energy(last_energy_uj_, read_energy_range_microjoules()).has_value();
+  fields_ = FieldAvailability{};
+  fields_.set(Quantity::utilization_percent, last_cpu_.has_value());
+  fields_.set(Quantity::power_watts, last_energy_uj_.has_value());
+  fields_.set(Quantity::energy_joules, energy);
+  fields_.set(Quantity::temperature_celsius, read_temperature_celsius().has_value());
+  fields_.set(Quantity::clock_mhz, read_clock_mhz().has_value());
+  spdlog::debug("host backend: {} ({}, {} CPUs); reads {}", info.name, info.vendor, info.compute_units.value_or(0),
+                to_string(fields_));
   return Discovery{{std::move(info)}, ""};
 }
 
@@ -370,16 +408,21 @@ Sample HostBackend::sample(const std::string& local_id) {
 
   const auto energy_uj = read_energy_microjoules();
   const auto now = std::chrono::steady_clock::now();
+  const auto max_range_uj = energy_uj ? read_energy_range_microjoules() : std::nullopt;
   if (energy_uj && last_energy_uj_ && last_energy_time_) {
     const double seconds = std::chrono::duration<double>(now - *last_energy_time_).count();
-    const auto max_range_uj = read_u64(rapl_package(paths_.sys_root) / "max_energy_range_uj");
     sample.power_watts = power_between(*last_energy_uj_, *energy_uj, max_range_uj, seconds);
   }
   last_energy_uj_ = energy_uj;
   last_energy_time_ = now;
+  sample.energy_joules = count_energy(energy_uj, max_range_uj);
 
-  fields_ = FieldAvailability{cpu.has_value(), energy_uj.has_value(), sample.temperature_celsius.has_value(),
-                              sample.clock_mhz.has_value()};
+  fields_ = FieldAvailability{};
+  fields_.set(Quantity::utilization_percent, cpu.has_value());
+  fields_.set(Quantity::power_watts, energy_uj.has_value());
+  fields_.set(Quantity::energy_joules, sample.energy_joules.has_value());
+  fields_.set(Quantity::temperature_celsius, sample.temperature_celsius.has_value());
+  fields_.set(Quantity::clock_mhz, sample.clock_mhz.has_value());
   return sample;
 }
 

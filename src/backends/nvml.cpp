@@ -103,6 +103,9 @@ struct Api {
   nvmlReturn_t (*compute_capability)(nvmlDevice_t, int*, int*) = nullptr;
   nvmlReturn_t (*driver_version)(char*, unsigned int) = nullptr;
   nvmlReturn_t (*gpu_cores)(nvmlDevice_t, unsigned int*) = nullptr;
+  // Optional gauges: without them the field is unavailable.
+  nvmlReturn_t (*fan_speed)(nvmlDevice_t, unsigned int*) = nullptr;           // % of the fan's maximum
+  nvmlReturn_t (*total_energy)(nvmlDevice_t, unsigned long long*) = nullptr;  // mJ since the driver loaded
 };
 
 template <typename Function>
@@ -159,6 +162,8 @@ std::optional<Api> load_api(const std::string& path, std::string& why) {
   bind(library, "nvmlDeviceGetCudaComputeCapability", api.compute_capability);
   bind(library, "nvmlSystemGetDriverVersion", api.driver_version);
   bind(library, "nvmlDeviceGetNumGpuCores", api.gpu_cores);
+  bind(library, "nvmlDeviceGetFanSpeed", api.fan_speed);
+  bind(library, "nvmlDeviceGetTotalEnergyConsumption", api.total_energy);  // Volta and newer, driver 390+
   dlerror();  // a missing optional symbol leaves an error behind; nobody should see it
   return api;
 }
@@ -231,12 +236,12 @@ struct NvmlBackend::State {
   }
 
   // Whether a gauge read succeeded. NOT_SUPPORTED turns the field off for good; other errors throw.
-  bool gauge_read(Device& device, bool FieldAvailability::*field, const char* what, nvmlReturn_t code) {
+  bool gauge_read(Device& device, Quantity quantity, const char* what, nvmlReturn_t code) {
     if (code == NVML_SUCCESS) return true;
     if (is_field_unsupported(code)) {
       spdlog::info("nvml {}: {} answered {}; the field is unavailable from now on", device.label, what,
                    error_text(*api, code));
-      device.fields.*field = false;
+      device.fields.set(quantity, false);
       return false;
     }
     fail(device, what, code);
@@ -399,10 +404,19 @@ Discovery NvmlBackend::discover(const std::string& host) {
 
     // Which cheap gauges this device answers at all: one probe each, now.
     nvmlUtilization_t utilization{};
-    device.fields.utilization = !is_field_unsupported(api.utilization(device.handle, &utilization));
-    device.fields.power = !is_field_unsupported(api.power_usage(device.handle, &value));
-    device.fields.temperature = !is_field_unsupported(api.temperature(device.handle, NVML_TEMPERATURE_GPU, &value));
-    device.fields.clock = !is_field_unsupported(api.clock(device.handle, NVML_CLOCK_SM, &value));
+    device.fields.set(Quantity::utilization_percent,
+                      !is_field_unsupported(api.utilization(device.handle, &utilization)));
+    device.fields.set(Quantity::power_watts, !is_field_unsupported(api.power_usage(device.handle, &value)));
+    device.fields.set(Quantity::temperature_celsius,
+                      !is_field_unsupported(api.temperature(device.handle, NVML_TEMPERATURE_GPU, &value)));
+    device.fields.set(Quantity::clock_mhz, !is_field_unsupported(api.clock(device.handle, NVML_CLOCK_SM, &value)));
+    // A passively cooled datacenter GPU answers NOT_SUPPORTED for its fan.
+    device.fields.set(Quantity::fan_speed_percent,
+                      api.fan_speed != nullptr && !is_field_unsupported(api.fan_speed(device.handle, &value)));
+    unsigned long long millijoules = 0;
+    const bool energy =
+        api.total_energy != nullptr && !is_field_unsupported(api.total_energy(device.handle, &millijoules));
+    device.fields.set(Quantity::energy_joules, energy);
 
     try {
       validate_device_info(info);
@@ -410,9 +424,8 @@ Discovery NvmlBackend::discover(const std::string& host) {
       skipped.push_back(fmt::format("{}: {}", device.label, e.what()));
       continue;
     }
-    spdlog::debug("nvml {}: {} ({}), utilization {}, power {}, temperature {}, clock {}", device.label, info.name,
-                  info.pci_bus_id.value_or("no PCI id"), device.fields.utilization, device.fields.power,
-                  device.fields.temperature, device.fields.clock);
+    spdlog::debug("nvml {}: {} ({}), reads {}", device.label, info.name, info.pci_bus_id.value_or("no PCI id"),
+                  to_string(device.fields));
     devices.push_back(std::move(device));
     discovery.devices.push_back(std::move(info));
   }
@@ -448,31 +461,47 @@ Sample NvmlBackend::sample(const std::string& local_id) {
   sample.memory_total_bytes = static_cast<std::int64_t>(memory.total);
   sample.memory_used_bytes = static_cast<std::int64_t>(memory.used);
 
-  if (device->fields.utilization) {
+  if (device->fields.has(Quantity::utilization_percent)) {
     nvmlUtilization_t utilization{};
-    if (state.gauge_read(*device, &FieldAvailability::utilization, "nvmlDeviceGetUtilizationRates",
+    if (state.gauge_read(*device, Quantity::utilization_percent, "nvmlDeviceGetUtilizationRates",
                          api.utilization(device->handle, &utilization)) &&
-        utilization.gpu <= 100) {
+        plausible_reading(Quantity::utilization_percent, utilization.gpu)) {
       sample.utilization_percent = static_cast<float>(utilization.gpu);
     }
   }
   unsigned int value = 0;
-  if (device->fields.power && state.gauge_read(*device, &FieldAvailability::power, "nvmlDeviceGetPowerUsage",
-                                               api.power_usage(device->handle, &value))) {
+  if (device->fields.has(Quantity::power_watts) &&
+      state.gauge_read(*device, Quantity::power_watts, "nvmlDeviceGetPowerUsage",
+                       api.power_usage(device->handle, &value))) {
     const double watts = static_cast<double>(value) / 1000.0;  // mW → W
-    if (watts <= kPlausible.max_power_watts) sample.power_watts = static_cast<float>(watts);
+    if (plausible_reading(Quantity::power_watts, watts)) sample.power_watts = static_cast<float>(watts);
   }
-  if (device->fields.temperature &&
-      state.gauge_read(*device, &FieldAvailability::temperature, "nvmlDeviceGetTemperature",
+  if (device->fields.has(Quantity::temperature_celsius) &&
+      state.gauge_read(*device, Quantity::temperature_celsius, "nvmlDeviceGetTemperature",
                        api.temperature(device->handle, NVML_TEMPERATURE_GPU, &value)) &&
-      value <= kPlausible.max_temperature_celsius) {
+      plausible_reading(Quantity::temperature_celsius, value)) {
     sample.temperature_celsius = static_cast<float>(value);
   }
-  if (device->fields.clock &&
-      state.gauge_read(*device, &FieldAvailability::clock, "nvmlDeviceGetClockInfo",
+  if (device->fields.has(Quantity::clock_mhz) &&
+      state.gauge_read(*device, Quantity::clock_mhz, "nvmlDeviceGetClockInfo",
                        api.clock(device->handle, NVML_CLOCK_SM, &value)) &&
-      value <= kPlausible.max_clock_mhz) {
+      plausible_reading(Quantity::clock_mhz, value)) {
     sample.clock_mhz = static_cast<float>(value);
+  }
+  // NVML's fan speed is a percent of the fan's maximum and "may exceed 100%"
+  // (nvml.h): beyond the table's range it is unavailable this tick.
+  if (device->fields.has(Quantity::fan_speed_percent) &&
+      state.gauge_read(*device, Quantity::fan_speed_percent, "nvmlDeviceGetFanSpeed",
+                       api.fan_speed(device->handle, &value)) &&
+      plausible_reading(Quantity::fan_speed_percent, value)) {
+    sample.fan_speed_percent = static_cast<float>(value);
+  }
+  unsigned long long millijoules = 0;
+  if (device->fields.has(Quantity::energy_joules) &&
+      state.gauge_read(*device, Quantity::energy_joules, "nvmlDeviceGetTotalEnergyConsumption",
+                       api.total_energy(device->handle, &millijoules))) {
+    const double joules = static_cast<double>(millijoules) / 1000.0;  // mJ → J
+    if (plausible_reading(Quantity::energy_joules, joules)) sample.energy_joules = joules;
   }
   return sample;
 }

@@ -22,6 +22,7 @@
 
 #include "core/text.hpp"
 #include "gpucluster/core/errors.hpp"
+#include "gpucluster/core/fields.hpp"
 
 // The ROCm SMI C API as far as this backend uses it, declared here so the build
 // needs no ROCm package. Every enum of the C API is int-sized (checked below
@@ -66,6 +67,10 @@ using NameFn = Status (*)(std::uint32_t dv_ind, char* name, std::size_t len);
 using UniqueIdFn = Status (*)(std::uint32_t dv_ind, std::uint64_t* id);
 using PciIdFn = Status (*)(std::uint32_t dv_ind, std::uint64_t* bdfid);
 using VersionStrFn = Status (*)(std::uint32_t component, char* ver_str, std::uint32_t len);
+using FanSpeedFn = Status (*)(std::uint32_t dv_ind, std::uint32_t sensor_ind, std::int64_t* speed);
+using FanSpeedMaxFn = Status (*)(std::uint32_t dv_ind, std::uint32_t sensor_ind, std::uint64_t* max_speed);
+using EnergyCountFn = Status (*)(std::uint32_t dv_ind, std::uint64_t* counter, float* counter_resolution,
+                                 std::uint64_t* timestamp);  // counter × resolution µJ
 }
 
 }  // namespace gpucluster::rsmi
@@ -169,6 +174,9 @@ struct Api {
   rsmi::PciIdFn pci_id = nullptr;
   rsmi::VersionStrFn version_str = nullptr;
   rsmi::PowerCapFn power_cap = nullptr;
+  rsmi::FanSpeedFn fan_speed = nullptr;
+  rsmi::FanSpeedMaxFn fan_speed_max = nullptr;
+  rsmi::EnergyCountFn energy_count = nullptr;
 };
 
 // "RSMI_STATUS_NOT_SUPPORTED: This function is not supported …", from the
@@ -222,6 +230,7 @@ struct Device {
   DeviceInfo info;    // key.host is set by each discover()
   FieldAvailability fields;
   TemperatureSensor sensor = TemperatureSensor::edge;
+  std::uint64_t fan_speed_max = 0;  // fan sensor 0's full speed, in the units of rsmi_dev_fan_speed_get
 };
 
 }  // namespace
@@ -258,12 +267,12 @@ struct RocmBackend::State {
 
   // An optional gauge's call answered `code`: true when it has a value;
   // NOT_SUPPORTED turns the field off for good; other errors throw.
-  bool gauge_ok(Device& device, bool FieldAvailability::*field, const char* what, rsmi::Status code) const {
+  bool gauge_ok(Device& device, Quantity quantity, const char* what, rsmi::Status code) const {
     if (code == rsmi::kSuccess) return true;
     if (is_not_supported(code)) {
       spdlog::info("rocm {}: {} answered {}; the field is unavailable from now on", device.label, what,
                    status_text(api, code));
-      device.fields.*field = false;
+      device.fields.set(quantity, false);
       return false;
     }
     fail(device, what, code);
@@ -275,12 +284,16 @@ struct RocmBackend::State {
           device.sensor == TemperatureSensor::edge ? rsmi::kTempTypeEdge : rsmi::kTempTypeJunction;
       std::int64_t millicelsius = 0;
       const rsmi::Status code = api.temp_metric(device.index, sensor, rsmi::kTempCurrent, &millicelsius);
-      if (code == rsmi::kSuccess) return static_cast<float>(static_cast<double>(millicelsius) / 1000.0);
+      if (code == rsmi::kSuccess) {
+        const double celsius = static_cast<double>(millicelsius) / 1000.0;
+        if (!plausible_reading(Quantity::temperature_celsius, celsius)) return std::nullopt;
+        return static_cast<float>(celsius);
+      }
       if (is_not_supported(code) && device.sensor == TemperatureSensor::edge) {
         device.sensor = TemperatureSensor::junction;  // e.g. MI-series cards report only the junction
         continue;
       }
-      if (!gauge_ok(device, &FieldAvailability::temperature, "rsmi_dev_temp_metric_get", code)) return std::nullopt;
+      if (!gauge_ok(device, Quantity::temperature_celsius, "rsmi_dev_temp_metric_get", code)) return std::nullopt;
     }
   }
 
@@ -289,25 +302,53 @@ struct RocmBackend::State {
   std::optional<float> read_clock(Device& device) const {
     rsmi::Frequencies frequencies{};
     const rsmi::Status code = api.gpu_clk_freq(device.index, rsmi::kClkTypeSys, &frequencies);
-    if (!gauge_ok(device, &FieldAvailability::clock, "rsmi_dev_gpu_clk_freq_get", code)) return std::nullopt;
+    if (!gauge_ok(device, Quantity::clock_mhz, "rsmi_dev_gpu_clk_freq_get", code)) return std::nullopt;
     if (frequencies.num_supported > rsmi::kMaxNumFrequencies || frequencies.current >= frequencies.num_supported) {
       return std::nullopt;
     }
-    return static_cast<float>(static_cast<double>(frequencies.frequency[frequencies.current]) / 1e6);
+    const double mhz = static_cast<double>(frequencies.frequency[frequencies.current]) / 1e6;
+    if (!plausible_reading(Quantity::clock_mhz, mhz)) return std::nullopt;
+    return static_cast<float>(mhz);
   }
 
   std::optional<float> read_power(Device& device) const {
     std::uint64_t microwatts = 0;
     const rsmi::Status code = api.power_ave(device.index, 0, &microwatts);
-    if (!gauge_ok(device, &FieldAvailability::power, "rsmi_dev_power_ave_get", code)) return std::nullopt;
-    return static_cast<float>(static_cast<double>(microwatts) / 1e6);
+    if (!gauge_ok(device, Quantity::power_watts, "rsmi_dev_power_ave_get", code)) return std::nullopt;
+    const double watts = static_cast<double>(microwatts) / 1e6;
+    if (!plausible_reading(Quantity::power_watts, watts)) return std::nullopt;
+    return static_cast<float>(watts);
   }
 
   std::optional<float> read_utilization(Device& device) const {
     std::uint32_t percent = 0;
     const rsmi::Status code = api.busy_percent(device.index, &percent);
-    if (!gauge_ok(device, &FieldAvailability::utilization, "rsmi_dev_busy_percent_get", code)) return std::nullopt;
+    if (!gauge_ok(device, Quantity::utilization_percent, "rsmi_dev_busy_percent_get", code)) return std::nullopt;
+    if (!plausible_reading(Quantity::utilization_percent, percent)) return std::nullopt;
     return static_cast<float>(percent);
+  }
+
+  // Fan sensor 0's speed as a percent of its maximum (read at discovery).
+  std::optional<float> read_fan_speed(Device& device) const {
+    std::int64_t speed = 0;
+    const rsmi::Status code = api.fan_speed(device.index, 0, &speed);
+    if (!gauge_ok(device, Quantity::fan_speed_percent, "rsmi_dev_fan_speed_get", code)) return std::nullopt;
+    const double percent = static_cast<double>(speed) / static_cast<double>(device.fan_speed_max) * 100.0;
+    if (!plausible_reading(Quantity::fan_speed_percent, percent)) return std::nullopt;
+    return static_cast<float>(percent);
+  }
+
+  // The energy counter in joules: counter × resolution µJ.
+  std::optional<double> read_energy(Device& device) const {
+    std::uint64_t counter = 0;
+    float resolution_uj = 0;
+    std::uint64_t timestamp_ns = 0;
+    const rsmi::Status code = api.energy_count(device.index, &counter, &resolution_uj, &timestamp_ns);
+    if (!gauge_ok(device, Quantity::energy_joules, "rsmi_dev_energy_count_get", code)) return std::nullopt;
+    if (!(resolution_uj > 0)) return std::nullopt;  // no scale: the counter means nothing
+    const double joules = static_cast<double>(counter) * static_cast<double>(resolution_uj) / 1e6;
+    if (!plausible_reading(Quantity::energy_joules, joules)) return std::nullopt;
+    return joules;
   }
 };
 
@@ -391,31 +432,49 @@ std::optional<Device> describe_device(const Api& api, std::uint32_t index, const
   FieldAvailability& fields = device.fields;
   if (api.busy_percent != nullptr) {
     std::uint32_t percent = 0;
-    fields.utilization = !is_not_supported(api.busy_percent(index, &percent));
+    fields.set(Quantity::utilization_percent, !is_not_supported(api.busy_percent(index, &percent)));
   }
   if (api.power_ave != nullptr) {
     std::uint64_t microwatts = 0;
-    fields.power = !is_not_supported(api.power_ave(index, 0, &microwatts));
+    fields.set(Quantity::power_watts, !is_not_supported(api.power_ave(index, 0, &microwatts)));
   }
   if (api.temp_metric != nullptr) {
     std::int64_t millicelsius = 0;
     if (!is_not_supported(api.temp_metric(index, rsmi::kTempTypeEdge, rsmi::kTempCurrent, &millicelsius))) {
-      fields.temperature = true;
+      fields.set(Quantity::temperature_celsius);
     } else if (!is_not_supported(api.temp_metric(index, rsmi::kTempTypeJunction, rsmi::kTempCurrent, &millicelsius))) {
-      fields.temperature = true;
+      fields.set(Quantity::temperature_celsius);
       device.sensor = TemperatureSensor::junction;
     }
   }
   if (api.gpu_clk_freq != nullptr) {
     rsmi::Frequencies frequencies{};
     const rsmi::Status code = api.gpu_clk_freq(index, rsmi::kClkTypeSys, &frequencies);
-    fields.clock = !is_not_supported(code);
+    fields.set(Quantity::clock_mhz, !is_not_supported(code));
     if (code == rsmi::kSuccess && frequencies.num_supported > 0 &&
         frequencies.num_supported <= rsmi::kMaxNumFrequencies) {
       const std::uint64_t max_hz =
           *std::max_element(frequencies.frequency, frequencies.frequency + frequencies.num_supported);
       if (max_hz > 0) info.max_clock_mhz = static_cast<double>(max_hz) / 1e6;
     }
+  }
+  // The fan's speed means something only over its maximum: without a maximum
+  // (any error, or 0) the field is unavailable. Passively cooled cards
+  // (Instinct) answer NOT_SUPPORTED.
+  if (api.fan_speed != nullptr && api.fan_speed_max != nullptr) {
+    std::uint64_t max_speed = 0;
+    if (api.fan_speed_max(index, 0, &max_speed) == rsmi::kSuccess && max_speed > 0) {
+      std::int64_t speed = 0;
+      device.fan_speed_max = max_speed;
+      fields.set(Quantity::fan_speed_percent, !is_not_supported(api.fan_speed(index, 0, &speed)));
+    }
+  }
+  if (api.energy_count != nullptr) {
+    std::uint64_t counter = 0;
+    float resolution_uj = 0;
+    std::uint64_t timestamp_ns = 0;
+    fields.set(Quantity::energy_joules,
+               !is_not_supported(api.energy_count(index, &counter, &resolution_uj, &timestamp_ns)));
   }
   return device;
 }
@@ -469,6 +528,9 @@ Discovery RocmBackend::discover(const std::string& host) {
     api.pci_id = find_symbol<rsmi::PciIdFn>(state->handle, "rsmi_dev_pci_id_get");
     api.version_str = find_symbol<rsmi::VersionStrFn>(state->handle, "rsmi_version_str_get");
     api.power_cap = find_symbol<rsmi::PowerCapFn>(state->handle, "rsmi_dev_power_cap_get");
+    api.fan_speed = find_symbol<rsmi::FanSpeedFn>(state->handle, "rsmi_dev_fan_speed_get");
+    api.fan_speed_max = find_symbol<rsmi::FanSpeedMaxFn>(state->handle, "rsmi_dev_fan_speed_max_get");
+    api.energy_count = find_symbol<rsmi::EnergyCountFn>(state->handle, "rsmi_dev_energy_count_get");
 
     const bool driver_loaded = access("/dev/kfd", F_OK) == 0;
     const rsmi::Status init_code = driver_loaded ? api.init(0) : quietly([&] { return api.init(0); });
@@ -536,10 +598,12 @@ Sample RocmBackend::sample(const std::string& local_id) {
   sample.memory_used_bytes = to_signed_bytes(used, device.label, "rsmi_dev_memory_usage_get");
   sample.memory_total_bytes =
       to_signed_bytes(device.info.memory_total_bytes, device.label, "rsmi_dev_memory_total_get");
-  if (device.fields.utilization) sample.utilization_percent = state.read_utilization(device);
-  if (device.fields.power) sample.power_watts = state.read_power(device);
-  if (device.fields.temperature) sample.temperature_celsius = state.read_temperature(device);
-  if (device.fields.clock) sample.clock_mhz = state.read_clock(device);
+  if (device.fields.has(Quantity::utilization_percent)) sample.utilization_percent = state.read_utilization(device);
+  if (device.fields.has(Quantity::power_watts)) sample.power_watts = state.read_power(device);
+  if (device.fields.has(Quantity::temperature_celsius)) sample.temperature_celsius = state.read_temperature(device);
+  if (device.fields.has(Quantity::clock_mhz)) sample.clock_mhz = state.read_clock(device);
+  if (device.fields.has(Quantity::fan_speed_percent)) sample.fan_speed_percent = state.read_fan_speed(device);
+  if (device.fields.has(Quantity::energy_joules)) sample.energy_joules = state.read_energy(device);
   sample.timestamp = now_timestamp();
   return sample;
 }

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "gpucluster/core/errors.hpp"
+#include "gpucluster/core/fields.hpp"
 
 namespace gpucluster {
 
@@ -42,9 +43,12 @@ Sample SimulatedBackend::sample(const std::string& local_id) {
 FieldAvailability SimulatedBackend::available_fields(const std::string& local_id) const {
   const FleetDevice& device = find(local_id);
   if (!device.available || !device.has_metrics) return FieldAvailability{};
-  const Sample& metrics = device.metrics;
-  return FieldAvailability{metrics.utilization_percent.has_value(), metrics.power_watts.has_value(),
-                           metrics.temperature_celsius.has_value(), metrics.clock_mhz.has_value()};
+  // Every optional row of the field table that the fleet's metrics give.
+  FieldAvailability fields;
+  for (const Quantity quantity : kOptionalQuantities) {
+    fields.set(quantity, field_value(device.metrics, quantity).has_value());
+  }
+  return fields;
 }
 
 const FleetDevice& SimulatedBackend::find(const std::string& local_id) const {

@@ -178,6 +178,27 @@ DpmLevels read_dpm_levels(const fs::path& device_dir) {
   return parse_dpm_levels(*text);
 }
 
+// hwmon energy1_input (µJ, a counter) in joules; beyond the field table's range
+// (core/fields.hpp) it comes from a broken file.
+std::optional<double> joules_from_micro(std::optional<std::uint64_t> microjoules) {
+  if (!microjoules) return std::nullopt;
+  const double joules = static_cast<double>(*microjoules) / 1e6;
+  if (!plausible_reading(Quantity::energy_joules, joules)) return std::nullopt;
+  return joules;
+}
+
+// The fan's duty cycle as a percent of its maximum: hwmon pwm1 over pwm1_max
+// (the hwmon ABI's range is 0–255 when pwm1_max is absent). Without pwm1 the
+// fan is unavailable: fan1_input is RPM, and a percent of an unknown maximum
+// RPM would be a guess. pwm1 above its maximum is a broken file.
+std::optional<float> fan_percent(const fs::path& hwmon) {
+  const auto pwm = read_u64(hwmon / "pwm1");
+  if (!pwm) return std::nullopt;
+  const std::uint64_t max = read_u64(hwmon / "pwm1_max").value_or(255);
+  if (max == 0 || *pwm > max) return std::nullopt;
+  return static_cast<float>(static_cast<double>(*pwm) * 100.0 / static_cast<double>(max));
+}
+
 // Average power from two energy readings (µJ); a counter that went backwards was reset.
 std::optional<float> power_between(std::uint64_t before_uj, std::uint64_t after_uj, double seconds) {
   if (!(seconds > 0) || after_uj < before_uj) return std::nullopt;
@@ -192,6 +213,19 @@ struct Gauges {
   std::optional<float> power;
   std::optional<float> temperature;
   std::optional<float> clock;
+  std::optional<float> fan_speed;
+  std::optional<double> energy;
+
+  FieldAvailability availability() const {
+    FieldAvailability fields;
+    fields.set(Quantity::utilization_percent, utilization.has_value());
+    fields.set(Quantity::power_watts, power.has_value());
+    fields.set(Quantity::temperature_celsius, temperature.has_value());
+    fields.set(Quantity::clock_mhz, clock.has_value());
+    fields.set(Quantity::fan_speed_percent, fan_speed.has_value());
+    fields.set(Quantity::energy_joules, energy.has_value());
+    return fields;
+  }
 };
 
 Gauges read_amd_gauges(const fs::path& device_dir) {
@@ -204,6 +238,8 @@ Gauges read_amd_gauges(const fs::path& device_dir) {
     gauges.power = watts_from_micro(read_u64(*hwmon / "power1_average"));
     if (!gauges.power) gauges.power = watts_from_micro(read_u64(*hwmon / "power1_input"));
     gauges.temperature = celsius_from_milli(read_u64(*hwmon / "temp1_input"));
+    gauges.fan_speed = fan_percent(*hwmon);
+    gauges.energy = joules_from_micro(read_u64(*hwmon / "energy1_input"));
   }
   gauges.clock = plausible_mhz(read_dpm_levels(device_dir).current_mhz);
   if (!gauges.clock && hwmon) gauges.clock = plausible_mhz(mhz_from_hz(read_u64(*hwmon / "freq1_input")));
@@ -391,8 +427,7 @@ Discovery SysfsBackend::discover(const std::string& host) {
           }
         }
         const Gauges gauges = read_amd_gauges(device_dir);
-        card.fields = FieldAvailability{gauges.utilization.has_value(), gauges.power.has_value(),
-                                        gauges.temperature.has_value(), gauges.clock.has_value()};
+        card.fields = gauges.availability();
       } else {
         const bool xe = card.driver == Driver::xe;
         const fs::path freq_dir = xe ? device_dir / "tile0" / "gt0" / "freq0" : card_dir;
@@ -402,15 +437,22 @@ Discovery SysfsBackend::discover(const std::string& host) {
         }
         const auto clock = read_u64(freq_dir / (xe ? "cur_freq" : "gt_cur_freq_mhz"));
         bool power = false;
+        bool energy = false;
         bool temperature = false;
         if (hwmon) {
-          power = read_u64(*hwmon / "energy1_input").has_value();
+          const auto energy_uj = read_u64(*hwmon / "energy1_input");
+          power = energy_uj.has_value();
+          energy = joules_from_micro(energy_uj).has_value();
           temperature = celsius_from_milli(read_u64(*hwmon / "temp1_input")).has_value();
           if (const auto cap = watts_from_micro(read_u64(*hwmon / "power1_max")); cap && *cap > 0) {
             info.power_limit_watts = *cap;
           }
         }
-        card.fields = FieldAvailability{false, power, temperature, plausible_mhz(as_double(clock)).has_value()};
+        card.fields = FieldAvailability{};
+        card.fields.set(Quantity::power_watts, power);
+        card.fields.set(Quantity::energy_joules, energy);
+        card.fields.set(Quantity::temperature_celsius, temperature);
+        card.fields.set(Quantity::clock_mhz, plausible_mhz(as_double(clock)).has_value());
       }
     }
     info.key = DeviceKey{host, local_id};
@@ -421,10 +463,8 @@ Discovery SysfsBackend::discover(const std::string& host) {
       skip(fmt::format("{}: {}, skipped", label, invalid.what()));
       continue;
     }
-    spdlog::debug(
-        "sysfs backend: {} is {} ({}{}), {} bytes of VRAM; utilization {}, power {}, temperature {}, clock {}", label,
-        local_id, info.name, asleep ? ", runtime-suspended" : "", info.memory_total_bytes, card.fields.utilization,
-        card.fields.power, card.fields.temperature, card.fields.clock);
+    spdlog::debug("sysfs backend: {} is {} ({}{}), {} bytes of VRAM; reads {}", label, local_id, info.name,
+                  asleep ? ", runtime-suspended" : "", info.memory_total_bytes, to_string(card.fields));
     card.info = info;
     discovery.devices.push_back(std::move(info));
     found_cards.emplace(local_id, std::move(card));
@@ -456,8 +496,9 @@ Sample SysfsBackend::read_awake(Card& card, const std::string& local_id) {
     sample.power_watts = gauges.power;
     sample.temperature_celsius = gauges.temperature;
     sample.clock_mhz = gauges.clock;
-    card.fields = FieldAvailability{gauges.utilization.has_value(), gauges.power.has_value(),
-                                    gauges.temperature.has_value(), gauges.clock.has_value()};
+    sample.fan_speed_percent = gauges.fan_speed;
+    sample.energy_joules = gauges.energy;
+    card.fields = gauges.availability();
     return sample;
   }
 
@@ -471,6 +512,7 @@ Sample SysfsBackend::read_awake(Card& card, const std::string& local_id) {
     sample.temperature_celsius = celsius_from_milli(read_u64(*hwmon / "temp1_input"));
     energy_uj = read_u64(*hwmon / "energy1_input");
   }
+  sample.energy_joules = joules_from_micro(energy_uj);
   const auto now = std::chrono::steady_clock::now();
   if (energy_uj && card.last_energy_uj && card.last_energy_time) {
     const double seconds = std::chrono::duration<double>(now - *card.last_energy_time).count();
@@ -478,8 +520,11 @@ Sample SysfsBackend::read_awake(Card& card, const std::string& local_id) {
   }
   card.last_energy_uj = energy_uj;
   card.last_energy_time = now;
-  card.fields = FieldAvailability{false, energy_uj.has_value(), sample.temperature_celsius.has_value(),
-                                  sample.clock_mhz.has_value()};
+  card.fields = FieldAvailability{};
+  card.fields.set(Quantity::power_watts, energy_uj.has_value());
+  card.fields.set(Quantity::energy_joules, sample.energy_joules.has_value());
+  card.fields.set(Quantity::temperature_celsius, sample.temperature_celsius.has_value());
+  card.fields.set(Quantity::clock_mhz, sample.clock_mhz.has_value());
   return sample;
 }
 

@@ -264,7 +264,7 @@ TEST(HostBackend, PowerComesFromRaplEnergyDeltas) {
   const Sample first = backend.sample(HostBackend::kLocalId);
   const auto first_end = std::chrono::steady_clock::now();
   EXPECT_FALSE(first.power_watts.has_value()) << "one reading is not an interval";
-  EXPECT_TRUE(backend.available_fields(HostBackend::kLocalId).power);
+  EXPECT_TRUE(backend.available_fields(HostBackend::kLocalId).has(Quantity::power_watts));
 
   std::this_thread::sleep_for(100ms);
   tree.write(rapl + "energy_uj", "6000000\n");  // 5 J later
@@ -311,6 +311,48 @@ TEST(HostBackend, PowerIsUnavailableWhenTheCounterGoesBackWithoutARange) {
   EXPECT_FALSE(backend.sample(HostBackend::kLocalId).power_watts.has_value());
 }
 
+// energy_joules is RAPL's counter as a running total: it keeps growing across
+// the counter's wrap at max_energy_range_uj, is unavailable for a failed read
+// only, and starts again from the reading after a reset (back with no range).
+TEST(HostBackend, EnergyIsRaplsCounterAsATotalThatKeepsGrowingAcrossWraps) {
+  FakeTree tree;
+  write_minimal(tree);
+  const std::string rapl = "sys/class/powercap/intel-rapl:0/";
+  tree.write(rapl + "max_energy_range_uj", "262143328850\n");
+  tree.write(rapl + "energy_uj", "262000000000\n");
+  HostBackend backend(tree.paths());
+  ASSERT_EQ(backend.discover("h").devices.size(), 1u);
+  EXPECT_TRUE(backend.available_fields(HostBackend::kLocalId).has(Quantity::energy_joules));
+  EXPECT_FALSE(backend.available_fields(HostBackend::kLocalId).has(Quantity::fan_speed_percent));
+
+  EXPECT_DOUBLE_EQ(backend.sample(HostBackend::kLocalId).energy_joules.value(), 262'000.0);  // µJ → J
+  tree.write(rapl + "energy_uj", "262100000000\n");
+  EXPECT_DOUBLE_EQ(backend.sample(HostBackend::kLocalId).energy_joules.value(), 262'100.0);
+  tree.write(rapl + "energy_uj", "5000000\n");  // wrapped: 43.32885 J to the top, then 5 J
+  EXPECT_DOUBLE_EQ(backend.sample(HostBackend::kLocalId).energy_joules.value(), 262'148.32885);
+  tree.write(rapl + "energy_uj", "7000000\n");
+  EXPECT_DOUBLE_EQ(backend.sample(HostBackend::kLocalId).energy_joules.value(), 262'150.32885);
+
+  tree.remove(rapl + "energy_uj");  // one failed read: unavailable, never 0
+  Sample sample = backend.sample(HostBackend::kLocalId);
+  EXPECT_FALSE(sample.energy_joules.has_value());
+  EXPECT_FALSE(backend.available_fields(HostBackend::kLocalId).has(Quantity::energy_joules));
+  tree.write(rapl + "energy_uj", "9000000\n");  // the total resumes from the last good reading
+  EXPECT_DOUBLE_EQ(backend.sample(HostBackend::kLocalId).energy_joules.value(), 262'152.32885);
+  EXPECT_TRUE(backend.available_fields(HostBackend::kLocalId).has(Quantity::energy_joules));
+
+  tree.remove(rapl + "max_energy_range_uj");
+  tree.write(rapl + "energy_uj", "1000000\n");  // back, with no range known: a reset
+  EXPECT_DOUBLE_EQ(backend.sample(HostBackend::kLocalId).energy_joules.value(), 1.0);
+
+  // Discovering again does not restart the total.
+  tree.write(rapl + "energy_uj", "3000000\n");
+  backend.discover("h");
+  EXPECT_DOUBLE_EQ(backend.sample(HostBackend::kLocalId).energy_joules.value(), 3.0);
+  sample = backend.sample(HostBackend::kLocalId);
+  EXPECT_FALSE(sample.fan_speed_percent.has_value());
+}
+
 TEST(HostBackend, ClockIsTheMeanOfScalingCurFreq) {
   FakeTree tree;
   write_minimal(tree);
@@ -345,11 +387,14 @@ TEST(HostBackend, MissingOptionalSourcesAreUnavailableNotZero) {
   EXPECT_FALSE(sample.power_watts.has_value());
   EXPECT_FALSE(sample.temperature_celsius.has_value());
   EXPECT_FALSE(sample.clock_mhz.has_value());
+  EXPECT_FALSE(sample.energy_joules.has_value());
+  EXPECT_FALSE(sample.fan_speed_percent.has_value());
   const FieldAvailability fields = backend.available_fields(HostBackend::kLocalId);
-  EXPECT_FALSE(fields.utilization);
-  EXPECT_FALSE(fields.power);
-  EXPECT_FALSE(fields.temperature);
-  EXPECT_FALSE(fields.clock);
+  EXPECT_FALSE(fields.any());
+  EXPECT_FALSE(fields.has(Quantity::utilization_percent));
+  EXPECT_FALSE(fields.has(Quantity::power_watts));
+  EXPECT_FALSE(fields.has(Quantity::temperature_celsius));
+  EXPECT_FALSE(fields.has(Quantity::clock_mhz));
 }
 
 TEST(HostBackend, MalformedFilesAreUnavailableNotZero) {
@@ -371,8 +416,9 @@ TEST(HostBackend, MalformedFilesAreUnavailableNotZero) {
     EXPECT_FALSE(sample.power_watts.has_value()) << bad;
     EXPECT_FALSE(sample.temperature_celsius.has_value()) << bad;
     EXPECT_FALSE(sample.clock_mhz.has_value()) << bad;
+    EXPECT_FALSE(sample.energy_joules.has_value()) << bad;
     const FieldAvailability fields = backend.available_fields(HostBackend::kLocalId);
-    EXPECT_FALSE(fields.utilization || fields.power || fields.temperature || fields.clock) << bad;
+    EXPECT_FALSE(fields.any()) << bad;
   }
 }
 
@@ -395,16 +441,16 @@ TEST(HostBackend, AvailableFieldsFollowTheLastReading) {
   backend.discover("h");
 
   FieldAvailability fields = backend.available_fields(HostBackend::kLocalId);
-  EXPECT_TRUE(fields.utilization);
-  EXPECT_TRUE(fields.temperature);
-  EXPECT_TRUE(fields.clock);  // cpuinfo "cpu MHz"
-  EXPECT_FALSE(fields.power);
+  EXPECT_TRUE(fields.has(Quantity::utilization_percent));
+  EXPECT_TRUE(fields.has(Quantity::temperature_celsius));
+  EXPECT_TRUE(fields.has(Quantity::clock_mhz));  // cpuinfo "cpu MHz"
+  EXPECT_FALSE(fields.has(Quantity::power_watts));
 
   tree.remove("sys/class/thermal/thermal_zone0/temp");
   backend.sample(HostBackend::kLocalId);
   fields = backend.available_fields(HostBackend::kLocalId);
-  EXPECT_FALSE(fields.temperature);
-  EXPECT_TRUE(fields.utilization);
+  EXPECT_FALSE(fields.has(Quantity::temperature_celsius));
+  EXPECT_TRUE(fields.has(Quantity::utilization_percent));
 }
 
 TEST(HostBackend, UnknownLocalIdIsRejected) {

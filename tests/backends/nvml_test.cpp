@@ -75,7 +75,9 @@ json h100(int index) {
               {"temperature_slowdown", 90},
               {"temperature_shutdown", 95},
               {"compute_capability", {9, 0}},
-              {"cores", 16896}};
+              {"cores", 16896},
+              {"fan_speed", 30 + index},
+              {"energy_mj", 5'000'000'123ULL + static_cast<unsigned long long>(index)}};
 }
 
 json scenario_of(std::vector<json> devices) {
@@ -235,10 +237,14 @@ TEST_F(NvmlBackendTest, EightDevicesWithNamesUuidsAndUnits) {
     EXPECT_FLOAT_EQ(sample.power_watts.value(), 250.5F + static_cast<float>(i));  // mW → W
     EXPECT_EQ(sample.temperature_celsius, static_cast<float>(40 + i));
     EXPECT_EQ(sample.clock_mhz, 1755.0F);
+    EXPECT_EQ(sample.fan_speed_percent, static_cast<float>(30 + i));
+    EXPECT_DOUBLE_EQ(sample.energy_joules.value(), (5'000'000'123.0 + i) / 1000.0);  // mJ → J
     EXPECT_GT(sample.timestamp.time_since_epoch().count(), 0);
 
     const FieldAvailability fields = backend.available_fields(info.key.local_id);
-    EXPECT_TRUE(fields.utilization && fields.power && fields.temperature && fields.clock);
+    EXPECT_TRUE(fields.has(Quantity::utilization_percent) && fields.has(Quantity::power_watts) &&
+                fields.has(Quantity::temperature_celsius) && fields.has(Quantity::clock_mhz) &&
+                fields.has(Quantity::fan_speed_percent) && fields.has(Quantity::energy_joules));
   }
   EXPECT_THROW(backend.sample("cuda:8"), UnknownDeviceError);
   EXPECT_THROW(backend.available_fields("cuda:8"), UnknownDeviceError);
@@ -273,6 +279,8 @@ TEST_F(NvmlBackendTest, NotSupportedFieldsAreUnavailableNeverZeroAndNotAskedAgai
                              {"nvmlDeviceGetTemperatureThreshold", 3}};
   partial.erase("utilization_gpu");  // absent in the scenario: NOT_SUPPORTED
   partial.erase("max_sm_clock");
+  partial.erase("fan_speed");  // a passively cooled GPU has no fan to report
+  partial.erase("energy_mj");
   write_scenario(scenario_of({partial, h100(1)}));
   NvmlBackend backend;
   const Discovery discovery = backend.discover(kHost);
@@ -285,27 +293,56 @@ TEST_F(NvmlBackendTest, NotSupportedFieldsAreUnavailableNeverZeroAndNotAskedAgai
   EXPECT_TRUE(discovery.devices[1].power_limit_watts.has_value());
 
   const FieldAvailability fields = backend.available_fields("cuda:0");
-  EXPECT_FALSE(fields.utilization);
-  EXPECT_FALSE(fields.power);
-  EXPECT_FALSE(fields.temperature);
-  EXPECT_TRUE(fields.clock);
+  EXPECT_FALSE(fields.has(Quantity::utilization_percent));
+  EXPECT_FALSE(fields.has(Quantity::power_watts));
+  EXPECT_FALSE(fields.has(Quantity::temperature_celsius));
+  EXPECT_FALSE(fields.has(Quantity::fan_speed_percent));
+  EXPECT_FALSE(fields.has(Quantity::energy_joules));
+  EXPECT_TRUE(fields.has(Quantity::clock_mhz));
   const FieldAvailability other = backend.available_fields("cuda:1");
-  EXPECT_TRUE(other.utilization && other.power && other.temperature && other.clock);
+  EXPECT_TRUE(other.has(Quantity::utilization_percent) && other.has(Quantity::power_watts) &&
+              other.has(Quantity::temperature_celsius) && other.has(Quantity::clock_mhz));
 
   for (int tick = 0; tick < 4; ++tick) {
     const Sample sample = backend.sample("cuda:0");
     EXPECT_FALSE(sample.utilization_percent.has_value());
     EXPECT_FALSE(sample.power_watts.has_value());
     EXPECT_FALSE(sample.temperature_celsius.has_value());
+    EXPECT_FALSE(sample.fan_speed_percent.has_value());
+    EXPECT_FALSE(sample.energy_joules.has_value());
     EXPECT_EQ(sample.clock_mhz, 1755.0F);
     EXPECT_EQ(sample.memory_total_bytes, 85'520'809'984LL);
     const Sample healthy = backend.sample("cuda:1");
     EXPECT_TRUE(healthy.power_watts.has_value());
+    EXPECT_TRUE(healthy.fan_speed_percent.has_value());
+    EXPECT_TRUE(healthy.energy_joules.has_value());
   }
   // cuda:0 was asked once (discover's probe); cuda:1 at discover and on each of 4 ticks.
   EXPECT_EQ(calls_to("nvmlDeviceGetPowerUsage"), 1U + 5U);
   EXPECT_EQ(calls_to("nvmlDeviceGetUtilizationRates"), 1U + 5U);
   EXPECT_EQ(calls_to("nvmlDeviceGetTemperature"), 1U + 5U);
+  EXPECT_EQ(calls_to("nvmlDeviceGetFanSpeed"), 1U + 5U);
+  EXPECT_EQ(calls_to("nvmlDeviceGetTotalEnergyConsumption"), 1U + 5U);
+}
+
+TEST_F(NvmlBackendTest, FanSpeedBeyondItsRangeOrEnergyBeyondTheTablesIsUnavailableForThatTick) {
+  json device = h100(0);
+  device["fan_speed"] = 120;                           // nvml.h: "may exceed 100%"
+  device["energy_mj"] = 2'000'000'000'000'000'000ULL;  // 2e15 J, beyond the table's 1e15 J
+  write_scenario(scenario_of({device}));
+  NvmlBackend backend;
+  ASSERT_EQ(backend.discover(kHost).devices.size(), 1U);
+  for (int tick = 0; tick < 2; ++tick) {
+    const Sample sample = backend.sample("cuda:0");
+    EXPECT_FALSE(sample.fan_speed_percent.has_value());
+    EXPECT_FALSE(sample.energy_joules.has_value());
+    EXPECT_EQ(sample.clock_mhz, 1755.0F);  // the rest of the sample stands
+  }
+  // Implausible is not unsupported: the fields stay available and are asked every tick.
+  const FieldAvailability fields = backend.available_fields("cuda:0");
+  EXPECT_TRUE(fields.has(Quantity::fan_speed_percent));
+  EXPECT_TRUE(fields.has(Quantity::energy_joules));
+  EXPECT_EQ(calls_to("nvmlDeviceGetFanSpeed"), 1U + 2U);
 }
 
 TEST_F(NvmlBackendTest, NoPermissionMakesAFieldUnavailableLikeNotSupported) {
@@ -314,7 +351,7 @@ TEST_F(NvmlBackendTest, NoPermissionMakesAFieldUnavailableLikeNotSupported) {
   write_scenario(scenario_of({device}));
   NvmlBackend backend;
   ASSERT_EQ(backend.discover(kHost).devices.size(), 1U);
-  EXPECT_FALSE(backend.available_fields("cuda:0").power);
+  EXPECT_FALSE(backend.available_fields("cuda:0").has(Quantity::power_watts));
   EXPECT_FALSE(backend.sample("cuda:0").power_watts.has_value());
   EXPECT_FALSE(backend.sample("cuda:0").power_watts.has_value());
   EXPECT_EQ(calls_to("nvmlDeviceGetPowerUsage"), 1U);
@@ -326,7 +363,7 @@ TEST_F(NvmlBackendTest, OtherErrorsThrowWithNvmlsTextAndAreRetried) {
   write_scenario(scenario_of({device}));
   NvmlBackend backend;
   ASSERT_EQ(backend.discover(kHost).devices.size(), 1U);
-  EXPECT_TRUE(backend.available_fields("cuda:0").utilization);  // a timeout is not "unsupported"
+  EXPECT_TRUE(backend.available_fields("cuda:0").has(Quantity::utilization_percent));  // a timeout is not "unsupported"
   for (int tick = 0; tick < 3; ++tick) {
     try {
       backend.sample("cuda:0");
@@ -359,7 +396,7 @@ TEST_F(NvmlBackendTest, MemoryIsRequiredForASample) {
   {
     // Memory failing after discovery: the sample throws.
     json failing = h100(0);
-    failing["lost_after_calls"] = 14;  // every call of discover succeeds; then lost for good
+    failing["lost_after_calls"] = 16;  // every call of discover succeeds; then lost for good
     write_scenario(scenario_of({failing}));
     NvmlBackend backend;
     ASSERT_EQ(backend.discover(kHost).devices.size(), 1U);
@@ -406,6 +443,12 @@ TEST_F(NvmlBackendTest, OptionalSymbolsAbsentLeaveStaticFieldsUnknownAndSampling
     EXPECT_TRUE(sample.power_watts.has_value());
     EXPECT_TRUE(sample.temperature_celsius.has_value());
     EXPECT_TRUE(sample.clock_mhz.has_value());
+    // nvmlDeviceGetFanSpeed and nvmlDeviceGetTotalEnergyConsumption are optional symbols.
+    EXPECT_FALSE(sample.fan_speed_percent.has_value());
+    EXPECT_FALSE(sample.energy_joules.has_value());
+    const FieldAvailability fields = backend.available_fields(info.key.local_id);
+    EXPECT_FALSE(fields.has(Quantity::fan_speed_percent));
+    EXPECT_FALSE(fields.has(Quantity::energy_joules));
   }
   backend.shutdown();
   EXPECT_EQ(calls_to("nvmlShutdown"), 1U);
@@ -452,9 +495,9 @@ TEST_F(NvmlBackendTest, CountFailureAfterInitThrows) {
 
 TEST_F(NvmlBackendTest, GpuLostMidRunThrowsThenRecovers) {
   json flaky = h100(0);
-  // discover makes 14 calls on the device and each sample 5: two samples succeed, then
+  // discover makes 16 calls on the device and each sample 7: two samples succeed, then
   // three calls answer GPU_IS_LOST (each failing sample stops at its first call).
-  flaky["lost_after_calls"] = 14 + 2 * 5;
+  flaky["lost_after_calls"] = 16 + 2 * 7;
   flaky["recover_after_calls"] = 3;
   write_scenario(scenario_of({flaky, h100(1)}));
   NvmlBackend backend;
@@ -478,7 +521,8 @@ TEST_F(NvmlBackendTest, GpuLostMidRunThrowsThenRecovers) {
   EXPECT_EQ(outcomes, (std::vector<std::string>{"ok", "ok", "lost", "lost", "lost", "ok", "ok", "ok"}));
   // Losing the GPU did not turn its fields off.
   const FieldAvailability fields = backend.available_fields("cuda:0");
-  EXPECT_TRUE(fields.utilization && fields.power && fields.temperature && fields.clock);
+  EXPECT_TRUE(fields.has(Quantity::utilization_percent) && fields.has(Quantity::power_watts) &&
+              fields.has(Quantity::temperature_celsius) && fields.has(Quantity::clock_mhz));
 }
 
 TEST_F(NvmlBackendTest, ShutdownCallsNvmlShutdownExactlyOnce) {
@@ -530,7 +574,8 @@ TEST_F(NvmlBackendTest, ConcurrentSamplesAreSafe) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < 40; ++i) {
         const std::string id = fmt::format("cuda:{}", (t + i) % 8);
-        if (backend.sample(id).memory_total_bytes > 0 && backend.available_fields(id).power) ++good;
+        if (backend.sample(id).memory_total_bytes > 0 && backend.available_fields(id).has(Quantity::power_watts))
+          ++good;
       }
     });
   }
@@ -540,7 +585,7 @@ TEST_F(NvmlBackendTest, ConcurrentSamplesAreSafe) {
 
 TEST_F(NvmlBackendTest, ManagerKeepsSamplingTheHostWhenTheNvmlDeviceIsLost) {
   json lost = h100(0);
-  lost["lost_after_calls"] = 14;  // lost right after discovery, for good
+  lost["lost_after_calls"] = 16;  // lost right after discovery, for good
   write_scenario(scenario_of({lost, h100(1)}));
 
   ManagerConfig config;

@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -17,6 +18,7 @@
 #include "gpucluster/backends/host.hpp"
 #include "gpucluster/core/errors.hpp"
 #include "gpucluster/manager.hpp"
+#include "gpucluster/telemetry/validation.hpp"
 
 namespace gpucluster {
 namespace {
@@ -193,20 +195,22 @@ class RocmBackendFake : public ::testing::Test {
     ASSERT_NE(handle_, nullptr) << dlerror();
     set_ = reinterpret_cast<SetFn>(dlsym(handle_, "fake_rocm_set"));
     get_ = reinterpret_cast<GetFn>(dlsym(handle_, "fake_rocm_get"));
-    auto reset = reinterpret_cast<ResetFn>(dlsym(handle_, "fake_rocm_reset"));
-    ASSERT_TRUE(set_ != nullptr && get_ != nullptr && reset != nullptr);
-    reset();
+    reset_ = reinterpret_cast<ResetFn>(dlsym(handle_, "fake_rocm_reset"));
+    ASSERT_TRUE(set_ != nullptr && get_ != nullptr && reset_ != nullptr);
+    reset_();
   }
   void TearDown() override {
     if (handle_ != nullptr) dlclose(handle_);
   }
 
   void set(const char* key, std::int64_t value) { set_(key, value); }
+  void fake_rocm_reset_knobs() { reset_(); }
   std::int64_t get(const char* key) { return get_(key); }
 
   void* handle_ = nullptr;
   SetFn set_ = nullptr;
   GetFn get_ = nullptr;
+  ResetFn reset_ = nullptr;
 };
 
 TEST_F(RocmBackendFake, DiscoversDevicesWithStaticInfoInOurUnits) {
@@ -236,7 +240,9 @@ TEST_F(RocmBackendFake, DiscoversDevicesWithStaticInfoInOurUnits) {
   EXPECT_EQ(second.memory_total_bytes, 9ull << 30);
 
   const FieldAvailability fields = backend.available_fields("rocm:0");
-  EXPECT_TRUE(fields.utilization && fields.power && fields.temperature && fields.clock);
+  EXPECT_TRUE(fields.has(Quantity::utilization_percent) && fields.has(Quantity::power_watts) &&
+              fields.has(Quantity::temperature_celsius) && fields.has(Quantity::clock_mhz) &&
+              fields.has(Quantity::fan_speed_percent) && fields.has(Quantity::energy_joules));
   EXPECT_EQ(get("init_calls"), 1);
 
   // Discover again: cached, ROCm SMI not initialised twice, host applied.
@@ -267,10 +273,13 @@ TEST_F(RocmBackendFake, SampleConvertsUnitsAtTheBoundary) {
   EXPECT_NEAR(*sample.temperature_celsius, 45.5, 1e-6);  // m°C → °C, edge sensor
   ASSERT_TRUE(sample.clock_mhz.has_value());
   EXPECT_NEAR(*sample.clock_mhz, 1200.0, 1e-3);  // Hz → MHz, frequency[current]
+  EXPECT_EQ(sample.fan_speed_percent, 40.0F);    // 102 of 255
+  ASSERT_TRUE(sample.energy_joules.has_value());
+  EXPECT_DOUBLE_EQ(*sample.energy_joules, 1e6 * static_cast<double>(15.259F) / 1e6);  // counter × µJ → J
 
   set("clock_current", 7);  // no current level: unknown for this reading only
   EXPECT_FALSE(backend.sample("rocm:0").clock_mhz.has_value());
-  EXPECT_TRUE(backend.available_fields("rocm:0").clock);
+  EXPECT_TRUE(backend.available_fields("rocm:0").has(Quantity::clock_mhz));
   set("clock_current", 2);
   EXPECT_NEAR(backend.sample("rocm:0").clock_mhz.value_or(0.0f), 2100.0, 1e-3);
   EXPECT_THROW(backend.sample("rocm:2"), UnknownDeviceError);
@@ -286,8 +295,8 @@ TEST_F(RocmBackendFake, NotSupportedMakesAFieldUnavailableForGood) {
   ASSERT_EQ(discovery.devices.size(), 2u);
   EXPECT_FALSE(discovery.devices[0].power_limit_watts.has_value());
   FieldAvailability fields = backend.available_fields("rocm:0");
-  EXPECT_FALSE(fields.power);
-  EXPECT_TRUE(fields.temperature);
+  EXPECT_FALSE(fields.has(Quantity::power_watts));
+  EXPECT_TRUE(fields.has(Quantity::temperature_celsius));
 
   Sample sample = backend.sample("rocm:0");
   EXPECT_FALSE(sample.power_watts.has_value());
@@ -297,14 +306,73 @@ TEST_F(RocmBackendFake, NotSupportedMakesAFieldUnavailableForGood) {
   set("rsmi_dev_busy_percent_get_status", 9);
   sample = backend.sample("rocm:0");
   EXPECT_FALSE(sample.utilization_percent.has_value());
-  EXPECT_FALSE(backend.available_fields("rocm:0").utilization);
+  EXPECT_FALSE(backend.available_fields("rocm:0").has(Quantity::utilization_percent));
   set("rsmi_dev_busy_percent_get_status", 0);
-  EXPECT_FALSE(backend.sample("rocm:0").utilization_percent.has_value());  // not asked again
-  EXPECT_TRUE(backend.available_fields("rocm:1").utilization);             // the other device is unaffected
+  EXPECT_FALSE(backend.sample("rocm:0").utilization_percent.has_value());              // not asked again
+  EXPECT_TRUE(backend.available_fields("rocm:1").has(Quantity::utilization_percent));  // the other device is unaffected
 
   set("rsmi_dev_temp_metric_get_junction_status", 2);
   EXPECT_FALSE(backend.sample("rocm:0").temperature_celsius.has_value());
-  EXPECT_FALSE(backend.available_fields("rocm:0").temperature);
+  EXPECT_FALSE(backend.available_fields("rocm:0").has(Quantity::temperature_celsius));
+}
+
+TEST_F(RocmBackendFake, AFanWithoutAMaximumOrNotSupportedAndAnUnsupportedEnergyCounterAreUnavailable) {
+  set("rsmi_dev_fan_speed_get_status", 2);  // a passively cooled card
+  set("rsmi_dev_energy_count_get_status", 2);
+  {
+    RocmBackend backend(kFakeLibrary);
+    ASSERT_EQ(backend.discover("node-a").devices.size(), 2u);
+    const FieldAvailability fields = backend.available_fields("rocm:0");
+    EXPECT_FALSE(fields.has(Quantity::fan_speed_percent));
+    EXPECT_FALSE(fields.has(Quantity::energy_joules));
+    const Sample sample = backend.sample("rocm:0");
+    EXPECT_FALSE(sample.fan_speed_percent.has_value());
+    EXPECT_FALSE(sample.energy_joules.has_value());
+  }
+  set("rsmi_dev_fan_speed_get_status", 0);
+  set("rsmi_dev_energy_count_get_status", 0);
+  for (const auto& [knob, value] : {std::pair{"rsmi_dev_fan_speed_max_get_status", 2}, {"fan_speed_max", 0}}) {
+    SCOPED_TRACE(knob);
+    fake_rocm_reset_knobs();
+    set(knob, value);
+    RocmBackend backend(kFakeLibrary);
+    ASSERT_EQ(backend.discover("node-a").devices.size(), 2u);
+    EXPECT_FALSE(backend.available_fields("rocm:0").has(Quantity::fan_speed_percent));  // no maximum: no percent
+    EXPECT_TRUE(backend.available_fields("rocm:0").has(Quantity::energy_joules));
+    EXPECT_FALSE(backend.sample("rocm:0").fan_speed_percent.has_value());
+  }
+}
+
+// One plausibility rule for every backend: an implausible reading is
+// unavailable for that tick, never a sample that validation rejects whole.
+TEST_F(RocmBackendFake, ImplausibleReadingsAreUnavailableAndTheSampleStands) {
+  RocmBackend backend(kFakeLibrary);
+  ASSERT_EQ(backend.discover("node-a").devices.size(), 2u);
+  set("busy_percent", 250);
+  set("power_uw", 200'000'000'000'000);  // 200 MW
+  set("temp_edge_mc", 900'000);          // 900 °C
+  set("fan_speed", 300);                 // of 255
+  set("energy_count", 9'000'000'000'000'000'000);
+  set("energy_resolution_nj", 1'000'000'000);  // 1 kJ a count: 9e18 kJ
+  for (int tick = 0; tick < 2; ++tick) {
+    const Sample sample = backend.sample("rocm:0");
+    EXPECT_FALSE(sample.utilization_percent.has_value());
+    EXPECT_FALSE(sample.power_watts.has_value());
+    EXPECT_FALSE(sample.temperature_celsius.has_value());
+    EXPECT_FALSE(sample.fan_speed_percent.has_value());
+    EXPECT_FALSE(sample.energy_joules.has_value());
+    EXPECT_NEAR(sample.clock_mhz.value_or(0.0F), 1200.0, 1e-3);  // the rest of the sample stands
+    EXPECT_EQ(sample.memory_total_bytes, 8ll << 30);
+    EXPECT_NO_THROW(validate_sample("node-a/rocm:0", sample));
+  }
+  // Implausible is not unsupported: every field is still asked.
+  const FieldAvailability fields = backend.available_fields("rocm:0");
+  for (const Quantity quantity : kOptionalQuantities) EXPECT_TRUE(fields.has(quantity)) << field_name(quantity);
+  set("busy_percent", 100);
+  set("temp_edge_mc", -40'000);
+  const Sample sample = backend.sample("rocm:0");
+  EXPECT_EQ(sample.utilization_percent, 100.0F);  // the range is inclusive
+  EXPECT_EQ(sample.temperature_celsius, -40.0F);  // cold, not broken
 }
 
 TEST_F(RocmBackendFake, OtherErrorsThrowWithTheStatusText) {
@@ -319,7 +387,7 @@ TEST_F(RocmBackendFake, OtherErrorsThrowWithTheStatusText) {
                           "rocm rocm:1: rsmi_dev_power_ave_get: RSMI_STATUS_BUSY: A resource or "
                           "mutex could not be acquired"));
   }
-  EXPECT_TRUE(backend.available_fields("rocm:1").power);  // still asked: the error may pass
+  EXPECT_TRUE(backend.available_fields("rocm:1").has(Quantity::power_watts));  // still asked: the error may pass
   set("rsmi_dev_power_ave_get_status", 0);
   EXPECT_TRUE(backend.sample("rocm:1").power_watts.has_value());
 
@@ -383,11 +451,12 @@ TEST(RocmBackendFakeMinimal, OptionalFunctionsAbsentMakeTheirFieldsUnavailable) 
   EXPECT_FALSE(info.power_limit_watts.has_value());
   EXPECT_FALSE(info.max_clock_mhz.has_value());
   const FieldAvailability fields = backend.available_fields("rocm:0");
-  EXPECT_FALSE(fields.utilization || fields.power || fields.temperature || fields.clock);
+  EXPECT_FALSE(fields.any());
   const Sample sample = backend.sample("rocm:0");
   EXPECT_EQ(sample.memory_used_bytes, 1ll << 30);
   EXPECT_EQ(sample.memory_total_bytes, 8ll << 30);
-  EXPECT_FALSE(sample.utilization_percent || sample.power_watts || sample.temperature_celsius || sample.clock_mhz);
+  EXPECT_FALSE(sample.utilization_percent || sample.power_watts || sample.temperature_celsius || sample.clock_mhz ||
+               sample.fan_speed_percent || sample.energy_joules);
 }
 
 TEST_F(RocmBackendFake, ConcurrentSamplesAreSerialised) {

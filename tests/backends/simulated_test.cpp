@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gpucluster/core/errors.hpp"
+#include "gpucluster/core/fields.hpp"
 #include "gpucluster/manager.hpp"
 #include "gpucluster/telemetry/validation.hpp"
 
@@ -27,7 +28,8 @@ Fleet small_fleet(const std::string& host) {
                                  {{"memory_used_bytes", 1073741824},
                                   {"compute_utilization_percent", 42.5},
                                   {"temperature_celsius", 61},
-                                  {"clock_rate_mhz", 1980}}}},
+                                  {"clock_rate_mhz", 1980},
+                                  {"fan_speed_percent", 35}}}},
                            json{{"device_id", "cuda:1"},
                                 {"device_type", "cuda"},
                                 {"memory_bytes", 85899345920},
@@ -96,7 +98,7 @@ TEST(SimulatedBackend, UnavailableDeviceThrowsItsErrorMessage) {
     EXPECT_NE(std::string(error.what()).find("Xid 79: GPU has fallen off the bus"), std::string::npos) << error.what();
   }
   const FieldAvailability fields = backend.available_fields("cuda:1");
-  EXPECT_FALSE(fields.utilization || fields.power || fields.temperature || fields.clock);
+  EXPECT_FALSE(fields.any());
 }
 
 // A fleet device described without metrics has no reading: never an idle,
@@ -129,10 +131,13 @@ TEST(SimulatedBackend, DeviceWithoutMetricsStaysUnknownThroughTheManager) {
 TEST(SimulatedBackend, AvailableFieldsFollowTheMetricsGiven) {
   SimulatedBackend backend(small_fleet("lab-1"));
   const FieldAvailability fields = backend.available_fields("cuda:0");
-  EXPECT_TRUE(fields.utilization);
-  EXPECT_TRUE(fields.temperature);
-  EXPECT_TRUE(fields.clock);
-  EXPECT_FALSE(fields.power);
+  EXPECT_TRUE(fields.has(Quantity::utilization_percent));
+  EXPECT_TRUE(fields.has(Quantity::temperature_celsius));
+  EXPECT_TRUE(fields.has(Quantity::clock_mhz));
+  EXPECT_TRUE(fields.has(Quantity::fan_speed_percent));
+  EXPECT_FALSE(fields.has(Quantity::power_watts));
+  EXPECT_FALSE(fields.has(Quantity::energy_joules));
+  EXPECT_EQ(backend.sample("cuda:0").fan_speed_percent, 35.0F);
 }
 
 TEST(SimulatedBackend, UnknownLocalIdThrowsUnknownDeviceError) {
@@ -167,7 +172,10 @@ TEST(SimulatedBackend, EveryAvailableExampleDeviceSamplesValidly) {
       }
       const Sample sample = backend.sample(info.key.local_id);
       EXPECT_NO_THROW(validate_sample(info.key.str(), sample));
-      EXPECT_EQ(fields.power, sample.power_watts.has_value()) << info.key.str();
+      for (const Quantity quantity : kOptionalQuantities) {
+        EXPECT_EQ(fields.has(quantity), field_value(sample, quantity).has_value())
+            << info.key.str() << " " << field_name(quantity);
+      }
     }
   }
 }

@@ -97,6 +97,10 @@ void write_amdgpu(const FakeSys& sys, int n) {
   sys.write(hwmon(n) + "/temp1_crit", "100000\n");
   sys.write(hwmon(n) + "/temp1_emergency", "105000\n");
   sys.write(hwmon(n) + "/freq1_input", "1700000000\n");  // Hz
+  sys.write(hwmon(n) + "/pwm1", "153\n");                // of pwm1_max
+  sys.write(hwmon(n) + "/pwm1_max", "255\n");
+  sys.write(hwmon(n) + "/fan1_input", "1650\n");             // RPM: never read as a percent
+  sys.write(hwmon(n) + "/energy1_input", "987654321000\n");  // µJ
 }
 
 // A discrete i915 card (DG2): clocks in the card dir, memory from the backports' lmem files.
@@ -161,14 +165,65 @@ TEST(SysfsBackend, AmdgpuCardReportsEveryFieldInBaseUnits) {
   ASSERT_TRUE(sample.power_watts.has_value());
   EXPECT_NEAR(*sample.power_watts, 123.456789, 1e-3);  // power1_average wins over power1_input
   EXPECT_EQ(sample.temperature_celsius, 54.0F);
-  EXPECT_EQ(sample.clock_mhz, 1850.0F);  // the starred level, not freq1_input
+  EXPECT_EQ(sample.clock_mhz, 1850.0F);                         // the starred level, not freq1_input
+  EXPECT_EQ(sample.fan_speed_percent, 60.0F);                   // pwm1 153 of 255
+  EXPECT_DOUBLE_EQ(sample.energy_joules.value(), 987'654.321);  // µJ → J
   EXPECT_GT(sample.timestamp.time_since_epoch().count(), 0);
 
   const FieldAvailability fields = backend.available_fields("rocm:0");
-  EXPECT_TRUE(fields.utilization);
-  EXPECT_TRUE(fields.power);
-  EXPECT_TRUE(fields.temperature);
-  EXPECT_TRUE(fields.clock);
+  EXPECT_TRUE(fields.has(Quantity::utilization_percent));
+  EXPECT_TRUE(fields.has(Quantity::power_watts));
+  EXPECT_TRUE(fields.has(Quantity::temperature_celsius));
+  EXPECT_TRUE(fields.has(Quantity::clock_mhz));
+  EXPECT_TRUE(fields.has(Quantity::fan_speed_percent));
+  EXPECT_TRUE(fields.has(Quantity::energy_joules));
+}
+
+// pwm1 over pwm1_max (255 when absent); without pwm1 the fan is unavailable,
+// never guessed from fan1_input (RPM); a broken pwm file is unavailable too.
+TEST(SysfsBackend, AmdgpuFanSpeedIsPwmOverItsMaximumAndNeverFromRpm) {
+  FakeSys sys;
+  write_amdgpu(sys, 0);
+  SysfsBackend backend(sys.root());
+  ASSERT_EQ(backend.discover("h").devices.size(), 1u);
+
+  sys.remove(hwmon(0) + "/pwm1_max");
+  sys.write(hwmon(0) + "/pwm1", "51\n");
+  EXPECT_EQ(backend.sample("rocm:0").fan_speed_percent, 20.0F);  // 51 of the default 255
+
+  sys.write(hwmon(0) + "/pwm1_max", "100\n");
+  sys.write(hwmon(0) + "/pwm1", "101\n");  // above its maximum
+  EXPECT_FALSE(backend.sample("rocm:0").fan_speed_percent.has_value());
+  sys.write(hwmon(0) + "/pwm1_max", "0\n");
+  sys.write(hwmon(0) + "/pwm1", "0\n");
+  EXPECT_FALSE(backend.sample("rocm:0").fan_speed_percent.has_value());
+  sys.write(hwmon(0) + "/pwm1_max", "255\n");
+  sys.write(hwmon(0) + "/pwm1", "-3\n");
+  EXPECT_FALSE(backend.sample("rocm:0").fan_speed_percent.has_value());
+
+  sys.remove(hwmon(0) + "/pwm1");  // fan1_input (RPM) is still there
+  const Sample sample = backend.sample("rocm:0");
+  EXPECT_FALSE(sample.fan_speed_percent.has_value());
+  EXPECT_FALSE(backend.available_fields("rocm:0").has(Quantity::fan_speed_percent));
+  EXPECT_EQ(sample.temperature_celsius, 54.0F);  // the rest of the sample stands
+}
+
+TEST(SysfsBackend, AmdgpuWithoutEnergyOrWithABrokenCounterHasNoEnergy) {
+  FakeSys sys;
+  write_amdgpu(sys, 0);
+  sys.remove(hwmon(0) + "/energy1_input");
+  SysfsBackend backend(sys.root());
+  ASSERT_EQ(backend.discover("h").devices.size(), 1u);
+  EXPECT_FALSE(backend.available_fields("rocm:0").has(Quantity::energy_joules));
+  EXPECT_FALSE(backend.sample("rocm:0").energy_joules.has_value());
+
+  sys.write(hwmon(0) + "/energy1_input", "2000000000000000000000\n");  // beyond 64 bits: a broken file
+  EXPECT_FALSE(backend.sample("rocm:0").energy_joules.has_value());
+  sys.write(hwmon(0) + "/energy1_input", "-5\n");
+  EXPECT_FALSE(backend.sample("rocm:0").energy_joules.has_value());
+  sys.write(hwmon(0) + "/energy1_input", "42\n");
+  EXPECT_DOUBLE_EQ(backend.sample("rocm:0").energy_joules.value(), 42e-6);
+  EXPECT_TRUE(backend.available_fields("rocm:0").has(Quantity::energy_joules));
 }
 
 TEST(SysfsBackend, AmdgpuFallsBackToPowerInputFreqInputAndDriverSymlink) {
@@ -230,10 +285,10 @@ TEST(SysfsBackend, I915ClocksFromTheCardDirAndPowerFromEnergyDeltas) {
   ASSERT_TRUE(info.power_limit_watts.has_value());
   EXPECT_NEAR(*info.power_limit_watts, 190.0, 1e-3);
   const FieldAvailability fields = backend.available_fields("xe:0");
-  EXPECT_FALSE(fields.utilization);
-  EXPECT_TRUE(fields.power);
-  EXPECT_FALSE(fields.temperature);
-  EXPECT_TRUE(fields.clock);
+  EXPECT_FALSE(fields.has(Quantity::utilization_percent));
+  EXPECT_TRUE(fields.has(Quantity::power_watts));
+  EXPECT_FALSE(fields.has(Quantity::temperature_celsius));
+  EXPECT_TRUE(fields.has(Quantity::clock_mhz));
 
   const auto before_first = std::chrono::steady_clock::now();
   const Sample first = backend.sample("xe:0");
@@ -241,6 +296,9 @@ TEST(SysfsBackend, I915ClocksFromTheCardDirAndPowerFromEnergyDeltas) {
   EXPECT_FALSE(first.power_watts.has_value());  // no interval yet
   EXPECT_FALSE(first.utilization_percent.has_value());
   EXPECT_FALSE(first.temperature_celsius.has_value());
+  EXPECT_FALSE(first.fan_speed_percent.has_value());
+  EXPECT_DOUBLE_EQ(first.energy_joules.value(), 5000.0);  // the counter itself: µJ → J, from the first sample
+  EXPECT_TRUE(backend.available_fields("xe:0").has(Quantity::energy_joules));
   EXPECT_EQ(first.clock_mhz, 1300.0F);
   EXPECT_EQ(first.memory_total_bytes, 17179869184);
   EXPECT_EQ(first.memory_used_bytes, 17179869184 - 16106127360);
@@ -306,10 +364,10 @@ TEST(SysfsBackend, XeClocksFromTile0Gt0Freq0) {
   EXPECT_FALSE(sample.utilization_percent.has_value());
   EXPECT_FALSE(sample.power_watts.has_value());
   const FieldAvailability fields = backend.available_fields("xe:1");
-  EXPECT_FALSE(fields.utilization);
-  EXPECT_TRUE(fields.power);
-  EXPECT_TRUE(fields.temperature);
-  EXPECT_TRUE(fields.clock);
+  EXPECT_FALSE(fields.has(Quantity::utilization_percent));
+  EXPECT_TRUE(fields.has(Quantity::power_watts));
+  EXPECT_TRUE(fields.has(Quantity::temperature_celsius));
+  EXPECT_TRUE(fields.has(Quantity::clock_mhz));
 
   sys.write(dev(1) + "/tile0/gt0/freq0/max_freq", "garbage\n");
   sys.remove(dev(1) + "/tile0/gt0/freq0/rp0_freq");
@@ -362,8 +420,8 @@ TEST(SysfsBackend, SuspendedAmdgpuIsReportedIdleWithoutReadingWakingFiles) {
   EXPECT_EQ(asleep.memory_total_bytes, static_cast<std::int64_t>(kAmdVramTotal));  // last read while awake
   EXPECT_EQ(asleep.memory_used_bytes, static_cast<std::int64_t>(kAmdVramUsed));
   const FieldAvailability fields = backend.available_fields("rocm:0");
-  EXPECT_EQ(fields.power, awake_fields.power);
-  EXPECT_EQ(fields.clock, awake_fields.clock);
+  EXPECT_EQ(fields.has(Quantity::power_watts), awake_fields.has(Quantity::power_watts));
+  EXPECT_EQ(fields.has(Quantity::clock_mhz), awake_fields.has(Quantity::clock_mhz));
 
   // Rediscovery while it sleeps keeps the card and what was learned awake.
   const Discovery again = backend.discover("h");
@@ -454,10 +512,10 @@ TEST_P(MalformedGauge, AmdgpuGaugeFieldsBecomeUnavailable) {
   EXPECT_FALSE(sample.clock_mhz.has_value());
   EXPECT_EQ(sample.memory_total_bytes, static_cast<std::int64_t>(kAmdVramTotal));  // memory unaffected
   const FieldAvailability fields = backend.available_fields("rocm:0");
-  EXPECT_FALSE(fields.utilization);
-  EXPECT_FALSE(fields.power);
-  EXPECT_FALSE(fields.temperature);
-  EXPECT_FALSE(fields.clock);
+  EXPECT_FALSE(fields.has(Quantity::utilization_percent));
+  EXPECT_FALSE(fields.has(Quantity::power_watts));
+  EXPECT_FALSE(fields.has(Quantity::temperature_celsius));
+  EXPECT_FALSE(fields.has(Quantity::clock_mhz));
 }
 
 TEST_P(MalformedGauge, IntelGaugeFieldsBecomeUnavailable) {
@@ -485,9 +543,9 @@ TEST_P(MalformedGauge, IntelGaugeFieldsBecomeUnavailable) {
     EXPECT_FALSE(xe.clock_mhz.has_value());
     EXPECT_FALSE(xe.temperature_celsius.has_value());
   }
-  EXPECT_FALSE(backend.available_fields("xe:0").power);
-  EXPECT_FALSE(backend.available_fields("xe:0").clock);
-  EXPECT_FALSE(backend.available_fields("xe:1").temperature);
+  EXPECT_FALSE(backend.available_fields("xe:0").has(Quantity::power_watts));
+  EXPECT_FALSE(backend.available_fields("xe:0").has(Quantity::clock_mhz));
+  EXPECT_FALSE(backend.available_fields("xe:1").has(Quantity::temperature_celsius));
 }
 
 INSTANTIATE_TEST_SUITE_P(SysfsBackend, MalformedGauge,

@@ -395,7 +395,7 @@ class CountingBackend final : public Backend {
     return make_sample(++sequence_);
   }
   FieldAvailability available_fields(const std::string& /*local_id*/) const override {
-    return FieldAvailability{true, false, true, false};
+    return FieldAvailability{Quantity::utilization_percent, Quantity::temperature_celsius};
   }
   void shutdown() override { probe_->shutdown_calls.fetch_add(1); }
 

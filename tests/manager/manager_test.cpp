@@ -107,7 +107,7 @@ class TestBackend final : public Backend {
   }
 
   FieldAvailability available_fields(const std::string& /*local_id*/) const override {
-    return FieldAvailability{true, false, true, false};
+    return FieldAvailability{Quantity::utilization_percent, Quantity::temperature_celsius};
   }
 
   void shutdown() override {

@@ -2,6 +2,9 @@
 // The one small interface every device source implements (as nvtop does per
 // vendor): discover, static info, sample, per-field availability, shutdown.
 
+#include <array>
+#include <cstddef>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -9,17 +12,55 @@
 
 #include "gpucluster/core/device.hpp"
 #include "gpucluster/core/errors.hpp"
+#include "gpucluster/core/fields.hpp"
 #include "gpucluster/core/sample.hpp"
 
 namespace gpucluster {
 
-// Which optional gauges a device can report.
-struct FieldAvailability {
-  bool utilization = false;
-  bool power = false;
-  bool temperature = false;
-  bool clock = false;
+// Which of the field table's optional quantities (core/fields.hpp, the rows
+// that are not required) a device can report, one flag per row, all false by
+// default. The required rows (memory) are part of every sample and are not
+// recorded: has() answers false for them unless a caller set them.
+class FieldAvailability {
+ public:
+  constexpr FieldAvailability() noexcept = default;
+  // Available: exactly the quantities listed.
+  constexpr FieldAvailability(std::initializer_list<Quantity> available) noexcept {
+    for (const Quantity quantity : available) set(quantity);
+  }
+
+  constexpr bool has(Quantity quantity) const noexcept {
+    const auto index = static_cast<std::size_t>(quantity);
+    return index < kQuantityCount && available_[index];
+  }
+  constexpr void set(Quantity quantity, bool available = true) noexcept {
+    const auto index = static_cast<std::size_t>(quantity);
+    if (index < kQuantityCount) available_[index] = available;
+  }
+  // Whether any quantity is available.
+  constexpr bool any() const noexcept {
+    for (const bool available : available_) {
+      if (available) return true;
+    }
+    return false;
+  }
+
+  friend constexpr bool operator==(const FieldAvailability&, const FieldAvailability&) noexcept = default;
+
+ private:
+  std::array<bool, kQuantityCount> available_{};
 };
+
+// The one plausibility rule of every backend: a reading outside the field
+// table's range (core/fields.hpp) under validation's default limits comes from a
+// broken sensor or file, and the backend reports that quantity unavailable for
+// that reading rather than a value that would get the whole sample rejected.
+// False for NaN.
+bool plausible_reading(Quantity quantity, double value) noexcept;
+
+// The available quantities' names in table order ("utilization_percent,
+// power_watts"), or "none": for log lines.
+std::string to_string(const FieldAvailability& fields);
 
 struct Discovery {
   std::vector<DeviceInfo> devices;

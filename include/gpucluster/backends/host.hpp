@@ -1,6 +1,8 @@
 #pragma once
 // The host CPU as a device, from /proc and /sys: memory and utilization on any
-// Linux machine; temperature, power (RAPL energy deltas) and clock when readable.
+// Linux machine; temperature, power (RAPL energy deltas), energy (RAPL's counter
+// as a running total that survives its wraps: HostBackend::count_energy) and
+// clock when readable. No fan speed: unavailable.
 
 #include <chrono>
 #include <cstdint>
@@ -37,12 +39,17 @@ class HostBackend final : public Backend {
   std::optional<float> read_temperature_celsius() const;
   std::optional<float> read_clock_mhz() const;
   std::optional<std::uint64_t> read_energy_microjoules() const;
+  std::optional<std::uint64_t> read_energy_range_microjoules() const;  // where energy_uj wraps to 0
+  // The running energy total in joules after a reading (with the lock held).
+  std::optional<double> count_energy(std::optional<std::uint64_t> energy_uj, std::optional<std::uint64_t> max_range_uj);
 
   HostBackendPaths paths_;
   mutable std::mutex mutex_;
   std::optional<CpuTimes> last_cpu_;
   std::optional<std::uint64_t> last_energy_uj_;
   std::optional<std::chrono::steady_clock::time_point> last_energy_time_;
+  std::optional<std::uint64_t> energy_total_uj_;    // the running total reported as energy_joules
+  std::optional<std::uint64_t> energy_counted_uj_;  // the reading the total last advanced from
   FieldAvailability fields_;
 };
 

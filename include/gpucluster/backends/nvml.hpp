@@ -7,8 +7,12 @@
 // discover() until shutdown(); static fields (name, UUID, PCI bus id, limits,
 // thresholds, max clock, compute capability, driver version) are read once in
 // discover(); sample() reads only the cheap gauges (memory, utilization, power,
-// temperature, SM clock). Units are converted here: power mW → W, memory bytes,
-// temperature °C, clocks MHz.
+// temperature, SM clock, fan speed) and the energy counter. Units are converted
+// here: power mW → W, memory bytes, temperature °C, clocks MHz, fan speed % of
+// its maximum, energy mJ since the driver loaded → J. nvmlDeviceGetFanSpeed and
+// nvmlDeviceGetTotalEnergyConsumption are optional: a library without them still
+// loads and the field is unavailable. A reading outside the field table's range
+// (core/fields.hpp) is unavailable for that tick, never a rejected sample.
 //
 // Errors: a missing library, a missing required NVML function or a failed
 // nvmlInit_v2 make discover() find no devices, mark the Discovery unavailable

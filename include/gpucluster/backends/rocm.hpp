@@ -10,8 +10,12 @@
 // shutdown(); static fields (name, unique id, PCI bus id, VRAM total, power
 // cap, maximum system clock, driver version) are read once in discover();
 // sample() reads only the cheap gauges (VRAM used, busy percent, average
-// power, temperature, current system clock). Units are converted here:
-// power µW → W, temperature m°C → °C, clocks Hz → MHz, memory bytes.
+// power, temperature, current system clock, fan speed) and the energy counter.
+// Units are converted here: power µW → W, temperature m°C → °C, clocks Hz →
+// MHz, memory bytes, fan speed (rsmi_dev_fan_speed_get of sensor 0) → percent
+// of rsmi_dev_fan_speed_max_get (read once in discover(); without it, or 0,
+// the fan is unavailable), energy (rsmi_dev_energy_count_get) counter ×
+// resolution µJ → J.
 //
 // Required functions: rsmi_init, rsmi_shut_down, rsmi_num_monitor_devices,
 // rsmi_dev_memory_total_get, rsmi_dev_memory_usage_get, rsmi_status_string.
@@ -26,7 +30,12 @@
 // unavailable. Never a throw.
 // A gauge answering NOT_SUPPORTED (or NOT_YET_IMPLEMENTED) is unavailable for
 // that device from then on and not asked again; any other error makes
-// sample() throw an Error with rsmi_status_string's text. Thread-safe.
+// sample() throw an Error with rsmi_status_string's text. A reading outside the
+// field table's range (core/fields.hpp, under validation's default limits: a
+// busy percent over 100, a temperature over 250 °C, a fan over its maximum) is
+// unavailable for that tick, as in the nvml backend, and the rest of the
+// sample stands (before, the whole sample was rejected by validation).
+// Thread-safe.
 
 #include <memory>
 #include <mutex>

@@ -4,10 +4,14 @@
 // xe ("xe:<n>"). Other drivers (nouveau, nvidia, virtio_gpu, simpledrm, ...) are
 // skipped with a debug line and named in Discovery::note.
 //
-// Units are converted at the boundary: hwmon power µW → W, energy µJ, temperature
-// m°C → °C, freq1_input Hz → MHz, memory in bytes. A file that is missing, empty,
-// non-numeric, negative, or beyond a sane limit (validation's limits; 100 % for
-// utilization; 1 PiB of VRAM) makes its field unavailable, never zero. Negative
+// Units are converted at the boundary: hwmon power µW → W, energy1_input µJ → J
+// (the energy counter, on amdgpu and Intel), temperature m°C → °C, freq1_input
+// Hz → MHz, memory in bytes; amdgpu fan speed is hwmon pwm1 over pwm1_max (255
+// when absent) in percent, unavailable without pwm1 (fan1_input is RPM, not a
+// percent). A file that is missing, empty, non-numeric, negative, or beyond a
+// sane limit (the field table's ranges under validation's default limits; 100 %
+// for utilization and fan speed; 1 PiB of VRAM) makes its field unavailable,
+// never zero. Negative
 // temperatures count as malformed: a GPU die below 0 °C is a broken sensor. Memory is required: a card without a
 // readable, plausible VRAM total and usage is skipped in discover() with a note,
 // and sample() throws Error when they become unreadable.

@@ -19,6 +19,8 @@
 //     "temperature": 55, "sm_clock": 1755, "max_sm_clock": 1980,
 //     "power_limit_mw": 700000, "temperature_slowdown": 90, "temperature_shutdown": 95,
 //     "compute_capability": [9, 0], "cores": 16896,
+//     "fan_speed": 45,                       // percent of the fan's maximum
+//     "energy_mj": 123456789,                // millijoules since the driver loaded
 //     "return_codes": {"nvmlDeviceGetPowerUsage": 3},  // this device only
 //     "hang_ms": {"nvmlDeviceGetPowerUsage": 2000},
 //     "hang_after_calls": 14,    // this device's hangs start after its first 14 calls (after discovery)
@@ -93,7 +95,8 @@ struct FakeDevice {
   std::optional<std::string> name, uuid, pci_bus_id;
   std::optional<unsigned long long> memory_total, memory_used;
   std::optional<unsigned int> utilization_gpu, utilization_memory, power_mw, temperature, sm_clock, max_sm_clock,
-      power_limit_mw, temperature_slowdown, temperature_shutdown, cores;
+      power_limit_mw, temperature_slowdown, temperature_shutdown, cores, fan_speed;
+  std::optional<unsigned long long> energy_mj;
   std::optional<std::pair<int, int>> compute_capability;
   std::map<std::string, nvmlReturn_t> return_codes;
   std::map<std::string, unsigned int> hang_ms;
@@ -181,6 +184,8 @@ void load_scenario(Fake& state) {
     device->temperature_slowdown = optional_member<unsigned int>(entry, "temperature_slowdown");
     device->temperature_shutdown = optional_member<unsigned int>(entry, "temperature_shutdown");
     device->cores = optional_member<unsigned int>(entry, "cores");
+    device->fan_speed = optional_member<unsigned int>(entry, "fan_speed");
+    device->energy_mj = optional_member<unsigned long long>(entry, "energy_mj");
     device->compute_capability = optional_member<std::pair<int, int>>(entry, "compute_capability");
     device->return_codes = map_member<nvmlReturn_t>(entry, "return_codes");
     device->hang_ms = map_member<unsigned int>(entry, "hang_ms");
@@ -502,6 +507,16 @@ FAKE_NVML_API nvmlReturn_t nvmlDeviceGetCudaComputeCapability(nvmlDevice_t devic
 FAKE_NVML_API nvmlReturn_t nvmlDeviceGetNumGpuCores(nvmlDevice_t device, unsigned int* cores) {
   return device_call("nvmlDeviceGetNumGpuCores", device,
                      [&](FakeDevice& found) { return copy_value(found.cores, cores); });
+}
+
+FAKE_NVML_API nvmlReturn_t nvmlDeviceGetFanSpeed(nvmlDevice_t device, unsigned int* speed) {
+  return device_call("nvmlDeviceGetFanSpeed", device,
+                     [&](FakeDevice& found) { return copy_value(found.fan_speed, speed); });
+}
+
+FAKE_NVML_API nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t device, unsigned long long* energy) {
+  return device_call("nvmlDeviceGetTotalEnergyConsumption", device,
+                     [&](FakeDevice& found) { return copy_value(found.energy_mj, energy); });
 }
 
 FAKE_NVML_API nvmlReturn_t nvmlSystemGetDriverVersion(char* version, unsigned int length) {

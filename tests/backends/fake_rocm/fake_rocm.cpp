@@ -9,7 +9,9 @@
 // "rsmi_num_monitor_devices_status"; "rsmi_init_hang_ms" makes rsmi_init sleep first;
 // "rsmi_dev_temp_metric_get_edge_status" / "_junction_status" per sensor;
 // "busy_percent", "power_uw", "temp_edge_mc", "temp_junction_mc", "memory_used",
-// "clock_current" (index into 500/1200/2100 MHz; ≥ 3 → no current level).
+// "clock_current" (index into 500/1200/2100 MHz; ≥ 3 → no current level),
+// "fan_speed" (default 102), "fan_speed_max" (default 255), "energy_count" (default
+// 1'000'000) and "energy_resolution_nj" (the counter's resolution in nJ, default 15'259).
 // Device i: VRAM (8 + i) GiB, PCI BDFID domain 1 bus 0xC3 + i device 0x1F function 7,
 // name "AMD Instinct MI210", unique id 0x1234abcd5678ef90 + i, power cap 300 W.
 // Built three ways: full; FAKE_ROCM_MINIMAL (only the required functions);
@@ -227,6 +229,33 @@ FAKE_ROCM_API Status rsmi_version_str_get(std::uint32_t component, char* text, s
   if (component != 0 || text == nullptr || len == 0) return kInvalidArgs;
   std::strncpy(text, "6.1.0-fake", len - 1);
   text[len - 1] = '\0';
+  return kSuccess;
+}
+
+FAKE_ROCM_API Status rsmi_dev_fan_speed_get(std::uint32_t index, std::uint32_t sensor, std::int64_t* speed) {
+  std::lock_guard lock(mutex());
+  if (const Status status = check("rsmi_dev_fan_speed_get", index); status != kSuccess) return status;
+  if (sensor != 0 || speed == nullptr) return kInvalidArgs;
+  *speed = knob("fan_speed", 102);
+  return kSuccess;
+}
+
+FAKE_ROCM_API Status rsmi_dev_fan_speed_max_get(std::uint32_t index, std::uint32_t sensor, std::uint64_t* max_speed) {
+  std::lock_guard lock(mutex());
+  if (const Status status = check("rsmi_dev_fan_speed_max_get", index); status != kSuccess) return status;
+  if (sensor != 0 || max_speed == nullptr) return kInvalidArgs;
+  *max_speed = static_cast<std::uint64_t>(knob("fan_speed_max", 255));
+  return kSuccess;
+}
+
+FAKE_ROCM_API Status rsmi_dev_energy_count_get(std::uint32_t index, std::uint64_t* counter, float* resolution,
+                                               std::uint64_t* timestamp) {
+  std::lock_guard lock(mutex());
+  if (const Status status = check("rsmi_dev_energy_count_get", index); status != kSuccess) return status;
+  if (counter == nullptr || resolution == nullptr || timestamp == nullptr) return kInvalidArgs;
+  *counter = static_cast<std::uint64_t>(knob("energy_count", 1'000'000));
+  *resolution = static_cast<float>(static_cast<double>(knob("energy_resolution_nj", 15'259)) / 1000.0);
+  *timestamp = 1'700'000'000'000'000'000ull;
   return kSuccess;
 }
 
