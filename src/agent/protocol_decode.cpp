@@ -10,8 +10,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/text.hpp"
-#include "gpucluster/core/fields.hpp"
 #include "gpucluster/agent/protocol.hpp"
+#include "gpucluster/core/fields.hpp"
 #include "json_reader.hpp"
 
 namespace gpucluster::agent {

@@ -7,8 +7,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/text.hpp"
-#include "gpucluster/core/fields.hpp"
 #include "gpucluster/agent/protocol.hpp"
+#include "gpucluster/core/fields.hpp"
 
 namespace gpucluster::agent {
 namespace {

@@ -58,10 +58,9 @@ std::string devices_table(const std::vector<DeviceState>& devices, const std::ve
   if (devices.empty()) return "(no devices)\n";
   std::size_t id_width = 6;
   for (const DeviceState& d : devices) id_width = std::max(id_width, d.info->key.str().size());
-  std::string out =
-      fmt::format("{:<{}}  {:<28}  {:<8}  {:>21}  {:>6}  {:>8}  {:>9}  {:>9}  {:>6}  {:>9}  {:>5}  {}\n", "DEVICE",
-                  id_width, "NAME", "KIND", "MEMORY USED / TOTAL", "UTIL", "TEMP", "POWER", "CLOCK", "FAN", "ENERGY",
-                  "SCORE", "STATE");
+  std::string out = fmt::format("{:<{}}  {:<28}  {:<8}  {:>21}  {:>6}  {:>8}  {:>9}  {:>9}  {:>6}  {:>9}  {:>5}  {}\n",
+                                "DEVICE", id_width, "NAME", "KIND", "MEMORY USED / TOTAL", "UTIL", "TEMP", "POWER",
+                                "CLOCK", "FAN", "ENERGY", "SCORE", "STATE");
   for (const DeviceState& d : devices) {
     const RankedDevice* r = find_ranked(ranked, d.info->key);
     // Without a sample the use is unknown; the total is static information.

@@ -1,8 +1,8 @@
 #include "gpucluster/manager.hpp"
 
 #include "backend_worker.hpp"
-#include "in_flight_gate.hpp"
 #include "core/text.hpp"
+#include "in_flight_gate.hpp"
 
 #include <algorithm>
 #include <cctype>

@@ -369,3 +369,32 @@ def test_backends_by_name_refuse_unknown_names_and_simulated_without_a_fleet():
     with pytest.raises(gpucluster.InputError) as raised:
         gpucluster.Manager(backends="")
     assert raised.value.field == "backends"
+
+
+def test_fan_speed_and_energy_travel_from_a_fleet_and_through_record_batch(tmp_path):
+    # The two quantities added as field-table rows: read (here by the simulated
+    # backend from a fleet file), kept in history, recorded through the batch
+    # columns, and None (never 0) where unknown.
+    fleet = {"host": "lab", "devices": [
+        {"device_id": "cuda:0", "memory_bytes": 80 * GIB,
+         "metrics": {"memory_used_bytes": GIB, "fan_speed_percent": 40, "energy_joules": 1234.5}},
+        {"device_id": "cuda:1", "memory_bytes": 80 * GIB, "metrics": {"memory_used_bytes": GIB}}]}
+    path = tmp_path / "fleet.json"
+    path.write_text(json.dumps(fleet))
+    with gpucluster.Manager(backends=[backends.simulated(gpucluster.load_fleet(str(path)))]) as m:
+        m.start(background_sampling=False)
+        m.sample_now()
+        first = m.history("lab/cuda:0")[-1]
+        assert first.fan_speed_percent == 40.0 and first.energy_joules == 1234.5
+        other = m.history("lab/cuda:1")[-1]
+        assert other.fan_speed_percent is None and other.energy_joules is None
+    manager = gpucluster.Manager(backends=[], clock=lambda: T0 + 100)
+    manager.register_device(make_info())
+    manager.record_batch("cuda:0", [T0, T0 + 1], [GIB, GIB], [80 * GIB, 80 * GIB],
+                         fan_speed_percent=[30.0, None], energy_joules=[10.0, 12.5])
+    samples = manager.history("cuda:0")
+    assert [s.fan_speed_percent for s in samples] == [30.0, None]
+    assert [s.energy_joules for s in samples] == [10.0, 12.5]
+    with pytest.raises(gpucluster.ValidationError) as raised:
+        manager.record_batch("cuda:0", [T0 + 2], [GIB], [80 * GIB], fan_speed_percent=[101.0])
+    assert raised.value.field == "fan_speed_percent"
