@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Load test of `gpucluster agent` with wrk on loopback (issue 4, "Done when"):
+# Load test of `gpucluster agent` with wrk on loopback:
 #   1. GET /metrics with 64 devices: p99 <= 5 ms at 200 requests/s;
 #   2. POST /v1/telemetry heartbeats: >= 20,000 per second;
 #   3. the agent's RSS flat during a heartbeat soak (sampled every second).

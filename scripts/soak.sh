@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Soak test of `gpucluster agent` (issue 4; not run by CI): N simulated devices
+# Soak test of `gpucluster agent` (not run by CI): N simulated devices
 # sampled R times a second each by the agent's background sampler, /metrics
 # scraped every second, for D seconds. Reads the agent's RSS every second and
 # its sample counter (gpucluster_sample_duration_seconds_count: one per device

@@ -1,4 +1,4 @@
-// Apportionment against an exact rational reference (issue 12): for every
+// Apportionment against an exact rational reference: for every
 // finite, non-negative weight vector with a positive sum and any n, the counts
 // sum to n, each is within 1 of its exact quota n*w_i/Σw, zero weight gets 0,
 // and the counts are exactly the largest-remainder answer (ties to the earlier

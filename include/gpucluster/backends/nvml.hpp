@@ -3,7 +3,7 @@
 // and runs on machines with and without the NVIDIA driver (no NVIDIA headers or
 // libraries at build time).
 //
-// Design notes §2: NVML stays initialised and device handles stay open from
+// NVML stays initialised and device handles stay open from
 // discover() until shutdown(); static fields (name, UUID, PCI bus id, limits,
 // thresholds, max clock, compute capability, driver version) are read once in
 // discover(); sample() reads only the cheap gauges (memory, utilization, power,

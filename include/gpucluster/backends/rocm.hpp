@@ -6,7 +6,7 @@
 // checked against <rocm_smi/rocm_smi.h> at compile time when that header is
 // installed).
 //
-// Design notes §2: ROCm SMI stays initialised from discover() until
+// ROCm SMI stays initialised from discover() until
 // shutdown(); static fields (name, unique id, PCI bus id, VRAM total, power
 // cap, maximum system clock, driver version) are read once in discover();
 // sample() reads only the cheap gauges (VRAM used, busy percent, average
