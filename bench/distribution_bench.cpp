@@ -81,7 +81,7 @@ void BM_PlanCapacityCapped(benchmark::State& state) {
 BENCHMARK(BM_PlanCapacityCapped)->Arg(1000);
 
 // Capacities spread over 1e-300..1e300 (and a few subnormals): too wide for
-// 128-bit integers, so the exact multi-limb path (issue 12), not the fast one.
+// 128-bit integers, so the exact multi-limb path, not the fast one.
 void BM_PlanCapacityWideSpread(benchmark::State& state) {
   std::mt19937_64 rng(12);
   std::uniform_real_distribution<double> exponent(-300.0, 300.0);

@@ -14,7 +14,7 @@ shared machine falls on both):
   distribute_by_capacity  10^6 items over 1,000 and over 8 devices (weights 1..8), returning
                       per-device lists of the caller's items in both (the list creation is not timed)
 
-Targets (issue 5): record_metrics >= 3x, batch ingest >= 50x per sample, distribute_by_capacity
+Targets: record_metrics >= 3x, batch ingest >= 50x per sample, distribute_by_capacity
 on 10^6 items >= 1x (as fast or faster; both device counts). Machine noise: compare only numbers
 of one run, and look at the load average printed with them.
 

@@ -45,7 +45,7 @@ def manager_with(*ids: str) -> GPUClusteringManager:
 # --- review verification snippets ------------------------------------------------------------
 
 
-def test_history_keeps_last_10_of_20():  # issue #1 verification
+def test_history_keeps_last_10_of_20():  # history keeps the newest max_history samples
     async def run() -> None:
         collector = TelemetryCollector(max_history=10)
         for i in range(20):
@@ -58,7 +58,7 @@ def test_history_keeps_last_10_of_20():  # issue #1 verification
     asyncio.run(run())
 
 
-def test_metrics_validation():  # issue #3 verification
+def test_metrics_validation():  # invalid metrics are rejected
     manager = manager_with("cuda:0")
 
     async def run() -> None:
@@ -80,7 +80,7 @@ def test_metrics_validation():  # issue #3 verification
     assert len(manager.get_metrics_history("cuda:0")) == 1
 
 
-def test_capacity_validation():  # issue #4 verification
+def test_capacity_validation():  # invalid capacities are rejected
     distributor = WorkloadDistributor()
     assert len(distributor.distribute_by_capacity({"cuda:0": 1.0, "cuda:1": 2.0}, [1, 2, 3])) == 2
     with pytest.raises(ValueError):

@@ -1,5 +1,5 @@
-// The agent's connection handling, on the real `gpucluster agent` binary
-// (issue 12): accept errors when descriptors run out, the open-files limit,
+// The agent's connection handling, on the real `gpucluster agent` binary:
+// accept errors when descriptors run out, the open-files limit,
 // the head/body/idle timeouts and their defaults, the body budget and the
 // memory hostile connections can pin, the token checked on the head, draining
 // (SIGTERM, /healthz), and a log reader that goes away.

@@ -1,4 +1,4 @@
-// The agent against malformed and hostile requests (issue 4): a table of rows,
+// The agent against malformed and hostile requests: a table of rows,
 // one test each, all sent to ONE real `gpucluster agent` process that runs a
 // simulated fleet, needs a token for POSTs and has a remote device (node-a's
 // cuda:0, registered and fed one heartbeat through the seed's protocol).

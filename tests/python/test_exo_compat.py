@@ -250,7 +250,7 @@ def _exact_largest_remainder(weights, n):
 
 
 def test_capacity_extreme_weights_place_every_item_exactly_once():
-    # Issue 12: a subnormal total made counts near 2^63 (20 items came back for 10).
+    # Before the fix, a subnormal total made counts near 2^63 (20 items came back for 10).
     distributor = WorkloadDistributor()
     items = list(range(10))
     assert distributor.distribute_by_capacity({"a": 1e-320, "b": 0.0, "c": 0.0}, items) == {

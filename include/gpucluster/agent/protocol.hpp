@@ -1,5 +1,5 @@
 #pragma once
-// The seed's JSON telemetry protocol between hosts (design notes §1):
+// The seed's JSON telemetry protocol between hosts:
 // envelope {"type", "version": "1.0", "timestamp", "payload"} with the message
 // types device_registration, heartbeat and metrics. Parsing is a pure function
 // of the request body, so the fuzzer and the agent run the same code: the
