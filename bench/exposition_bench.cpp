@@ -5,7 +5,7 @@
 
 #include <benchmark/benchmark.h>
 
-#include "gpucluster/agent/exposition.hpp"
+#include "gpucluster/export/exposition.hpp"
 #include "gpucluster/scheduling/scoring.hpp"
 
 namespace {

@@ -13,7 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gpucluster/backends/nvml.hpp"
-#include "gpucluster/manager.hpp"
+#include "gpucluster/node/manager.hpp"
 
 namespace {
 

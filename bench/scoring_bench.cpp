@@ -4,7 +4,7 @@
 
 #include <benchmark/benchmark.h>
 
-#include "gpucluster/manager.hpp"
+#include "gpucluster/node/manager.hpp"
 #include "gpucluster/scheduling/scoring.hpp"
 
 namespace {

@@ -6,7 +6,7 @@
 
 #include <benchmark/benchmark.h>
 
-#include "gpucluster/manager.hpp"
+#include "gpucluster/node/manager.hpp"
 #include "gpucluster/telemetry/store.hpp"
 
 namespace {

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "gpucluster/backends/host.hpp"
-#include "gpucluster/manager.hpp"
+#include "gpucluster/node/manager.hpp"
 
 int main() {
   std::vector<gpucluster::BackendPtr> backends;

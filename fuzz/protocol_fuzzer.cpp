@@ -14,7 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "gpucluster/agent/protocol.hpp"
+#include "gpucluster/wire/protocol.hpp"
 
 namespace {
 

@@ -19,10 +19,10 @@
 #include <fmt/format.h>
 
 #include "common.hpp"
-#include "gpucluster/core/errors.hpp"
-#include "gpucluster/core/fields.hpp"
-#include "gpucluster/core/sample.hpp"
-#include "gpucluster/telemetry/validation.hpp"
+#include "gpucluster/model/errors.hpp"
+#include "gpucluster/model/fields.hpp"
+#include "gpucluster/model/sample.hpp"
+#include "gpucluster/model/validation.hpp"
 
 namespace gpucluster::python {
 

@@ -13,7 +13,7 @@
 
 #include <pybind11/pybind11.h>
 
-#include "gpucluster/core/sample.hpp"
+#include "gpucluster/model/sample.hpp"
 
 namespace gpucluster::python {
 

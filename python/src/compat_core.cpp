@@ -13,7 +13,7 @@
 
 #include "column.hpp"
 #include "compat_metrics.hpp"
-#include "gpucluster/telemetry/validation.hpp"
+#include "gpucluster/model/validation.hpp"
 
 namespace gpucluster::python::compat {
 

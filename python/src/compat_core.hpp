@@ -20,7 +20,7 @@
 #include "common.hpp"
 #include "gpucluster/scheduling/scoring.hpp"
 #include "gpucluster/telemetry/store.hpp"
-#include "manager/in_flight_gate.hpp"
+#include "node/in_flight_gate.hpp"
 
 namespace gpucluster::python::compat {
 

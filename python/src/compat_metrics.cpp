@@ -12,7 +12,7 @@
 
 #include "compat_core.hpp"
 #include "gpucluster/scheduling/scoring.hpp"
-#include "gpucluster/telemetry/validation.hpp"
+#include "gpucluster/model/validation.hpp"
 
 namespace gpucluster::python::compat {
 

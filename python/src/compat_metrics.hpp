@@ -10,8 +10,8 @@
 #include <fmt/format.h>
 
 #include "common.hpp"
-#include "gpucluster/core/errors.hpp"
-#include "gpucluster/telemetry/validation.hpp"
+#include "gpucluster/model/errors.hpp"
+#include "gpucluster/model/validation.hpp"
 
 namespace gpucluster::python::compat {
 

@@ -9,9 +9,9 @@
 #include <nlohmann/json.hpp>
 
 #include "common.hpp"
-#include "core/text.hpp"
-#include "gpucluster/core/errors.hpp"
-#include "gpucluster/manager.hpp"
+#include "model/text.hpp"
+#include "gpucluster/model/errors.hpp"
+#include "gpucluster/node/manager.hpp"
 
 namespace gpucluster::python {
 

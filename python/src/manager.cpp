@@ -12,15 +12,15 @@
 
 #include "column.hpp"
 #include "common.hpp"
-#include "gpucluster/backend_registry.hpp"
+#include "gpucluster/node/backend_registry.hpp"
 #include "gpucluster/backends/fleet.hpp"
 #include "gpucluster/backends/host.hpp"
 #include "gpucluster/backends/nvml.hpp"
 #include "gpucluster/backends/rocm.hpp"
 #include "gpucluster/backends/simulated.hpp"
 #include "gpucluster/backends/sysfs.hpp"
-#include "gpucluster/core/fields.hpp"
-#include "gpucluster/manager.hpp"
+#include "gpucluster/model/fields.hpp"
+#include "gpucluster/node/manager.hpp"
 #include "types.hpp"
 
 namespace gpucluster::python {

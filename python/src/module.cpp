@@ -12,9 +12,6 @@ PYBIND11_MODULE(_native, m) {
   gp::bind_manager(m);
   gp::bind_compat(m);
   gp::bind_protocol(m);
-#ifdef GPUCLUSTER_PYTHON_HAVE_PROTOCOL
+  // Always true now that the protocol is part of every build; kept for code that checks it.
   m.attr("HAVE_PROTOCOL") = true;
-#else
-  m.attr("HAVE_PROTOCOL") = false;
-#endif
 }

@@ -1,17 +1,14 @@
 // The agent's telemetry protocol (seed wire format) from Python: parse a
 // message body into typed objects, and write a message back as the agent's
-// JSON. Built only when the agent library provides the protocol
-// (GPUCLUSTER_PYTHON_HAVE_PROTOCOL); otherwise the module has no such names.
+// JSON.
 
 #include "common.hpp"
-
-#ifdef GPUCLUSTER_PYTHON_HAVE_PROTOCOL
 
 #include <pybind11/stl.h>
 
 #include <nlohmann/json.hpp>
 
-#include "gpucluster/agent/protocol.hpp"
+#include "gpucluster/wire/protocol.hpp"
 #include "types.hpp"
 
 namespace gpucluster::python {
@@ -91,11 +88,3 @@ void bind_protocol(py::module_& m) {
 }
 
 }  // namespace gpucluster::python
-
-#else
-
-namespace gpucluster::python {
-void bind_protocol(py::module_&) {}
-}  // namespace gpucluster::python
-
-#endif

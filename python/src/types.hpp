@@ -5,7 +5,7 @@
 #include <string_view>
 
 #include "common.hpp"
-#include "gpucluster/core/device.hpp"
+#include "gpucluster/model/device.hpp"
 #include "gpucluster/scheduling/distribution.hpp"
 
 namespace gpucluster::python {

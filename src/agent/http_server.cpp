@@ -1,4 +1,4 @@
-#include "gpucluster/agent/http_server.hpp"
+#include "agent/http_server.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -21,7 +21,7 @@
 #include <boost/beast/core/read_size.hpp>
 #include <boost/beast/http.hpp>
 
-#include "gpucluster/core/errors.hpp"
+#include "gpucluster/model/errors.hpp"
 
 namespace gpucluster::agent {
 namespace {

@@ -16,10 +16,10 @@
 #include <boost/beast/core/string.hpp>
 
 #include "cluster/membership.hpp"
-#include "gpucluster/agent/exposition.hpp"
-#include "gpucluster/agent/http_server.hpp"
-#include "gpucluster/json.hpp"
-#include "json_reader.hpp"
+#include "gpucluster/export/exposition.hpp"
+#include "agent/http_server.hpp"
+#include "gpucluster/export/json.hpp"
+#include "wire/json_reader.hpp"
 
 namespace gpucluster::agent {
 namespace {

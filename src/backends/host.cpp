@@ -16,10 +16,10 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "core/text.hpp"
-#include "gpucluster/core/errors.hpp"
-#include "gpucluster/core/fields.hpp"
-#include "gpucluster/telemetry/validation.hpp"
+#include "model/text.hpp"
+#include "gpucluster/model/errors.hpp"
+#include "gpucluster/model/fields.hpp"
+#include "gpucluster/model/validation.hpp"
 
 namespace gpucluster {
 

@@ -18,9 +18,9 @@
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
-#include "core/text.hpp"
-#include "gpucluster/core/errors.hpp"
-#include "gpucluster/telemetry/validation.hpp"
+#include "model/text.hpp"
+#include "gpucluster/model/errors.hpp"
+#include "gpucluster/model/validation.hpp"
 
 namespace gpucluster {
 

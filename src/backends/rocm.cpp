@@ -20,9 +20,9 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "core/text.hpp"
-#include "gpucluster/core/errors.hpp"
-#include "gpucluster/core/fields.hpp"
+#include "model/text.hpp"
+#include "gpucluster/model/errors.hpp"
+#include "gpucluster/model/fields.hpp"
 
 // The ROCm SMI C API as far as this backend uses it, declared here so the build
 // needs no ROCm package. Every enum of the C API is int-sized (checked below

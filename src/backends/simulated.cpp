@@ -5,8 +5,8 @@
 
 #include <fmt/format.h>
 
-#include "gpucluster/core/errors.hpp"
-#include "gpucluster/core/fields.hpp"
+#include "gpucluster/model/errors.hpp"
+#include "gpucluster/model/fields.hpp"
 
 namespace gpucluster {
 

@@ -18,11 +18,11 @@
 
 #include <nlohmann/json.hpp>
 
-#include "gpucluster/agent/http_server.hpp"
+#include "agent/http_server.hpp"
 #include "gpucluster/agent/server.hpp"
-#include "gpucluster/core/units.hpp"
-#include "gpucluster/json.hpp"
-#include "gpucluster/manager.hpp"
+#include "gpucluster/model/units.hpp"
+#include "gpucluster/export/json.hpp"
+#include "gpucluster/node/manager.hpp"
 
 namespace gpucluster::cli {
 namespace {

@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "gpucluster/backends/backend.hpp"
-#include "gpucluster/manager.hpp"
+#include "gpucluster/node/manager.hpp"
 
 namespace gpucluster::cli {
 

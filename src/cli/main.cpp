@@ -21,10 +21,10 @@
 #include <CLI/CLI.hpp>
 
 #include "agent_command.hpp"
-#include "gpucluster/backend_registry.hpp"
-#include "gpucluster/core/units.hpp"
-#include "gpucluster/json.hpp"
-#include "gpucluster/manager.hpp"
+#include "gpucluster/node/backend_registry.hpp"
+#include "gpucluster/model/units.hpp"
+#include "gpucluster/export/json.hpp"
+#include "gpucluster/node/manager.hpp"
 #include "output.hpp"
 
 namespace gpucluster::cli {

@@ -6,7 +6,7 @@
 
 #include <fmt/format.h>
 
-#include "gpucluster/core/units.hpp"
+#include "gpucluster/model/units.hpp"
 
 namespace gpucluster::cli {
 

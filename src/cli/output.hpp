@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "gpucluster/manager.hpp"
+#include "gpucluster/node/manager.hpp"
 
 namespace gpucluster::cli {
 

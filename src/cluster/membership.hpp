@@ -19,9 +19,9 @@
 #include <unordered_map>
 #include <vector>
 
-#include "gpucluster/core/device.hpp"
-#include "gpucluster/core/errors.hpp"
-#include "gpucluster/manager.hpp"
+#include "gpucluster/model/device.hpp"
+#include "gpucluster/model/errors.hpp"
+#include "gpucluster/node/manager.hpp"
 
 namespace gpucluster {
 

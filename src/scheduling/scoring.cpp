@@ -6,8 +6,8 @@
 
 #include <fmt/format.h>
 
-#include "gpucluster/core/errors.hpp"
-#include "gpucluster/core/units.hpp"
+#include "gpucluster/model/errors.hpp"
+#include "gpucluster/model/units.hpp"
 
 namespace gpucluster {
 

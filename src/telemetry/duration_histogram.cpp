@@ -4,7 +4,7 @@
 #include <cmath>
 #include <string>
 
-#include "gpucluster/core/errors.hpp"
+#include "gpucluster/model/errors.hpp"
 
 namespace gpucluster {
 

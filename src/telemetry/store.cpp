@@ -8,8 +8,8 @@
 #include <fmt/chrono.h>
 #include <fmt/format.h>
 
-#include "gpucluster/core/errors.hpp"
-#include "gpucluster/telemetry/ring_buffer.hpp"
+#include "gpucluster/model/errors.hpp"
+#include "telemetry/ring_buffer.hpp"
 
 namespace gpucluster {
 

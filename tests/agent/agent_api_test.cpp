@@ -13,7 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "agent_process.hpp"
+#include "support/agent_process.hpp"
 
 namespace gpucluster::testing {
 namespace {

@@ -26,10 +26,10 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "agent_process.hpp"
+#include "support/agent_process.hpp"
 #include "gpucluster/agent/server.hpp"
-#include "gpucluster/manager.hpp"
-#include "loopback_connection.hpp"
+#include "gpucluster/node/manager.hpp"
+#include "support/loopback_connection.hpp"
 
 namespace gpucluster::testing {
 namespace {

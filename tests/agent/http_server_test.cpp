@@ -2,7 +2,7 @@
 // real loopback sockets: keep-alive and pipelining, decoding, the limits that
 // are enforced before a body is read (the head check, the body budget),
 // 100-continue, the head, body, write and idle timeouts, and stop().
-#include "gpucluster/agent/http_server.hpp"
+#include "agent/http_server.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -22,7 +22,7 @@
 
 #include <gtest/gtest.h>
 
-#include "loopback_connection.hpp"
+#include "support/loopback_connection.hpp"
 
 namespace gpucluster::agent {
 namespace {

@@ -18,8 +18,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "agent_process.hpp"
-#include "prometheus_process.hpp"
+#include "support/agent_process.hpp"
+#include "support/prometheus_process.hpp"
 
 namespace gpucluster::testing {
 namespace {

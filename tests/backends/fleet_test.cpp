@@ -13,8 +13,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "gpucluster/core/errors.hpp"
-#include "gpucluster/telemetry/validation.hpp"
+#include "gpucluster/model/errors.hpp"
+#include "gpucluster/model/validation.hpp"
 
 namespace gpucluster {
 namespace {

@@ -13,7 +13,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
-#include "gpucluster/core/errors.hpp"
+#include "gpucluster/model/errors.hpp"
 
 namespace gpucluster {
 namespace {

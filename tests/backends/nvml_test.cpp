@@ -21,8 +21,8 @@
 #include <nlohmann/json.hpp>
 
 #include "gpucluster/backends/host.hpp"
-#include "gpucluster/core/errors.hpp"
-#include "gpucluster/manager.hpp"
+#include "gpucluster/model/errors.hpp"
+#include "gpucluster/node/manager.hpp"
 
 namespace gpucluster {
 namespace {

@@ -16,9 +16,9 @@
 #include <gtest/gtest.h>
 
 #include "gpucluster/backends/host.hpp"
-#include "gpucluster/core/errors.hpp"
-#include "gpucluster/manager.hpp"
-#include "gpucluster/telemetry/validation.hpp"
+#include "gpucluster/model/errors.hpp"
+#include "gpucluster/node/manager.hpp"
+#include "gpucluster/model/validation.hpp"
 
 namespace gpucluster {
 namespace {

@@ -6,10 +6,10 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "gpucluster/core/errors.hpp"
-#include "gpucluster/core/fields.hpp"
-#include "gpucluster/manager.hpp"
-#include "gpucluster/telemetry/validation.hpp"
+#include "gpucluster/model/errors.hpp"
+#include "gpucluster/model/fields.hpp"
+#include "gpucluster/node/manager.hpp"
+#include "gpucluster/model/validation.hpp"
 
 namespace gpucluster {
 namespace {

@@ -18,8 +18,8 @@
 #include <gtest/gtest.h>
 
 #include "gpucluster/backends/host.hpp"
-#include "gpucluster/core/errors.hpp"
-#include "gpucluster/manager.hpp"
+#include "gpucluster/model/errors.hpp"
+#include "gpucluster/node/manager.hpp"
 
 namespace gpucluster {
 namespace {

@@ -16,9 +16,9 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "cli_process.hpp"
+#include "support/cli_process.hpp"
 
-#include "../agent/agent_process.hpp"
+#include "support/agent_process.hpp"
 
 namespace {
 

@@ -10,7 +10,7 @@
 
 #include <gtest/gtest.h>
 
-#include "cli_process.hpp"
+#include "support/cli_process.hpp"
 
 namespace {
 

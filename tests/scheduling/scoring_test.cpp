@@ -4,7 +4,7 @@
 
 #include <gtest/gtest.h>
 
-#include "gpucluster/core/errors.hpp"
+#include "gpucluster/model/errors.hpp"
 
 namespace gpucluster {
 namespace {

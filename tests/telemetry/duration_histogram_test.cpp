@@ -5,7 +5,7 @@
 #include <thread>
 #include <vector>
 
-#include "gpucluster/core/errors.hpp"
+#include "gpucluster/model/errors.hpp"
 
 namespace gpucluster {
 namespace {

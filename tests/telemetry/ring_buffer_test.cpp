@@ -1,4 +1,4 @@
-#include "gpucluster/telemetry/ring_buffer.hpp"
+#include "telemetry/ring_buffer.hpp"
 
 #include <stdexcept>
 #include <vector>

@@ -11,8 +11,8 @@
 
 #include <gtest/gtest.h>
 
-#include "gpucluster/core/errors.hpp"
-#include "gpucluster/telemetry/ring_buffer.hpp"
+#include "gpucluster/model/errors.hpp"
+#include "telemetry/ring_buffer.hpp"
 
 namespace gpucluster {
 namespace {

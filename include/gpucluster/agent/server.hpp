@@ -8,8 +8,8 @@
 #include <string>
 #include <string_view>
 
-#include "gpucluster/agent/protocol.hpp"
-#include "gpucluster/manager.hpp"
+#include "gpucluster/wire/protocol.hpp"
+#include "gpucluster/node/manager.hpp"
 
 namespace gpucluster::agent {
 

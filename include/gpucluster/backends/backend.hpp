@@ -10,10 +10,10 @@
 #include <string_view>
 #include <vector>
 
-#include "gpucluster/core/device.hpp"
-#include "gpucluster/core/errors.hpp"
-#include "gpucluster/core/fields.hpp"
-#include "gpucluster/core/sample.hpp"
+#include "gpucluster/model/device.hpp"
+#include "gpucluster/model/errors.hpp"
+#include "gpucluster/model/fields.hpp"
+#include "gpucluster/model/sample.hpp"
 
 namespace gpucluster {
 

@@ -25,8 +25,8 @@
 
 #include <nlohmann/json_fwd.hpp>
 
-#include "gpucluster/core/device.hpp"
-#include "gpucluster/core/sample.hpp"
+#include "gpucluster/model/device.hpp"
+#include "gpucluster/model/sample.hpp"
 
 namespace gpucluster {
 

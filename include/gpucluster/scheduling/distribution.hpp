@@ -12,8 +12,8 @@
 #include <utility>
 #include <vector>
 
-#include "gpucluster/core/device.hpp"
-#include "gpucluster/core/errors.hpp"
+#include "gpucluster/model/device.hpp"
+#include "gpucluster/model/errors.hpp"
 
 namespace gpucluster {
 

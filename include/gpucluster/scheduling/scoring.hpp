@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "gpucluster/core/device.hpp"
+#include "gpucluster/model/device.hpp"
 #include "gpucluster/telemetry/store.hpp"
 
 namespace gpucluster {

@@ -20,10 +20,10 @@
 #include <string>
 #include <vector>
 
-#include "gpucluster/core/device.hpp"
-#include "gpucluster/core/fields.hpp"
-#include "gpucluster/core/sample.hpp"
-#include "gpucluster/telemetry/validation.hpp"
+#include "gpucluster/model/device.hpp"
+#include "gpucluster/model/fields.hpp"
+#include "gpucluster/model/sample.hpp"
+#include "gpucluster/model/validation.hpp"
 
 namespace gpucluster {
 

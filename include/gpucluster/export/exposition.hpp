@@ -1,0 +1,39 @@
+#pragma once
+// Prometheus text exposition (format 0.0.4) of the cluster and of the agent
+// itself. A pure function of a snapshot, so it is tested without a server.
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "gpucluster/model/errors.hpp"
+#include "gpucluster/scheduling/scoring.hpp"
+#include "gpucluster/telemetry/duration_histogram.hpp"
+#include "gpucluster/telemetry/store.hpp"
+
+namespace gpucluster::agent {
+
+struct HttpRequestCount {
+  std::string route;  // the route pattern ("/v1/devices/{id}"), never the raw path: bounded label values
+  int status = 0;
+  std::uint64_t count = 0;
+};
+
+struct ExpositionSnapshot {
+  std::vector<DeviceState> devices;
+  std::vector<RankedDevice> ranked;  // gpucluster_device_score for each device with a breakdown
+  std::array<std::uint64_t, kRejectReasonCount> rejected_samples{};
+  std::uint64_t duplicate_samples = 0;
+  std::uint64_t backend_errors = 0;
+  DurationHistogram::Snapshot sample_durations;
+  std::vector<HttpRequestCount> http_requests;
+  DurationHistogram::Snapshot http_request_durations;
+  std::uint64_t http_accept_errors = 0;  // failed accept() calls of the HTTP server
+};
+
+// Every family with HELP and TYPE; an unavailable field emits no series.
+std::string render_exposition(const ExpositionSnapshot& snapshot);
+
+inline constexpr const char* kExpositionContentType = "text/plain; version=0.0.4; charset=utf-8";
+
+}  // namespace gpucluster::agent
