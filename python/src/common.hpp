@@ -35,7 +35,7 @@ void translate_error(std::exception_ptr p);
 double tidy(float value);
 std::optional<double> tidy(const std::optional<float>& value);
 
-// Seconds since the epoch → Timestamp (core/time.hpp's conversion). Throws
+// Seconds since the epoch → Timestamp (model/time.hpp's conversion). Throws
 // ValidationError (field "timestamp"; reason not_finite or out_of_range) unless
 // finite and within core's accepted range, [0, kMaxTimestampSeconds].
 Timestamp checked_timestamp(double seconds, const std::string& device);

@@ -4,7 +4,7 @@
 //   compat_record.*     the record fast paths (a CPython function, an awaitable)
 //   compat_distribute.* the seed's distribution shapes
 // and here, their bindings. The in-flight gate is the library's
-// (src/manager/in_flight_gate.hpp), shared with the Manager.
+// (src/node/in_flight_gate.hpp), shared with the Manager.
 
 #include <pybind11/stl.h>
 

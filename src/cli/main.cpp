@@ -95,7 +95,7 @@ Fleet load_fleet_file(const std::string& path) {
 
 using ChosenBackends = BackendChoice;
 
-// The registry's choice (src/manager/backend_registry.cpp) from --backend,
+// The registry's choice (src/node/backend_registry.cpp) from --backend,
 // --sysfs-root and --fleet.
 ChosenBackends make_backends(const CommonOptions& options) {
   BackendOptions backend_options;

@@ -176,7 +176,7 @@ double non_negative_at(const json& value, const FieldPath& field) {
 
 Timestamp timestamp_at(const json& value, const FieldPath& field) {
   const double seconds = number_at(value, field);
-  // core/time.hpp's range and conversion, as for every path that takes seconds (Python too).
+  // model/time.hpp's range and conversion, as for every path that takes seconds (Python too).
   if (!timestamp_seconds_in_range(seconds))
     fail(Kind::invalid, field.str(), shown(value), std::string(kTimestampSecondsRule));
   return timestamp_from_seconds(seconds);

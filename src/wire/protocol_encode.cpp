@@ -1,5 +1,5 @@
 // The wire protocol's encoding: typed messages → the seed's JSON envelope.
-// Timestamps go out as core/time.hpp's to_seconds (the double that reads back
+// Timestamps go out as model/time.hpp's to_seconds (the double that reads back
 // to the same nanosecond) and gauges as their shortest decimal, so
 // parse_telemetry_message(to_protocol_json(m, t).dump()) == m.
 #include <string>

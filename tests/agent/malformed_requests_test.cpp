@@ -390,7 +390,7 @@ std::vector<Row> rows() {
       telemetry("MetricsPowerBeyondFloat", metrics("power_watts", "1e39"), 422, json("payload.power_watts")),
       telemetry("MetricsTimestampNegative", metrics("timestamp", "-1"), 422, json("payload.timestamp")),
       telemetry("MetricsTimestampYear3000", metrics("timestamp", "32503680000"), 422, json("payload.timestamp")),
-      // The smallest double past core/time.hpp's one range, [0, 4102444800] s.
+      // The smallest double past model/time.hpp's one range, [0, 4102444800] s.
       telemetry("MetricsTimestampPastRangeEnd", metrics("timestamp", "4102444800.0000005"), 422,
                 json("payload.timestamp")),
       // --- metrics: the core's rules -------------------------------------------
@@ -464,7 +464,7 @@ std::vector<Row> rows() {
       telemetry("RegistrationMaxMemoryNegative", registration_capability("max_memory_bytes", "-1"), 422,
                 json("payload.capabilities.max_memory_bytes")),
       // Found by this table: the protocol decoder's integer_at (now in
-      // src/agent/protocol_decode.cpp) skipped the minimum for JSON numbers parsed as
+      // src/wire/protocol_decode.cpp) skipped the minimum for JSON numbers parsed as
       // unsigned, so max_memory_bytes 0 (and port 0) registered a device (202); fixed there.
       telemetry("RegistrationMaxMemoryZero", registration_capability("max_memory_bytes", "0"), 422,
                 json("payload.capabilities.max_memory_bytes")),
@@ -504,7 +504,7 @@ std::vector<Row> rows() {
       select("SelectTruncated", R"({"min_memory_bytes": 1)", 400, json("body")),
       select("SelectUnknownField", R"({"min_free_bytes": 0})", 400, json("min_free_bytes")),
       select("SelectDeepNesting", std::string(10000, '{'), 400, json("body")),
-      // One error-path format for request bodies and protocol messages (src/agent/json_reader.hpp):
+      // One error-path format for request bodies and protocol messages (src/wire/json_reader.hpp):
       // array elements are [i] and a limit names the value's path (was "min_memory_bytes[]" and "(body)").
       select("SelectNumberBeyondDoubleInArray", R"({"min_memory_bytes": [1, 1e400]})", 422,
              json("min_memory_bytes[1]")),

@@ -1,4 +1,4 @@
-// core/text.hpp: the one home for a float's shortest decimal, UTF-8 checks,
+// model/text.hpp: the one home for a float's shortest decimal, UTF-8 checks,
 // PCI bus ids and bounded reads of /proc and /sys files.
 #include "model/text.hpp"
 

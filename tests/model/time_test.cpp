@@ -1,4 +1,4 @@
-// core/time.hpp, the one time model: seconds → nanoseconds is exact (checked
+// model/time.hpp, the one time model: seconds → nanoseconds is exact (checked
 // against an integer reference), the range is one constant, and the wire
 // protocol's decoder gives the same nanoseconds as the core for the same float
 // (Python's paths are checked by tests/python/test_time_model.py).

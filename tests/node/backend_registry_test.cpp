@@ -1,4 +1,4 @@
-// The backend registry (src/manager/backend_registry.cpp): names, `auto`,
+// The backend registry (src/node/backend_registry.cpp): names, `auto`,
 // richest-first order, explicit names required, options, errors.
 
 #include "gpucluster/node/backend_registry.hpp"

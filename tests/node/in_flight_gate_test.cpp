@@ -1,4 +1,4 @@
-// The in-flight gate (src/manager/in_flight_gate.hpp) shared by the Manager and
+// The in-flight gate (src/node/in_flight_gate.hpp) shared by the Manager and
 // the Python exo_compat core.
 
 #include "node/in_flight_gate.hpp"

@@ -15,7 +15,7 @@ from gpucluster.exo_compat import (
 )
 
 pytestmark = pytest.mark.skipif(not gpucluster.HAVE_PROTOCOL,
-                                reason="built without the agent's protocol (src/agent/protocol_decode.cpp)")
+                                reason="built without the agent's protocol (src/wire/protocol_decode.cpp)")
 
 GIB = 1 << 30
 

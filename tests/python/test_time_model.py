@@ -1,4 +1,4 @@
-"""One time model (core/time.hpp): the same float gives the same nanoseconds through the core
+"""One time model (model/time.hpp): the same float gives the same nanoseconds through the core
 (gpucluster.Sample), the wire protocol's decoder (parse_telemetry_message), gpucluster.Manager's
 record and the seed's API (exo_compat, one sample and a batch), and one range is refused by all."""
 

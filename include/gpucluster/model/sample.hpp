@@ -2,7 +2,7 @@
 // One telemetry reading of one device. Kept small (56 bytes) because the
 // history stores many of them; gauges are float, which holds their precision;
 // the energy counter is a double (whole millijoules exact up to 9e12 J).
-// Every quantity is a row of the field table (core/fields.hpp).
+// Every quantity is a row of the field table (model/fields.hpp).
 
 #include <cstdint>
 #include <optional>

@@ -1,6 +1,6 @@
 #pragma once
 // Sample validation: every rule a stored sample must satisfy, from the field
-// table's ranges (core/fields.hpp) plus memory used <= total. Pure functions.
+// table's ranges (model/fields.hpp) plus memory used <= total. Pure functions.
 
 #include <chrono>
 #include <optional>

@@ -3,8 +3,8 @@
 // envelope {"type", "version": "1.0", "timestamp", "payload"} with the message
 // types device_registration, heartbeat and metrics. Parsing is a pure function
 // of the request body, so the fuzzer and the agent run the same code: the
-// agent's bounded JSON reader (src/agent/json_reader.cpp), then the decoding
-// (src/agent/protocol_decode.cpp); writing is src/agent/protocol_encode.cpp.
+// agent's bounded JSON reader (src/wire/json_reader.cpp), then the decoding
+// (src/wire/protocol_decode.cpp); writing is src/wire/protocol_encode.cpp.
 #include <cstddef>
 #include <optional>
 #include <string>
@@ -66,7 +66,7 @@ using TelemetryMessage = std::variant<DeviceRegistration, Heartbeat, MetricsRepo
 // parse_telemetry_message(to_protocol_json(m, t).dump()) == m.
 
 // Timestamps on the wire are float seconds since the epoch (Python's
-// time.time()), accepted within core/time.hpp's range [0, kMaxTimestampSeconds]
+// time.time()), accepted within model/time.hpp's range [0, kMaxTimestampSeconds]
 // (1970 to 2100) and kept to the nanosecond nearest to the double.
 using gpucluster::kMaxTimestampSeconds;
 
