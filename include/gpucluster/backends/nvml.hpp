@@ -53,6 +53,7 @@ class NvmlBackend final : public Backend {
   // Throws UnknownDeviceError for an id discover() did not report.
   Sample sample(const std::string& local_id) override;
   FieldAvailability available_fields(const std::string& local_id) const override;
+  ImplausibleCounts implausible_readings() const noexcept override { return implausible_.snapshot(); }
   // nvmlShutdown exactly once (only if nvmlInit_v2 succeeded), then dlclose.
   // Idempotent. Throws Error if nvmlShutdown fails (the library is closed anyway).
   void shutdown() override;
@@ -69,6 +70,7 @@ class NvmlBackend final : public Backend {
   std::string library_path_;
   bool from_environment_ = false;  // library_path_ came from GPUCLUSTER_NVML_LIBRARY
   mutable std::mutex mutex_;
+  ImplausibleReadings implausible_;  // readings sample() dropped; atomic, read without the mutex
   std::unique_ptr<State> state_;
 };
 

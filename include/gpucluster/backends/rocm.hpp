@@ -70,6 +70,7 @@ class RocmBackend final : public Backend {
   // ROCm SMI failure or after shutdown().
   Sample sample(const std::string& local_id) override;
   FieldAvailability available_fields(const std::string& local_id) const override;
+  ImplausibleCounts implausible_readings() const noexcept override { return implausible_.snapshot(); }
   // rsmi_shut_down exactly once (only if rsmi_init succeeded), then dlclose.
   // Idempotent. Throws Error if rsmi_shut_down fails (the library is closed anyway).
   void shutdown() override;
@@ -86,6 +87,7 @@ class RocmBackend final : public Backend {
   std::string library_path_;
   bool from_environment_ = false;  // library_path_ came from GPUCLUSTER_ROCM_SMI_LIBRARY
   mutable std::mutex mutex_;
+  ImplausibleReadings implausible_;  // readings sample() dropped; atomic, read without the mutex
   std::unique_ptr<State> state_;
   bool shut_down_ = false;
 };
