@@ -15,9 +15,9 @@
 #include <spdlog/spdlog.h>
 #include <boost/beast/core/string.hpp>
 
+#include "agent/http_server.hpp"
 #include "cluster/membership.hpp"
 #include "gpucluster/export/exposition.hpp"
-#include "agent/http_server.hpp"
 #include "gpucluster/export/json.hpp"
 #include "wire/json_reader.hpp"
 

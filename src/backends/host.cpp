@@ -16,10 +16,10 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "model/text.hpp"
 #include "gpucluster/model/errors.hpp"
 #include "gpucluster/model/fields.hpp"
 #include "gpucluster/model/validation.hpp"
+#include "model/text.hpp"
 
 namespace gpucluster {
 

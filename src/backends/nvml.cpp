@@ -16,9 +16,9 @@
 #include <spdlog/spdlog.h>
 
 #include "backends/vendor_library.hpp"
-#include "model/text.hpp"
 #include "gpucluster/model/errors.hpp"
 #include "gpucluster/model/validation.hpp"
+#include "model/text.hpp"
 
 namespace gpucluster {
 
@@ -85,8 +85,8 @@ struct Api {
   nvmlReturn_t (*init)() = nullptr;  // nvmlInit_v2, else nvmlInit
   nvmlReturn_t (*shutdown)() = nullptr;
   const char* (*error_string)(nvmlReturn_t) = nullptr;
-  nvmlReturn_t (*device_count)(unsigned int*) = nullptr;                       // _v2, else the first
-  nvmlReturn_t (*handle_by_index)(unsigned int, nvmlDevice_t*) = nullptr;      // _v2, else the first
+  nvmlReturn_t (*device_count)(unsigned int*) = nullptr;                   // _v2, else the first
+  nvmlReturn_t (*handle_by_index)(unsigned int, nvmlDevice_t*) = nullptr;  // _v2, else the first
   nvmlReturn_t (*name)(nvmlDevice_t, char*, unsigned int) = nullptr;
   nvmlReturn_t (*uuid)(nvmlDevice_t, char*, unsigned int) = nullptr;
   nvmlReturn_t (*memory)(nvmlDevice_t, nvmlMemory_t*) = nullptr;
@@ -118,8 +118,8 @@ bool bind_api(VendorLibrary& library, Api& api) {
   api.init_name = name_or(library.require(api.init, {"nvmlInit_v2", "nvmlInit"}), api.init_name);
   library.require(api.shutdown, "nvmlShutdown");
   library.require(api.error_string, "nvmlErrorString");
-  api.device_count_name =
-      name_or(library.require(api.device_count, {"nvmlDeviceGetCount_v2", "nvmlDeviceGetCount"}), api.device_count_name);
+  api.device_count_name = name_or(library.require(api.device_count, {"nvmlDeviceGetCount_v2", "nvmlDeviceGetCount"}),
+                                  api.device_count_name);
   api.handle_by_index_name =
       name_or(library.require(api.handle_by_index, {"nvmlDeviceGetHandleByIndex_v2", "nvmlDeviceGetHandleByIndex"}),
               api.handle_by_index_name);

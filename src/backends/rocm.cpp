@@ -19,9 +19,9 @@
 #include <spdlog/spdlog.h>
 
 #include "backends/vendor_library.hpp"
-#include "model/text.hpp"
 #include "gpucluster/model/errors.hpp"
 #include "gpucluster/model/fields.hpp"
+#include "model/text.hpp"
 
 // The ROCm SMI C API as far as this backend uses it, declared here so the build
 // needs no ROCm package. Every enum of the C API is int-sized (checked below
@@ -258,9 +258,9 @@ struct RocmBackend::State {
       : library(std::move(loaded)), implausible(dropped) {}
 
   VendorLibrary library;
-  Api api;  // bound to library
+  Api api;                           // bound to library
   ImplausibleReadings& implausible;  // the backend's: what sample() drops
-  bool initialised = false;  // rsmi_init succeeded and rsmi_shut_down is still owed
+  bool initialised = false;          // rsmi_init succeeded and rsmi_shut_down is still owed
   std::vector<Device> devices;
   std::string note;
   bool unavailable = false;  // initialised but cannot count its devices
@@ -495,10 +495,10 @@ Discovery RocmBackend::discover(const std::string& host) {
   if (!state_) {
     VendorLibrary library = VendorLibrary::open(library_path_);
     if (!library.is_open()) {
-      return Discovery{{},
-                       fmt::format("cannot load the ROCm SMI library {}: {}; {}", library_path_, library.dl_error(),
-                                   library_hint()),
-                       true};
+      return Discovery{
+          {},
+          fmt::format("cannot load the ROCm SMI library {}: {}; {}", library_path_, library.dl_error(), library_hint()),
+          true};
     }
     auto state = std::make_unique<State>(std::move(library), implausible_);
     Api& api = state->api;

@@ -17,9 +17,9 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "model/text.hpp"
 #include "gpucluster/model/errors.hpp"
 #include "gpucluster/model/validation.hpp"
+#include "model/text.hpp"
 
 namespace gpucluster {
 
@@ -205,8 +205,8 @@ std::optional<float> fan_percent(const fs::path& hwmon, ImplausibleReadings& dro
   if (!pwm) return std::nullopt;
   const std::uint64_t max = read_u64(hwmon / "pwm1_max").value_or(255);
   if (max == 0) return std::nullopt;
-  return plausible_gauge(Quantity::fan_speed_percent,
-                         static_cast<double>(*pwm) * 100.0 / static_cast<double>(max), dropped);
+  return plausible_gauge(Quantity::fan_speed_percent, static_cast<double>(*pwm) * 100.0 / static_cast<double>(max),
+                         dropped);
 }
 
 // Average power from two energy readings (µJ); a counter that went backwards was reset.

@@ -61,7 +61,9 @@ VendorLibrary& VendorLibrary::operator=(VendorLibrary&& other) noexcept {
   return *this;
 }
 
-VendorLibrary::~VendorLibrary() { close(); }
+VendorLibrary::~VendorLibrary() {
+  close();
+}
 
 bool VendorLibrary::close() noexcept {
   if (handle_ == nullptr) return true;
@@ -93,9 +95,8 @@ const char* VendorLibrary::find(std::initializer_list<const char*> names, bool r
   if (required && names.size() > 0) {
     const char* const* const begin = names.begin();
     // Versions are listed newest first: the function goes by its oldest name, the last.
-    missing_.push_back(names.size() == 1
-                           ? std::string(*begin)
-                           : fmt::format("{} (tried {})", *(names.end() - 1), fmt::join(names, ", ")));
+    missing_.push_back(names.size() == 1 ? std::string(*begin)
+                                         : fmt::format("{} (tried {})", *(names.end() - 1), fmt::join(names, ", ")));
   }
   return nullptr;
 }

@@ -10,8 +10,8 @@
 
 #include <fmt/format.h>
 
-#include "model/text.hpp"
 #include "gpucluster/model/fields.hpp"
+#include "model/text.hpp"
 
 namespace gpucluster::agent {
 

@@ -6,9 +6,9 @@
 
 #include <fmt/format.h>
 
-#include "model/text.hpp"
 #include "gpucluster/model/fields.hpp"
 #include "gpucluster/node/manager.hpp"
+#include "model/text.hpp"
 
 namespace gpucluster {
 

@@ -1,7 +1,7 @@
 #include "gpucluster/node/manager.hpp"
 
-#include "node/backend_worker.hpp"
 #include "model/text.hpp"
+#include "node/backend_worker.hpp"
 #include "node/in_flight_gate.hpp"
 
 #include <algorithm>
@@ -563,8 +563,8 @@ void Manager::shutdown_locked() {
     }
   }
   for (const BackendPtr& backend : backends_) shut_down_backend(*backend);  // never started
-  report_backends_.clear();  // they die with their workers
-  workers_.clear();          // release drivers and handles now, not at destruction
+  report_backends_.clear();                                                 // they die with their workers
+  workers_.clear();  // release drivers and handles now, not at destruction
   backends_.clear();
   store_.clear();
   state_.store(ManagerState::stopped);

@@ -17,8 +17,8 @@
 
 #include "gpucluster/backends/host.hpp"
 #include "gpucluster/model/errors.hpp"
-#include "gpucluster/node/manager.hpp"
 #include "gpucluster/model/validation.hpp"
+#include "gpucluster/node/manager.hpp"
 
 namespace gpucluster {
 namespace {

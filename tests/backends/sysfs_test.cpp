@@ -589,8 +589,8 @@ TEST(SysfsBackend, IntelPowerAndClockBeyondTheirRangesAreUnavailableAndCounted) 
   write_i915(sys, 0);
   SysfsBackend backend(sys.root());
   ASSERT_EQ(backend.discover("h").devices.size(), 1u);
-  ASSERT_TRUE(backend.sample("xe:0").clock_mhz.has_value());  // and the energy baseline
-  sys.write(card(0) + "/gt_cur_freq_mhz", "200000\n");        // 200 GHz
+  ASSERT_TRUE(backend.sample("xe:0").clock_mhz.has_value());         // and the energy baseline
+  sys.write(card(0) + "/gt_cur_freq_mhz", "200000\n");               // 200 GHz
   sys.write(hwmon(0) + "/energy1_input", "18000000000000000000\n");  // 1.8e13 J since the baseline
   const Sample sample = backend.sample("xe:0");
   EXPECT_FALSE(sample.clock_mhz.has_value());

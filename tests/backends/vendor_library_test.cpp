@@ -12,7 +12,9 @@ namespace gpucluster {
 namespace {
 
 // The fake vendor libraries built next to the tests (tests/backends/fake_*).
-std::string fake_library(const std::string& name) { return fmt::format("{}/lib{}.so", GPUCLUSTER_BUILD_DIR, name); }
+std::string fake_library(const std::string& name) {
+  return fmt::format("{}/lib{}.so", GPUCLUSTER_BUILD_DIR, name);
+}
 
 // Whether the process has `path` loaded: dlopen with RTLD_NOLOAD loads nothing.
 bool loaded(const std::string& path) {
@@ -37,8 +39,12 @@ using CountFn = int (*)(unsigned int*);
 using PciInfoFn = int (*)(void*, void*);
 
 // Anything but null, to see a binding overwrite it.
-int stand_in_init() { return -1; }
-int stand_in_count(unsigned int*) { return -1; }
+int stand_in_init() {
+  return -1;
+}
+int stand_in_count(unsigned int*) {
+  return -1;
+}
 
 TEST(VendorLibrary, RequiredFunctionsPresentAreBound) {
   VendorLibrary library = VendorLibrary::open(fake_library("fake_nvml"));
@@ -80,8 +86,7 @@ TEST(VendorLibrary, VersionedFunctionBindsTheNewestAvailable) {
   // Both _v3 and _v2 in the full fake: _v3 wins; the legacy one has only _v2.
   PciInfoFn pci = nullptr;
   EXPECT_STREQ(full.optional(pci, {"nvmlDeviceGetPciInfo_v3", "nvmlDeviceGetPciInfo_v2"}), "nvmlDeviceGetPciInfo_v3");
-  EXPECT_STREQ(legacy.optional(pci, {"nvmlDeviceGetPciInfo_v3", "nvmlDeviceGetPciInfo_v2"}),
-               "nvmlDeviceGetPciInfo_v2");
+  EXPECT_STREQ(legacy.optional(pci, {"nvmlDeviceGetPciInfo_v3", "nvmlDeviceGetPciInfo_v2"}), "nvmlDeviceGetPciInfo_v2");
   EXPECT_NE(pci, nullptr);
   EXPECT_EQ(legacy.optional(pci, {"nvmlDeviceGetPciInfo_v4", "nvmlDeviceGetPciInfo_v3"}), nullptr);
   EXPECT_EQ(pci, nullptr);
@@ -107,8 +112,9 @@ TEST(VendorLibrary, OneMessageNamesEveryMissingRequiredFunction) {
   EXPECT_FALSE(library.complete());
   EXPECT_EQ(library.missing().size(), 2U);
   EXPECT_EQ(library.missing_message("NVML"),
-            path + " lacks the required NVML functions nvmlDeviceGetClockInfo, nvmlNoSuchFunction (tried "
-                   "nvmlNoSuchFunction_v3, nvmlNoSuchFunction_v2, nvmlNoSuchFunction)");
+            path +
+                " lacks the required NVML functions nvmlDeviceGetClockInfo, nvmlNoSuchFunction (tried "
+                "nvmlNoSuchFunction_v3, nvmlNoSuchFunction_v2, nvmlNoSuchFunction)");
   EXPECT_EQ(dlerror(), nullptr);
 
   VendorLibrary one = VendorLibrary::open(path);

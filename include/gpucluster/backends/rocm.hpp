@@ -22,7 +22,8 @@
 // Every other function is optional: a symbol missing from the loaded library
 // makes its fields unavailable.
 //
-// Errors: a missing library, a missing required function, a failed rsmi_init
+// Errors: a missing library, missing required functions (the note names every
+// one), a failed rsmi_init
 // (as on a machine without the amdgpu/KFD driver) or a failed device count make
 // discover() find no devices, mark the Discovery unavailable and say in its
 // note why and which library was tried (and, when it could not be loaded, how
@@ -34,7 +35,8 @@
 // field table's range (core/fields.hpp, under validation's default limits: a
 // busy percent over 100, a temperature over 250 °C, a fan over its maximum) is
 // unavailable for that tick, as in the nvml backend, and the rest of the
-// sample stands (before, the whole sample was rejected by validation).
+// sample stands (before, the whole sample was rejected by validation); each
+// such reading is counted (implausible_readings()).
 // Thread-safe.
 
 #include <memory>
