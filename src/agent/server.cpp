@@ -15,9 +15,9 @@
 #include <spdlog/spdlog.h>
 #include <boost/beast/core/string.hpp>
 
+#include "agent/http_server.hpp"
 #include "cluster/membership.hpp"
 #include "gpucluster/export/exposition.hpp"
-#include "agent/http_server.hpp"
 #include "gpucluster/export/json.hpp"
 #include "wire/json_reader.hpp"
 
@@ -694,6 +694,9 @@ void Agent::Impl::handle_metrics(HttpResponse& res) const {
   snapshot.rejected_samples = manager.rejected_samples();
   snapshot.duplicate_samples = manager.duplicate_samples();
   snapshot.backend_errors = manager.backend_errors();
+  for (const BackendReport& report : manager.backend_reports()) {
+    snapshot.implausible_readings.push_back({report.backend, report.implausible_readings});
+  }
   snapshot.sample_durations = manager.sample_durations();
   snapshot.http_requests = stats.counts();
   snapshot.http_request_durations = stats.durations.snapshot();

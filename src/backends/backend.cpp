@@ -14,6 +14,12 @@ bool plausible_reading(Quantity quantity, double value) noexcept {
   return value >= min && value <= max;
 }
 
+bool plausible_or_count(Quantity quantity, double value, ImplausibleReadings& dropped) noexcept {
+  if (plausible_reading(quantity, value)) return true;
+  dropped.count(quantity);
+  return false;
+}
+
 std::string to_string(const FieldAvailability& fields) {
   std::string names;
   for_each_field([&](const auto& row) {

@@ -16,10 +16,10 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "model/text.hpp"
 #include "gpucluster/model/errors.hpp"
 #include "gpucluster/model/fields.hpp"
 #include "gpucluster/model/validation.hpp"
+#include "model/text.hpp"
 
 namespace gpucluster {
 
@@ -31,9 +31,9 @@ namespace {
 constexpr std::size_t kMaxSysfsBytes = 4096;
 // /proc/cpuinfo on a machine with hundreds of CPUs runs to a few MiB.
 constexpr std::size_t kMaxProcBytes = std::size_t{16} << 20;
-// A reading outside what validation accepts comes from a broken sensor or file: it is
-// unavailable, rather than a value that would get the whole sample (memory too) rejected.
-constexpr ValidationLimits kPlausible{};
+// A reading outside the field table's range comes from a broken sensor or file: it is
+// unavailable (plausible_or_count, backend.hpp), rather than a value that would get the
+// whole sample (memory too) rejected.
 
 using text::parse_number;
 using text::trim;
@@ -170,23 +170,23 @@ std::string model_name(std::string_view cpuinfo) {
   return "CPU";
 }
 
-std::optional<float> plausible_celsius(std::optional<std::int64_t> millicelsius) {
+std::optional<float> plausible_celsius(std::optional<std::int64_t> millicelsius, ImplausibleReadings& dropped) {
   if (!millicelsius) return std::nullopt;
   const double celsius = static_cast<double>(*millicelsius) / 1000.0;
-  if (celsius < kPlausible.min_temperature_celsius || celsius > kPlausible.max_temperature_celsius) return std::nullopt;
+  if (!plausible_or_count(Quantity::temperature_celsius, celsius, dropped)) return std::nullopt;
   return static_cast<float>(celsius);
 }
 
-std::optional<float> read_millicelsius_file(const fs::path& path) {
+std::optional<float> read_millicelsius_file(const fs::path& path, ImplausibleReadings& dropped) {
   const auto text = read_text(path, kMaxSysfsBytes);
   if (!text) return std::nullopt;
-  return plausible_celsius(parse_number<std::int64_t>(*text));
+  return plausible_celsius(parse_number<std::int64_t>(*text), dropped);
 }
 
-std::optional<float> thermal_zone_celsius(const fs::path& sys_root) {
+std::optional<float> thermal_zone_celsius(const fs::path& sys_root, ImplausibleReadings& dropped) {
   std::optional<float> first;
   for (const fs::path& zone : numbered_entries(sys_root / "class" / "thermal", "thermal_zone")) {
-    const auto celsius = read_millicelsius_file(zone / "temp");
+    const auto celsius = read_millicelsius_file(zone / "temp", dropped);
     if (!celsius) continue;
     if (read_line(zone / "type") == "x86_pkg_temp") return celsius;  // the package sensor is the CPU's own
     if (!first) first = celsius;
@@ -194,20 +194,21 @@ std::optional<float> thermal_zone_celsius(const fs::path& sys_root) {
   return first;
 }
 
-std::optional<float> hwmon_celsius(const fs::path& sys_root) {
+std::optional<float> hwmon_celsius(const fs::path& sys_root, ImplausibleReadings& dropped) {
   // Only CPU drivers: another hwmon (an NVMe drive, a GPU) would pass off its temperature as the CPU's.
   static constexpr std::array<std::string_view, 5> kCpuDrivers = {"coretemp", "k10temp", "zenpower", "cpu_thermal",
                                                                   "acpitz"};
   for (const fs::path& hwmon : numbered_entries(sys_root / "class" / "hwmon", "hwmon")) {
     const auto driver = read_line(hwmon / "name");
     if (!driver || std::find(kCpuDrivers.begin(), kCpuDrivers.end(), *driver) == kCpuDrivers.end()) continue;
-    if (const auto celsius = read_millicelsius_file(hwmon / "temp1_input")) return celsius;
+    if (const auto celsius = read_millicelsius_file(hwmon / "temp1_input", dropped)) return celsius;
   }
   return std::nullopt;
 }
 
-bool plausible_mhz(double mhz) {
-  return mhz > 0 && mhz <= kPlausible.max_clock_mhz;
+// 0 MHz is what cpufreq reports for a CPU it does not know the clock of: no reading, not a broken one.
+bool plausible_mhz(double mhz, ImplausibleReadings& dropped) {
+  return mhz > 0 && plausible_or_count(Quantity::clock_mhz, mhz, dropped);
 }
 
 std::optional<float> mean(const std::vector<double>& values) {
@@ -239,11 +240,14 @@ std::optional<std::uint64_t> energy_between(std::uint64_t before_uj, std::uint64
 
 // Average power from two RAPL energy readings.
 std::optional<float> power_between(std::uint64_t before_uj, std::uint64_t after_uj,
-                                   std::optional<std::uint64_t> max_range_uj, double seconds) {
+                                   std::optional<std::uint64_t> max_range_uj, double seconds,
+                                   ImplausibleReadings& dropped) {
   if (!(seconds > 0)) return std::nullopt;
   const auto delta_uj = energy_between(before_uj, after_uj, max_range_uj);
   if (!delta_uj) return std::nullopt;
-  return static_cast<float>(static_cast<double>(*delta_uj) / 1e6 / seconds);
+  const double watts = static_cast<double>(*delta_uj) / 1e6 / seconds;
+  if (!plausible_or_count(Quantity::power_watts, watts, dropped)) return std::nullopt;
+  return static_cast<float>(watts);
 }
 
 fs::path rapl_package(const fs::path& sys_root) {
@@ -284,18 +288,18 @@ std::optional<HostBackend::CpuTimes> HostBackend::read_cpu_times() const {
   return CpuTimes{total - idle, total};
 }
 
-std::optional<float> HostBackend::read_temperature_celsius() const {
-  if (auto celsius = thermal_zone_celsius(paths_.sys_root)) return celsius;
-  return hwmon_celsius(paths_.sys_root);
+std::optional<float> HostBackend::read_temperature_celsius(ImplausibleReadings& dropped) const {
+  if (auto celsius = thermal_zone_celsius(paths_.sys_root, dropped)) return celsius;
+  return hwmon_celsius(paths_.sys_root, dropped);
 }
 
-std::optional<float> HostBackend::read_clock_mhz() const {
+std::optional<float> HostBackend::read_clock_mhz(ImplausibleReadings& dropped) const {
   std::vector<double> mhz;
   for (const fs::path& cpu : numbered_entries(paths_.sys_root / "devices" / "system" / "cpu", "cpu")) {
     const auto khz = read_u64(cpu / "cpufreq" / "scaling_cur_freq");
     if (!khz) continue;
     const double value_mhz = static_cast<double>(*khz) / 1000.0;
-    if (plausible_mhz(value_mhz)) mhz.push_back(value_mhz);
+    if (plausible_mhz(value_mhz, dropped)) mhz.push_back(value_mhz);
   }
   if (!mhz.empty()) return mean(mhz);
   // Virtual machines often lack cpufreq; /proc/cpuinfo still reports each CPU's clock.
@@ -303,7 +307,7 @@ std::optional<float> HostBackend::read_clock_mhz() const {
   if (!cpuinfo) return std::nullopt;
   for (const std::string_view value : values_for_key(*cpuinfo, "cpu MHz")) {
     const auto parsed = parse_number<double>(value);
-    if (parsed && plausible_mhz(*parsed)) mhz.push_back(*parsed);
+    if (parsed && plausible_mhz(*parsed, dropped)) mhz.push_back(*parsed);
   }
   return mean(mhz);
 }
@@ -326,7 +330,8 @@ std::optional<std::uint64_t> HostBackend::read_energy_range_microjoules() const 
 // reader (Prometheus rate()) handles as a reset. A failed read leaves the total
 // unavailable for that sample only: the next reading's increase spans the gap.
 std::optional<double> HostBackend::count_energy(std::optional<std::uint64_t> energy_uj,
-                                                std::optional<std::uint64_t> max_range_uj) {
+                                                std::optional<std::uint64_t> max_range_uj,
+                                                ImplausibleReadings& dropped) {
   if (!energy_uj) return std::nullopt;
   std::optional<std::uint64_t> delta_uj;
   if (energy_total_uj_ && energy_counted_uj_) delta_uj = energy_between(*energy_counted_uj_, *energy_uj, max_range_uj);
@@ -337,7 +342,7 @@ std::optional<double> HostBackend::count_energy(std::optional<std::uint64_t> ene
   }
   energy_counted_uj_ = energy_uj;
   const double joules = static_cast<double>(*energy_total_uj_) / 1e6;
-  if (!plausible_reading(Quantity::energy_joules, joules)) return std::nullopt;
+  if (!plausible_or_count(Quantity::energy_joules, joules, dropped)) return std::nullopt;
   return joules;
 }
 
@@ -372,13 +377,15 @@ Discovery HostBackend::discover(const std::string& host) {
   last_cpu_ = read_cpu_times();
   last_energy_uj_ = read_energy_microjoules();
   last_energy_time_ = std::chrono::steady_clock::now();
-  const bool energy = count_energy(last_energy_uj_, read_energy_range_microjoules()).has_value();
+  // These readings only probe which fields the host has: what they drop is not counted.
+  ImplausibleReadings uncounted;
+  const bool energy = count_energy(last_energy_uj_, read_energy_range_microjoules(), uncounted).has_value();
   fields_ = FieldAvailability{};
   fields_.set(Quantity::utilization_percent, last_cpu_.has_value());
   fields_.set(Quantity::power_watts, last_energy_uj_.has_value());
   fields_.set(Quantity::energy_joules, energy);
-  fields_.set(Quantity::temperature_celsius, read_temperature_celsius().has_value());
-  fields_.set(Quantity::clock_mhz, read_clock_mhz().has_value());
+  fields_.set(Quantity::temperature_celsius, read_temperature_celsius(uncounted).has_value());
+  fields_.set(Quantity::clock_mhz, read_clock_mhz(uncounted).has_value());
   spdlog::debug("host backend: {} ({}, {} CPUs); reads {}", info.name, info.vendor, info.compute_units.value_or(0),
                 to_string(fields_));
   return Discovery{{std::move(info)}, ""};
@@ -396,8 +403,8 @@ Sample HostBackend::sample(const std::string& local_id) {
   sample.timestamp = now_timestamp();
   sample.memory_total_bytes = static_cast<std::int64_t>(memory->total_bytes);
   sample.memory_used_bytes = static_cast<std::int64_t>(memory->total_bytes - memory->available_bytes);
-  sample.temperature_celsius = read_temperature_celsius();
-  sample.clock_mhz = read_clock_mhz();
+  sample.temperature_celsius = read_temperature_celsius(implausible_);
+  sample.clock_mhz = read_clock_mhz(implausible_);
 
   const auto cpu = read_cpu_times();
   if (cpu && last_cpu_) {
@@ -411,11 +418,11 @@ Sample HostBackend::sample(const std::string& local_id) {
   const auto max_range_uj = energy_uj ? read_energy_range_microjoules() : std::nullopt;
   if (energy_uj && last_energy_uj_ && last_energy_time_) {
     const double seconds = std::chrono::duration<double>(now - *last_energy_time_).count();
-    sample.power_watts = power_between(*last_energy_uj_, *energy_uj, max_range_uj, seconds);
+    sample.power_watts = power_between(*last_energy_uj_, *energy_uj, max_range_uj, seconds, implausible_);
   }
   last_energy_uj_ = energy_uj;
   last_energy_time_ = now;
-  sample.energy_joules = count_energy(energy_uj, max_range_uj);
+  sample.energy_joules = count_energy(energy_uj, max_range_uj, implausible_);
 
   fields_ = FieldAvailability{};
   fields_.set(Quantity::utilization_percent, cpu.has_value());

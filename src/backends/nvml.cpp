@@ -1,11 +1,8 @@
 #include "gpucluster/backends/nvml.hpp"
 
-#include <dlfcn.h>
-
 #include <array>
 #include <charconv>
 #include <cstdint>
-#include <cstdlib>
 #include <limits>
 #include <optional>
 #include <string>
@@ -18,9 +15,10 @@
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
-#include "model/text.hpp"
+#include "backends/vendor_library.hpp"
 #include "gpucluster/model/errors.hpp"
 #include "gpucluster/model/validation.hpp"
+#include "model/text.hpp"
 
 namespace gpucluster {
 
@@ -81,13 +79,14 @@ constexpr unsigned int kDriverVersionBufferSize = 80;
 constexpr ValidationLimits kPlausible{};
 
 struct Api {
-  void* library = nullptr;
-  // Required.
-  nvmlReturn_t (*init)() = nullptr;
+  // Required. The three versioned ones fall back to their first version (an
+  // older driver); a library has both versions of all three or neither, so the
+  // count and the index of a handle always come from the same version.
+  nvmlReturn_t (*init)() = nullptr;  // nvmlInit_v2, else nvmlInit
   nvmlReturn_t (*shutdown)() = nullptr;
   const char* (*error_string)(nvmlReturn_t) = nullptr;
-  nvmlReturn_t (*device_count)(unsigned int*) = nullptr;
-  nvmlReturn_t (*handle_by_index)(unsigned int, nvmlDevice_t*) = nullptr;
+  nvmlReturn_t (*device_count)(unsigned int*) = nullptr;                   // _v2, else the first
+  nvmlReturn_t (*handle_by_index)(unsigned int, nvmlDevice_t*) = nullptr;  // _v2, else the first
   nvmlReturn_t (*name)(nvmlDevice_t, char*, unsigned int) = nullptr;
   nvmlReturn_t (*uuid)(nvmlDevice_t, char*, unsigned int) = nullptr;
   nvmlReturn_t (*memory)(nvmlDevice_t, nvmlMemory_t*) = nullptr;
@@ -106,66 +105,42 @@ struct Api {
   // Optional gauges: without them the field is unavailable.
   nvmlReturn_t (*fan_speed)(nvmlDevice_t, unsigned int*) = nullptr;           // % of the fan's maximum
   nvmlReturn_t (*total_energy)(nvmlDevice_t, unsigned long long*) = nullptr;  // mJ since the driver loaded
+  // The names bound for the versioned functions, for messages.
+  const char* init_name = "nvmlInit_v2";
+  const char* device_count_name = "nvmlDeviceGetCount_v2";
+  const char* handle_by_index_name = "nvmlDeviceGetHandleByIndex_v2";
 };
 
-template <typename Function>
-void bind(void* library, const char* symbol, Function& target) {
-  // POSIX guarantees a dlsym result converts to a function pointer.
-  target = reinterpret_cast<Function>(dlsym(library, symbol));
-}
-
-template <typename Function>
-void bind_required(void* library, const char* symbol, Function& target, std::vector<std::string>& missing) {
-  bind(library, symbol, target);
-  if (target == nullptr) missing.emplace_back(symbol);
-}
-
-std::string last_dl_error() {
-  const char* error = dlerror();
-  return error != nullptr ? std::string(error) : std::string("unknown error");
-}
-
-// Loads the library and binds every function, or says why not.
-std::optional<Api> load_api(const std::string& path, std::string& why) {
-  dlerror();  // clear a stale error
-  void* library = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (library == nullptr) {
-    why = fmt::format("no devices: cannot load {} ({})", path, last_dl_error());
-    return std::nullopt;
-  }
-  Api api;
-  api.library = library;
-  std::vector<std::string> missing;
-  bind_required(library, "nvmlInit_v2", api.init, missing);
-  bind_required(library, "nvmlShutdown", api.shutdown, missing);
-  bind_required(library, "nvmlErrorString", api.error_string, missing);
-  bind_required(library, "nvmlDeviceGetCount_v2", api.device_count, missing);
-  bind_required(library, "nvmlDeviceGetHandleByIndex_v2", api.handle_by_index, missing);
-  bind_required(library, "nvmlDeviceGetName", api.name, missing);
-  bind_required(library, "nvmlDeviceGetUUID", api.uuid, missing);
-  bind_required(library, "nvmlDeviceGetMemoryInfo", api.memory, missing);
-  bind_required(library, "nvmlDeviceGetUtilizationRates", api.utilization, missing);
-  bind_required(library, "nvmlDeviceGetPowerUsage", api.power_usage, missing);
-  bind_required(library, "nvmlDeviceGetTemperature", api.temperature, missing);
-  bind_required(library, "nvmlDeviceGetClockInfo", api.clock, missing);
-  if (!missing.empty()) {
-    why = fmt::format("no devices: {} lacks the required NVML function{} {}", path, missing.size() > 1 ? "s" : "",
-                      fmt::join(missing, ", "));
-    dlclose(library);
-    return std::nullopt;
-  }
-  bind(library, "nvmlDeviceGetPciInfo_v3", api.pci_info);
-  if (api.pci_info == nullptr) bind(library, "nvmlDeviceGetPciInfo_v2", api.pci_info);
-  bind(library, "nvmlDeviceGetMaxClockInfo", api.max_clock);
-  bind(library, "nvmlDeviceGetPowerManagementLimit", api.power_limit);
-  bind(library, "nvmlDeviceGetTemperatureThreshold", api.temperature_threshold);
-  bind(library, "nvmlDeviceGetCudaComputeCapability", api.compute_capability);
-  bind(library, "nvmlSystemGetDriverVersion", api.driver_version);
-  bind(library, "nvmlDeviceGetNumGpuCores", api.gpu_cores);
-  bind(library, "nvmlDeviceGetFanSpeed", api.fan_speed);
-  bind(library, "nvmlDeviceGetTotalEnergyConsumption", api.total_energy);  // Volta and newer, driver 390+
-  dlerror();  // a missing optional symbol leaves an error behind; nobody should see it
-  return api;
+// Binds every function the backend uses; false when a required one is missing
+// (library.missing_message() then names every one).
+bool bind_api(VendorLibrary& library, Api& api) {
+  const auto name_or = [](const char* bound, const char* otherwise) { return bound != nullptr ? bound : otherwise; };
+  api.init_name = name_or(library.require(api.init, {"nvmlInit_v2", "nvmlInit"}), api.init_name);
+  library.require(api.shutdown, "nvmlShutdown");
+  library.require(api.error_string, "nvmlErrorString");
+  api.device_count_name = name_or(library.require(api.device_count, {"nvmlDeviceGetCount_v2", "nvmlDeviceGetCount"}),
+                                  api.device_count_name);
+  api.handle_by_index_name =
+      name_or(library.require(api.handle_by_index, {"nvmlDeviceGetHandleByIndex_v2", "nvmlDeviceGetHandleByIndex"}),
+              api.handle_by_index_name);
+  library.require(api.name, "nvmlDeviceGetName");
+  library.require(api.uuid, "nvmlDeviceGetUUID");
+  library.require(api.memory, "nvmlDeviceGetMemoryInfo");
+  library.require(api.utilization, "nvmlDeviceGetUtilizationRates");
+  library.require(api.power_usage, "nvmlDeviceGetPowerUsage");
+  library.require(api.temperature, "nvmlDeviceGetTemperature");
+  library.require(api.clock, "nvmlDeviceGetClockInfo");
+  if (!library.complete()) return false;
+  library.optional(api.pci_info, {"nvmlDeviceGetPciInfo_v3", "nvmlDeviceGetPciInfo_v2"});
+  library.optional(api.max_clock, "nvmlDeviceGetMaxClockInfo");
+  library.optional(api.power_limit, "nvmlDeviceGetPowerManagementLimit");
+  library.optional(api.temperature_threshold, "nvmlDeviceGetTemperatureThreshold");
+  library.optional(api.compute_capability, "nvmlDeviceGetCudaComputeCapability");
+  library.optional(api.driver_version, "nvmlSystemGetDriverVersion");
+  library.optional(api.gpu_cores, "nvmlDeviceGetNumGpuCores");
+  library.optional(api.fan_speed, "nvmlDeviceGetFanSpeed");
+  library.optional(api.total_energy, "nvmlDeviceGetTotalEnergyConsumption");  // Volta and newer, driver 390+
+  return true;
 }
 
 std::string error_text(const Api& api, nvmlReturn_t code) {
@@ -215,8 +190,9 @@ struct NvmlBackend::State {
     FieldAvailability fields;
   };
 
+  std::optional<VendorLibrary> library;  // with api: bound to it
   std::optional<Api> api;
-  bool initialised = false;  // nvmlInit_v2 succeeded and nvmlShutdown is still owed
+  bool initialised = false;  // nvmlInit(_v2) succeeded and nvmlShutdown is still owed
   bool shut_down = false;
   std::optional<std::string> driver_version;
   std::vector<Device> devices;
@@ -239,22 +215,17 @@ struct NvmlBackend::State {
   bool gauge_read(Device& device, Quantity quantity, const char* what, nvmlReturn_t code) {
     if (code == NVML_SUCCESS) return true;
     if (is_field_unsupported(code)) {
-      spdlog::info("nvml {}: {} answered {}; the field is unavailable from now on", device.label, what,
-                   error_text(*api, code));
-      device.fields.set(quantity, false);
+      turn_gauge_off("nvml", device.label, device.fields, quantity, what, error_text(*api, code));
       return false;
     }
     fail(device, what, code);
   }
 };
 
-NvmlBackend::NvmlBackend(std::string library_path)
-    : library_path_(std::move(library_path)), state_(std::make_unique<State>()) {
-  if (library_path_.empty()) {
-    const char* from_environment = std::getenv(kLibraryEnvironmentVariable);
-    from_environment_ = from_environment != nullptr && *from_environment != '\0';
-    library_path_ = from_environment_ ? from_environment : kDefaultLibrary;
-  }
+NvmlBackend::NvmlBackend(std::string library_path) : state_(std::make_unique<State>()) {
+  LibraryChoice choice = choose_library(std::move(library_path), kLibraryEnvironmentVariable, kDefaultLibrary);
+  library_path_ = std::move(choice.path);
+  from_environment_ = choice.from_environment;
 }
 
 std::string NvmlBackend::library_hint() const {
@@ -290,16 +261,22 @@ Discovery NvmlBackend::discover(const std::string& host) {
     return Discovery{{}, std::move(note), true};
   };
   if (!state.api) {
-    std::string why;
-    state.api = load_api(library_path_, why);
-    if (!state.api) return unavailable(why, /*hint=*/true);
+    VendorLibrary library = VendorLibrary::open(library_path_);
+    if (!library.is_open()) return unavailable(fmt::format("no devices: {}", library.open_error()), /*hint=*/true);
+    Api api;
+    if (!bind_api(library, api)) {
+      return unavailable(fmt::format("no devices: {}", library.missing_message("NVML")), /*hint=*/true);
+    }
+    state.library = std::move(library);
+    state.api = api;
   }
   const Api& api = *state.api;
   if (!state.initialised) {
     const nvmlReturn_t code = api.init();
     if (code != NVML_SUCCESS) {
-      return unavailable(fmt::format("no devices: nvmlInit_v2 of {} failed: {}", library_path_, error_text(api, code)),
-                         /*hint=*/false);
+      return unavailable(
+          fmt::format("no devices: {} of {} failed: {}", api.init_name, library_path_, error_text(api, code)),
+          /*hint=*/false);
     }
     state.initialised = true;
     if (api.driver_version != nullptr) {
@@ -313,7 +290,7 @@ Discovery NvmlBackend::discover(const std::string& host) {
 
   unsigned int count = 0;
   if (const nvmlReturn_t code = api.device_count(&count); code != NVML_SUCCESS) {
-    throw Error(fmt::format("nvml backend: nvmlDeviceGetCount_v2 failed: {}", error_text(api, code)));
+    throw Error(fmt::format("nvml backend: {} failed: {}", api.device_count_name, error_text(api, code)));
   }
 
   Discovery discovery;
@@ -326,7 +303,7 @@ Discovery NvmlBackend::discover(const std::string& host) {
     device.label = device.local_id;
     if (const nvmlReturn_t code = api.handle_by_index(index, &device.handle); code != NVML_SUCCESS) {
       skipped.push_back(
-          fmt::format("{}: nvmlDeviceGetHandleByIndex_v2 failed: {}", device.local_id, error_text(api, code)));
+          fmt::format("{}: {} failed: {}", device.local_id, api.handle_by_index_name, error_text(api, code)));
       continue;
     }
 
@@ -465,7 +442,7 @@ Sample NvmlBackend::sample(const std::string& local_id) {
     nvmlUtilization_t utilization{};
     if (state.gauge_read(*device, Quantity::utilization_percent, "nvmlDeviceGetUtilizationRates",
                          api.utilization(device->handle, &utilization)) &&
-        plausible_reading(Quantity::utilization_percent, utilization.gpu)) {
+        plausible_or_count(Quantity::utilization_percent, utilization.gpu, implausible_)) {
       sample.utilization_percent = static_cast<float>(utilization.gpu);
     }
   }
@@ -474,18 +451,18 @@ Sample NvmlBackend::sample(const std::string& local_id) {
       state.gauge_read(*device, Quantity::power_watts, "nvmlDeviceGetPowerUsage",
                        api.power_usage(device->handle, &value))) {
     const double watts = static_cast<double>(value) / 1000.0;  // mW → W
-    if (plausible_reading(Quantity::power_watts, watts)) sample.power_watts = static_cast<float>(watts);
+    if (plausible_or_count(Quantity::power_watts, watts, implausible_)) sample.power_watts = static_cast<float>(watts);
   }
   if (device->fields.has(Quantity::temperature_celsius) &&
       state.gauge_read(*device, Quantity::temperature_celsius, "nvmlDeviceGetTemperature",
                        api.temperature(device->handle, NVML_TEMPERATURE_GPU, &value)) &&
-      plausible_reading(Quantity::temperature_celsius, value)) {
+      plausible_or_count(Quantity::temperature_celsius, value, implausible_)) {
     sample.temperature_celsius = static_cast<float>(value);
   }
   if (device->fields.has(Quantity::clock_mhz) &&
       state.gauge_read(*device, Quantity::clock_mhz, "nvmlDeviceGetClockInfo",
                        api.clock(device->handle, NVML_CLOCK_SM, &value)) &&
-      plausible_reading(Quantity::clock_mhz, value)) {
+      plausible_or_count(Quantity::clock_mhz, value, implausible_)) {
     sample.clock_mhz = static_cast<float>(value);
   }
   // NVML's fan speed is a percent of the fan's maximum and "may exceed 100%"
@@ -493,7 +470,7 @@ Sample NvmlBackend::sample(const std::string& local_id) {
   if (device->fields.has(Quantity::fan_speed_percent) &&
       state.gauge_read(*device, Quantity::fan_speed_percent, "nvmlDeviceGetFanSpeed",
                        api.fan_speed(device->handle, &value)) &&
-      plausible_reading(Quantity::fan_speed_percent, value)) {
+      plausible_or_count(Quantity::fan_speed_percent, value, implausible_)) {
     sample.fan_speed_percent = static_cast<float>(value);
   }
   unsigned long long millijoules = 0;
@@ -501,7 +478,7 @@ Sample NvmlBackend::sample(const std::string& local_id) {
       state.gauge_read(*device, Quantity::energy_joules, "nvmlDeviceGetTotalEnergyConsumption",
                        api.total_energy(device->handle, &millijoules))) {
     const double joules = static_cast<double>(millijoules) / 1000.0;  // mJ → J
-    if (plausible_reading(Quantity::energy_joules, joules)) sample.energy_joules = joules;
+    if (plausible_or_count(Quantity::energy_joules, joules, implausible_)) sample.energy_joules = joules;
   }
   return sample;
 }
@@ -531,10 +508,11 @@ void NvmlBackend::shutdown_locked() {
       failure = fmt::format("nvml backend: nvmlShutdown failed: {}", error_text(*state.api, code));
     }
   }
-  if (dlclose(state.api->library) != 0) {
-    spdlog::warn("nvml backend: dlclose({}) failed: {}", library_path_, last_dl_error());
+  state.api.reset();  // its functions die with the library
+  if (state.library && !state.library->close()) {
+    spdlog::warn("nvml backend: dlclose({}) failed: {}", library_path_, state.library->dl_error());
   }
-  state.api.reset();
+  state.library.reset();
   if (failure) throw Error(*failure);
 }
 

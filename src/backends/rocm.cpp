@@ -1,6 +1,5 @@
 #include "gpucluster/backends/rocm.hpp"
 
-#include <dlfcn.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -10,7 +9,6 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <limits>
 #include <optional>
 #include <string>
@@ -20,9 +18,10 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "model/text.hpp"
+#include "backends/vendor_library.hpp"
 #include "gpucluster/model/errors.hpp"
 #include "gpucluster/model/fields.hpp"
+#include "model/text.hpp"
 
 // The ROCm SMI C API as far as this backend uses it, declared here so the build
 // needs no ROCm package. Every enum of the C API is int-sized (checked below
@@ -194,10 +193,29 @@ std::string status_text(const Api& api, rsmi::Status code) {
   return fmt::format("{}: {}", name, text);
 }
 
-template <typename Fn>
-Fn find_symbol(void* handle, const char* symbol) {
-  dlerror();
-  return reinterpret_cast<Fn>(dlsym(handle, symbol));
+// Binds every function the backend uses; false when a required one is missing
+// (library.missing_message() then names every one).
+bool bind_api(VendorLibrary& library, Api& api) {
+  library.require(api.init, "rsmi_init");
+  library.require(api.shut_down, "rsmi_shut_down");
+  library.require(api.num_monitor_devices, "rsmi_num_monitor_devices");
+  library.require(api.memory_total, "rsmi_dev_memory_total_get");
+  library.require(api.memory_usage, "rsmi_dev_memory_usage_get");
+  library.require(api.status_string, "rsmi_status_string");
+  if (!library.complete()) return false;
+  library.optional(api.busy_percent, "rsmi_dev_busy_percent_get");
+  library.optional(api.power_ave, "rsmi_dev_power_ave_get");
+  library.optional(api.temp_metric, "rsmi_dev_temp_metric_get");
+  library.optional(api.gpu_clk_freq, "rsmi_dev_gpu_clk_freq_get");
+  library.optional(api.name, "rsmi_dev_name_get");
+  library.optional(api.unique_id, "rsmi_dev_unique_id_get");
+  library.optional(api.pci_id, "rsmi_dev_pci_id_get");
+  library.optional(api.version_str, "rsmi_version_str_get");
+  library.optional(api.power_cap, "rsmi_dev_power_cap_get");
+  library.optional(api.fan_speed, "rsmi_dev_fan_speed_get");
+  library.optional(api.fan_speed_max, "rsmi_dev_fan_speed_max_get");
+  library.optional(api.energy_count, "rsmi_dev_energy_count_get");
+  return true;
 }
 
 // "0000:65:00.0" from ROCm SMI's BDFID: domain in bits 63..32, bus 15..8, device 7..3, function 2..0.
@@ -236,23 +254,16 @@ struct Device {
 }  // namespace
 
 struct RocmBackend::State {
-  void* handle = nullptr;
-  Api api;
-  bool initialised = false;  // rsmi_init succeeded and rsmi_shut_down is still owed
+  explicit State(VendorLibrary loaded, ImplausibleReadings& dropped)
+      : library(std::move(loaded)), implausible(dropped) {}
+
+  VendorLibrary library;
+  Api api;                           // bound to library
+  ImplausibleReadings& implausible;  // the backend's: what sample() drops
+  bool initialised = false;          // rsmi_init succeeded and rsmi_shut_down is still owed
   std::vector<Device> devices;
   std::string note;
   bool unavailable = false;  // initialised but cannot count its devices
-
-  State() = default;
-  State(const State&) = delete;
-  State& operator=(const State&) = delete;
-  ~State() { close(); }
-
-  void close() noexcept {
-    if (handle != nullptr) dlclose(handle);
-    handle = nullptr;
-    api = Api{};
-  }
 
   Device& find(const std::string& local_id) {
     const auto it =
@@ -270,9 +281,7 @@ struct RocmBackend::State {
   bool gauge_ok(Device& device, Quantity quantity, const char* what, rsmi::Status code) const {
     if (code == rsmi::kSuccess) return true;
     if (is_not_supported(code)) {
-      spdlog::info("rocm {}: {} answered {}; the field is unavailable from now on", device.label, what,
-                   status_text(api, code));
-      device.fields.set(quantity, false);
+      turn_gauge_off("rocm", device.label, device.fields, quantity, what, status_text(api, code));
       return false;
     }
     fail(device, what, code);
@@ -286,7 +295,7 @@ struct RocmBackend::State {
       const rsmi::Status code = api.temp_metric(device.index, sensor, rsmi::kTempCurrent, &millicelsius);
       if (code == rsmi::kSuccess) {
         const double celsius = static_cast<double>(millicelsius) / 1000.0;
-        if (!plausible_reading(Quantity::temperature_celsius, celsius)) return std::nullopt;
+        if (!plausible_or_count(Quantity::temperature_celsius, celsius, implausible)) return std::nullopt;
         return static_cast<float>(celsius);
       }
       if (is_not_supported(code) && device.sensor == TemperatureSensor::edge) {
@@ -307,7 +316,7 @@ struct RocmBackend::State {
       return std::nullopt;
     }
     const double mhz = static_cast<double>(frequencies.frequency[frequencies.current]) / 1e6;
-    if (!plausible_reading(Quantity::clock_mhz, mhz)) return std::nullopt;
+    if (!plausible_or_count(Quantity::clock_mhz, mhz, implausible)) return std::nullopt;
     return static_cast<float>(mhz);
   }
 
@@ -316,7 +325,7 @@ struct RocmBackend::State {
     const rsmi::Status code = api.power_ave(device.index, 0, &microwatts);
     if (!gauge_ok(device, Quantity::power_watts, "rsmi_dev_power_ave_get", code)) return std::nullopt;
     const double watts = static_cast<double>(microwatts) / 1e6;
-    if (!plausible_reading(Quantity::power_watts, watts)) return std::nullopt;
+    if (!plausible_or_count(Quantity::power_watts, watts, implausible)) return std::nullopt;
     return static_cast<float>(watts);
   }
 
@@ -324,7 +333,7 @@ struct RocmBackend::State {
     std::uint32_t percent = 0;
     const rsmi::Status code = api.busy_percent(device.index, &percent);
     if (!gauge_ok(device, Quantity::utilization_percent, "rsmi_dev_busy_percent_get", code)) return std::nullopt;
-    if (!plausible_reading(Quantity::utilization_percent, percent)) return std::nullopt;
+    if (!plausible_or_count(Quantity::utilization_percent, percent, implausible)) return std::nullopt;
     return static_cast<float>(percent);
   }
 
@@ -334,7 +343,7 @@ struct RocmBackend::State {
     const rsmi::Status code = api.fan_speed(device.index, 0, &speed);
     if (!gauge_ok(device, Quantity::fan_speed_percent, "rsmi_dev_fan_speed_get", code)) return std::nullopt;
     const double percent = static_cast<double>(speed) / static_cast<double>(device.fan_speed_max) * 100.0;
-    if (!plausible_reading(Quantity::fan_speed_percent, percent)) return std::nullopt;
+    if (!plausible_or_count(Quantity::fan_speed_percent, percent, implausible)) return std::nullopt;
     return static_cast<float>(percent);
   }
 
@@ -347,17 +356,15 @@ struct RocmBackend::State {
     if (!gauge_ok(device, Quantity::energy_joules, "rsmi_dev_energy_count_get", code)) return std::nullopt;
     if (!(resolution_uj > 0)) return std::nullopt;  // no scale: the counter means nothing
     const double joules = static_cast<double>(counter) * static_cast<double>(resolution_uj) / 1e6;
-    if (!plausible_reading(Quantity::energy_joules, joules)) return std::nullopt;
+    if (!plausible_or_count(Quantity::energy_joules, joules, implausible)) return std::nullopt;
     return joules;
   }
 };
 
-RocmBackend::RocmBackend(std::string library_path) : library_path_(std::move(library_path)) {
-  if (library_path_.empty()) {
-    const char* from_environment = std::getenv(kLibraryEnvironmentVariable);
-    from_environment_ = from_environment != nullptr && *from_environment != '\0';
-    library_path_ = from_environment_ ? from_environment : kDefaultLibrary;
-  }
+RocmBackend::RocmBackend(std::string library_path) {
+  LibraryChoice choice = choose_library(std::move(library_path), kLibraryEnvironmentVariable, kDefaultLibrary);
+  library_path_ = std::move(choice.path);
+  from_environment_ = choice.from_environment;
 }
 
 std::string RocmBackend::library_hint() const {
@@ -486,51 +493,19 @@ Discovery RocmBackend::discover(const std::string& host) {
   if (shut_down_) throw Error("rocm backend: discover() after shutdown()");
 
   if (!state_) {
-    auto state = std::make_unique<State>();
-    dlerror();
-    state->handle = dlopen(library_path_.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (state->handle == nullptr) {
-      const char* error = dlerror();
-      return Discovery{{},
-                       fmt::format("cannot load the ROCm SMI library {}: {}; {}", library_path_,
-                                   error != nullptr ? error : "unknown dlopen error", library_hint()),
-                       true};
+    VendorLibrary library = VendorLibrary::open(library_path_);
+    if (!library.is_open()) {
+      return Discovery{
+          {},
+          fmt::format("cannot load the ROCm SMI library {}: {}; {}", library_path_, library.dl_error(), library_hint()),
+          true};
     }
-
+    auto state = std::make_unique<State>(std::move(library), implausible_);
     Api& api = state->api;
-    std::string missing;  // the first required function the library lacks, with dlerror's text
-    const auto require = [&]<typename Fn>(Fn& slot, const char* symbol) {
-      if (!missing.empty()) return;
-      slot = find_symbol<Fn>(state->handle, symbol);
-      if (slot == nullptr) {
-        const char* error = dlerror();
-        missing = fmt::format("{} ({})", symbol, error != nullptr ? error : "symbol is null");
-      }
-    };
-    require(api.init, "rsmi_init");
-    require(api.shut_down, "rsmi_shut_down");
-    require(api.num_monitor_devices, "rsmi_num_monitor_devices");
-    require(api.memory_total, "rsmi_dev_memory_total_get");
-    require(api.memory_usage, "rsmi_dev_memory_usage_get");
-    require(api.status_string, "rsmi_status_string");
-    if (!missing.empty()) {
-      return Discovery{{},
-                       fmt::format("the ROCm SMI library {} lacks the required function {}; {}", library_path_, missing,
-                                   library_hint()),
-                       true};
+    if (!bind_api(state->library, api)) {
+      return Discovery{
+          {}, fmt::format("the ROCm SMI library {}; {}", state->library.missing_message(""), library_hint()), true};
     }
-    api.busy_percent = find_symbol<rsmi::BusyPercentFn>(state->handle, "rsmi_dev_busy_percent_get");
-    api.power_ave = find_symbol<rsmi::PowerAveFn>(state->handle, "rsmi_dev_power_ave_get");
-    api.temp_metric = find_symbol<rsmi::TempMetricFn>(state->handle, "rsmi_dev_temp_metric_get");
-    api.gpu_clk_freq = find_symbol<rsmi::GpuClkFreqFn>(state->handle, "rsmi_dev_gpu_clk_freq_get");
-    api.name = find_symbol<rsmi::NameFn>(state->handle, "rsmi_dev_name_get");
-    api.unique_id = find_symbol<rsmi::UniqueIdFn>(state->handle, "rsmi_dev_unique_id_get");
-    api.pci_id = find_symbol<rsmi::PciIdFn>(state->handle, "rsmi_dev_pci_id_get");
-    api.version_str = find_symbol<rsmi::VersionStrFn>(state->handle, "rsmi_version_str_get");
-    api.power_cap = find_symbol<rsmi::PowerCapFn>(state->handle, "rsmi_dev_power_cap_get");
-    api.fan_speed = find_symbol<rsmi::FanSpeedFn>(state->handle, "rsmi_dev_fan_speed_get");
-    api.fan_speed_max = find_symbol<rsmi::FanSpeedMaxFn>(state->handle, "rsmi_dev_fan_speed_max_get");
-    api.energy_count = find_symbol<rsmi::EnergyCountFn>(state->handle, "rsmi_dev_energy_count_get");
 
     const bool driver_loaded = access("/dev/kfd", F_OK) == 0;
     const rsmi::Status init_code = driver_loaded ? api.init(0) : quietly([&] { return api.init(0); });
@@ -630,7 +605,7 @@ void RocmBackend::shutdown_locked() {
     code = state->api.shut_down();
     if (code != rsmi::kSuccess) text = status_text(state->api, code);
   }
-  state->close();
+  state.reset();  // dlclose: the library's functions must not be called again
   if (code != rsmi::kSuccess) throw Error(fmt::format("rocm backend: rsmi_shut_down: {}", text));
 }
 

@@ -17,9 +17,9 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "model/text.hpp"
 #include "gpucluster/model/errors.hpp"
 #include "gpucluster/model/validation.hpp"
+#include "model/text.hpp"
 
 namespace gpucluster {
 
@@ -29,8 +29,10 @@ namespace {
 
 // A sysfs attribute is one short value (pp_dpm_sclk, a few lines, is the longest we read).
 constexpr std::size_t kMaxSysfsBytes = 4096;
-// Readings outside what validation accepts come from a broken file: unavailable, rather
-// than a value that would get the whole sample (memory too) rejected.
+// A reading outside the field table's range comes from a broken file: unavailable
+// (plausible_or_count, backend.hpp), rather than a value that would get the whole
+// sample (memory too) rejected. Static information (thresholds, limits, the
+// maximum clock) is read under the same limits, uncounted.
 constexpr ValidationLimits kPlausible{};
 
 using text::parse_number;
@@ -110,25 +112,27 @@ std::optional<std::string> driver_name(const fs::path& device_dir) {
   return uevent_value(device_dir / "uevent", "DRIVER");
 }
 
-// hwmon temperatures are signed, but a GPU die below 0 °C is a broken sensor, not a reading.
-std::optional<float> celsius_from_milli(std::optional<std::uint64_t> millicelsius) {
+// A reading of `quantity`, or nullopt when there is none or it is implausible (counted in `dropped`).
+std::optional<float> plausible_gauge(Quantity quantity, std::optional<double> value, ImplausibleReadings& dropped) {
+  if (!value || !plausible_or_count(quantity, *value, dropped)) return std::nullopt;
+  return static_cast<float>(*value);
+}
+
+// hwmon temperatures are signed, but a GPU die below 0 °C is a broken sensor,
+// not a reading: negative text does not parse as a std::uint64_t.
+std::optional<float> celsius_from_milli(std::optional<std::uint64_t> millicelsius, ImplausibleReadings& dropped) {
   if (!millicelsius) return std::nullopt;
-  const double celsius = static_cast<double>(*millicelsius) / 1000.0;
-  if (celsius < kPlausible.min_temperature_celsius || celsius > kPlausible.max_temperature_celsius) return std::nullopt;
-  return static_cast<float>(celsius);
+  return plausible_gauge(Quantity::temperature_celsius, static_cast<double>(*millicelsius) / 1000.0, dropped);
 }
 
-std::optional<float> watts_from_micro(std::optional<std::uint64_t> microwatts) {
+std::optional<float> watts_from_micro(std::optional<std::uint64_t> microwatts, ImplausibleReadings& dropped) {
   if (!microwatts) return std::nullopt;
-  const double watts = static_cast<double>(*microwatts) / 1e6;
-  if (watts > kPlausible.max_power_watts) return std::nullopt;
-  return static_cast<float>(watts);
+  return plausible_gauge(Quantity::power_watts, static_cast<double>(*microwatts) / 1e6, dropped);
 }
 
-// A current clock: 0 MHz is a gated clock, so allowed; the limit is validation's.
-std::optional<float> plausible_mhz(std::optional<double> mhz) {
-  if (!mhz || !(*mhz >= 0) || *mhz > kPlausible.max_clock_mhz) return std::nullopt;
-  return static_cast<float>(*mhz);
+// A current clock: 0 MHz is a gated clock, so allowed (the field table's range).
+std::optional<float> plausible_mhz(std::optional<double> mhz, ImplausibleReadings& dropped) {
+  return plausible_gauge(Quantity::clock_mhz, mhz, dropped);
 }
 
 std::optional<double> positive_mhz(std::optional<std::uint64_t> mhz) {
@@ -147,7 +151,9 @@ struct DpmLevels {
 };
 
 // amdgpu pp_dpm_sclk: one level a line, "1: 1850Mhz *", the current level starred.
-// Lines that do not parse (or an out-of-range clock) are ignored.
+// Lines that do not parse are ignored, and so is a level of 0 or beyond the
+// clock's range for the maximum; the current level is kept as read, for the
+// plausibility rule of a reading.
 DpmLevels parse_dpm_levels(std::string_view text) {
   DpmLevels levels;
   while (!text.empty()) {
@@ -164,10 +170,12 @@ DpmLevels parse_dpm_levels(std::string_view text) {
     std::transform(unit.begin(), unit.end(), unit.begin(),
                    [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
     if (unit != "mhz") continue;
-    const auto mhz = positive_mhz(parse_number<std::uint64_t>(line.substr(0, line.size() - 3)));
-    if (!mhz) continue;
-    if (current && !levels.current_mhz) levels.current_mhz = mhz;
-    if (!levels.max_mhz || *mhz > *levels.max_mhz) levels.max_mhz = mhz;
+    const auto read_mhz = parse_number<std::uint64_t>(line.substr(0, line.size() - 3));
+    if (!read_mhz) continue;
+    // A current level of 0 MHz says nothing: freq1_input is read instead.
+    if (current && !levels.current_mhz && *read_mhz > 0) levels.current_mhz = static_cast<double>(*read_mhz);
+    const auto mhz = positive_mhz(read_mhz);
+    if (mhz && (!levels.max_mhz || *mhz > *levels.max_mhz)) levels.max_mhz = mhz;
   }
   return levels;
 }
@@ -180,31 +188,32 @@ DpmLevels read_dpm_levels(const fs::path& device_dir) {
 
 // hwmon energy1_input (µJ, a counter) in joules; beyond the field table's range
 // (core/fields.hpp) it comes from a broken file.
-std::optional<double> joules_from_micro(std::optional<std::uint64_t> microjoules) {
+std::optional<double> joules_from_micro(std::optional<std::uint64_t> microjoules, ImplausibleReadings& dropped) {
   if (!microjoules) return std::nullopt;
   const double joules = static_cast<double>(*microjoules) / 1e6;
-  if (!plausible_reading(Quantity::energy_joules, joules)) return std::nullopt;
+  if (!plausible_or_count(Quantity::energy_joules, joules, dropped)) return std::nullopt;
   return joules;
 }
 
 // The fan's duty cycle as a percent of its maximum: hwmon pwm1 over pwm1_max
 // (the hwmon ABI's range is 0–255 when pwm1_max is absent). Without pwm1 the
 // fan is unavailable: fan1_input is RPM, and a percent of an unknown maximum
-// RPM would be a guess. pwm1 above its maximum is a broken file.
-std::optional<float> fan_percent(const fs::path& hwmon) {
+// RPM would be a guess. pwm1 above its maximum (over 100 %) is a broken file;
+// a maximum of 0 gives no scale at all.
+std::optional<float> fan_percent(const fs::path& hwmon, ImplausibleReadings& dropped) {
   const auto pwm = read_u64(hwmon / "pwm1");
   if (!pwm) return std::nullopt;
   const std::uint64_t max = read_u64(hwmon / "pwm1_max").value_or(255);
-  if (max == 0 || *pwm > max) return std::nullopt;
-  return static_cast<float>(static_cast<double>(*pwm) * 100.0 / static_cast<double>(max));
+  if (max == 0) return std::nullopt;
+  return plausible_gauge(Quantity::fan_speed_percent, static_cast<double>(*pwm) * 100.0 / static_cast<double>(max),
+                         dropped);
 }
 
 // Average power from two energy readings (µJ); a counter that went backwards was reset.
-std::optional<float> power_between(std::uint64_t before_uj, std::uint64_t after_uj, double seconds) {
+std::optional<float> power_between(std::uint64_t before_uj, std::uint64_t after_uj, double seconds,
+                                   ImplausibleReadings& dropped) {
   if (!(seconds > 0) || after_uj < before_uj) return std::nullopt;
-  const double watts = static_cast<double>(after_uj - before_uj) / 1e6 / seconds;
-  if (!std::isfinite(watts) || watts > kPlausible.max_power_watts) return std::nullopt;
-  return static_cast<float>(watts);
+  return plausible_gauge(Quantity::power_watts, static_cast<double>(after_uj - before_uj) / 1e6 / seconds, dropped);
 }
 
 // Gauges read from an awake card.
@@ -228,27 +237,28 @@ struct Gauges {
   }
 };
 
-Gauges read_amd_gauges(const fs::path& device_dir) {
-  Gauges gauges;
-  if (const auto busy = read_u64(device_dir / "gpu_busy_percent"); busy && *busy <= 100) {
-    gauges.utilization = static_cast<float>(*busy);
-  }
-  const auto hwmon = hwmon_dir(device_dir);
-  if (hwmon) {
-    gauges.power = watts_from_micro(read_u64(*hwmon / "power1_average"));
-    if (!gauges.power) gauges.power = watts_from_micro(read_u64(*hwmon / "power1_input"));
-    gauges.temperature = celsius_from_milli(read_u64(*hwmon / "temp1_input"));
-    gauges.fan_speed = fan_percent(*hwmon);
-    gauges.energy = joules_from_micro(read_u64(*hwmon / "energy1_input"));
-  }
-  gauges.clock = plausible_mhz(read_dpm_levels(device_dir).current_mhz);
-  if (!gauges.clock && hwmon) gauges.clock = plausible_mhz(mhz_from_hz(read_u64(*hwmon / "freq1_input")));
-  return gauges;
-}
-
 std::optional<double> as_double(std::optional<std::uint64_t> value) {
   if (!value) return std::nullopt;
   return static_cast<double>(*value);
+}
+
+// Each implausible reading is counted in `dropped`, the fallbacks' too (power1_input
+// after power1_average, freq1_input after pp_dpm_sclk).
+Gauges read_amd_gauges(const fs::path& device_dir, ImplausibleReadings& dropped) {
+  Gauges gauges;
+  gauges.utilization =
+      plausible_gauge(Quantity::utilization_percent, as_double(read_u64(device_dir / "gpu_busy_percent")), dropped);
+  const auto hwmon = hwmon_dir(device_dir);
+  if (hwmon) {
+    gauges.power = watts_from_micro(read_u64(*hwmon / "power1_average"), dropped);
+    if (!gauges.power) gauges.power = watts_from_micro(read_u64(*hwmon / "power1_input"), dropped);
+    gauges.temperature = celsius_from_milli(read_u64(*hwmon / "temp1_input"), dropped);
+    gauges.fan_speed = fan_percent(*hwmon, dropped);
+    gauges.energy = joules_from_micro(read_u64(*hwmon / "energy1_input"), dropped);
+  }
+  gauges.clock = plausible_mhz(read_dpm_levels(device_dir).current_mhz, dropped);
+  if (!gauges.clock && hwmon) gauges.clock = plausible_mhz(mhz_from_hz(read_u64(*hwmon / "freq1_input")), dropped);
+  return gauges;
 }
 
 // "0x744c" from device/device, else the device half of uevent PCI_ID ("1002:744C").
@@ -415,18 +425,20 @@ Discovery SysfsBackend::discover(const std::string& host) {
       if (!card.pci_slot.empty()) info.pci_bus_id = card.pci_slot;
       info.driver_version = read_word(root_ / "module" / *driver / "version");
       const auto hwmon = hwmon_dir(device_dir);
+      // Discovery's readings only probe which fields the card has: what they drop is not counted.
+      ImplausibleReadings uncounted;
       if (amd) {
         info.max_clock_mhz = read_dpm_levels(device_dir).max_mhz;
         if (hwmon) {
-          const auto slowdown = celsius_from_milli(read_u64(*hwmon / "temp1_crit"));
-          const auto shutdown = celsius_from_milli(read_u64(*hwmon / "temp1_emergency"));
+          const auto slowdown = celsius_from_milli(read_u64(*hwmon / "temp1_crit"), uncounted);
+          const auto shutdown = celsius_from_milli(read_u64(*hwmon / "temp1_emergency"), uncounted);
           if (slowdown) info.temperature_slowdown_celsius = *slowdown;
           if (shutdown) info.temperature_shutdown_celsius = *shutdown;
-          if (const auto cap = watts_from_micro(read_u64(*hwmon / "power1_cap")); cap && *cap > 0) {
+          if (const auto cap = watts_from_micro(read_u64(*hwmon / "power1_cap"), uncounted); cap && *cap > 0) {
             info.power_limit_watts = *cap;
           }
         }
-        const Gauges gauges = read_amd_gauges(device_dir);
+        const Gauges gauges = read_amd_gauges(device_dir, uncounted);
         card.fields = gauges.availability();
       } else {
         const bool xe = card.driver == Driver::xe;
@@ -442,9 +454,9 @@ Discovery SysfsBackend::discover(const std::string& host) {
         if (hwmon) {
           const auto energy_uj = read_u64(*hwmon / "energy1_input");
           power = energy_uj.has_value();
-          energy = joules_from_micro(energy_uj).has_value();
-          temperature = celsius_from_milli(read_u64(*hwmon / "temp1_input")).has_value();
-          if (const auto cap = watts_from_micro(read_u64(*hwmon / "power1_max")); cap && *cap > 0) {
+          energy = joules_from_micro(energy_uj, uncounted).has_value();
+          temperature = celsius_from_milli(read_u64(*hwmon / "temp1_input"), uncounted).has_value();
+          if (const auto cap = watts_from_micro(read_u64(*hwmon / "power1_max"), uncounted); cap && *cap > 0) {
             info.power_limit_watts = *cap;
           }
         }
@@ -452,7 +464,7 @@ Discovery SysfsBackend::discover(const std::string& host) {
         card.fields.set(Quantity::power_watts, power);
         card.fields.set(Quantity::energy_joules, energy);
         card.fields.set(Quantity::temperature_celsius, temperature);
-        card.fields.set(Quantity::clock_mhz, plausible_mhz(as_double(clock)).has_value());
+        card.fields.set(Quantity::clock_mhz, plausible_mhz(as_double(clock), uncounted).has_value());
       }
     }
     info.key = DeviceKey{host, local_id};
@@ -491,7 +503,7 @@ Sample SysfsBackend::read_awake(Card& card, const std::string& local_id) {
   sample.memory_used_bytes = static_cast<std::int64_t>(memory->used_bytes);
 
   if (card.driver == Driver::amdgpu) {
-    const Gauges gauges = read_amd_gauges(card.device_dir);
+    const Gauges gauges = read_amd_gauges(card.device_dir, implausible_);
     sample.utilization_percent = gauges.utilization;
     sample.power_watts = gauges.power;
     sample.temperature_celsius = gauges.temperature;
@@ -505,18 +517,18 @@ Sample SysfsBackend::read_awake(Card& card, const std::string& local_id) {
   const bool xe = card.driver == Driver::xe;
   const auto clock =
       read_u64(xe ? card.device_dir / "tile0" / "gt0" / "freq0" / "cur_freq" : card.card_dir / "gt_cur_freq_mhz");
-  sample.clock_mhz = plausible_mhz(as_double(clock));
+  sample.clock_mhz = plausible_mhz(as_double(clock), implausible_);
 
   std::optional<std::uint64_t> energy_uj;
   if (const auto hwmon = hwmon_dir(card.device_dir)) {
-    sample.temperature_celsius = celsius_from_milli(read_u64(*hwmon / "temp1_input"));
+    sample.temperature_celsius = celsius_from_milli(read_u64(*hwmon / "temp1_input"), implausible_);
     energy_uj = read_u64(*hwmon / "energy1_input");
   }
-  sample.energy_joules = joules_from_micro(energy_uj);
+  sample.energy_joules = joules_from_micro(energy_uj, implausible_);
   const auto now = std::chrono::steady_clock::now();
   if (energy_uj && card.last_energy_uj && card.last_energy_time) {
     const double seconds = std::chrono::duration<double>(now - *card.last_energy_time).count();
-    sample.power_watts = power_between(*card.last_energy_uj, *energy_uj, seconds);
+    sample.power_watts = power_between(*card.last_energy_uj, *energy_uj, seconds, implausible_);
   }
   card.last_energy_uj = energy_uj;
   card.last_energy_time = now;

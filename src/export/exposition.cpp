@@ -10,8 +10,8 @@
 
 #include <fmt/format.h>
 
-#include "model/text.hpp"
 #include "gpucluster/model/fields.hpp"
+#include "model/text.hpp"
 
 namespace gpucluster::agent {
 
@@ -299,6 +299,35 @@ std::string render_exposition(const ExpositionSnapshot& snapshot) {
   constexpr std::string_view kBackendErrors = "gpucluster_backend_errors_total";
   append_header(out, kBackendErrors, "counter", "Backend sampling calls that failed.");
   fmt::format_to(Out(out), "{} {}\n", kBackendErrors, snapshot.backend_errors);
+
+  // One series per backend and optional quantity, zeros included, so rate()
+  // sees the first drop; a backend reported twice is summed into one series.
+  constexpr std::string_view kImplausible = "gpucluster_backend_implausible_readings_total";
+  append_header(out, kImplausible, "counter",
+                "Readings a backend dropped as outside the field's plausible range (the field is unavailable in that "
+                "sample, the rest of the sample stands), by backend and quantity.");
+  {
+    std::vector<BackendImplausibleReadings> backends;
+    for (const BackendImplausibleReadings& entry : snapshot.implausible_readings) {
+      const auto same = std::find_if(backends.begin(), backends.end(),
+                                     [&](const BackendImplausibleReadings& b) { return b.backend == entry.backend; });
+      if (same == backends.end()) {
+        backends.push_back(entry);
+      } else {
+        for (std::size_t i = 0; i < kQuantityCount; ++i) same->counts[i] += entry.counts[i];
+      }
+    }
+    for (const BackendImplausibleReadings& entry : backends) {
+      for_each_field([&](const auto& field) {
+        if (field.required || !field.read_by_backend) return;
+        out += kImplausible;
+        out += "{backend=\"";
+        append_label_value(out, entry.backend);
+        fmt::format_to(Out(out), "\",quantity=\"{}\"}} {}\n", field.name,
+                       entry.counts[static_cast<std::size_t>(field.quantity)]);
+      });
+    }
+  }
 
   constexpr std::string_view kHttp = "gpucluster_http_requests_total";
   append_header(out, kHttp, "counter", "HTTP requests served, by route pattern and status code.");

@@ -6,9 +6,9 @@
 
 #include <fmt/format.h>
 
-#include "model/text.hpp"
 #include "gpucluster/model/fields.hpp"
 #include "gpucluster/node/manager.hpp"
+#include "model/text.hpp"
 
 namespace gpucluster {
 
@@ -159,13 +159,28 @@ json to_json(const Plan& plan) {
               {"left_out", std::move(left_out)}};
 }
 
+namespace {
+
+// {"utilization_percent": 0, "power_watts": 2, …}: the optional quantities a backend reads.
+json implausible_to_json(const ImplausibleCounts& counts) {
+  json object = json::object();
+  for_each_field([&](const auto& field) {
+    if (field.required || !field.read_by_backend) return;
+    object[std::string(field.name)] = counts[static_cast<std::size_t>(field.quantity)];
+  });
+  return object;
+}
+
+}  // namespace
+
 nlohmann::json to_json(const BackendReport& report) {
   const auto text_or_null = [](const std::string& text) { return text.empty() ? json(nullptr) : json(text); };
   return json{{"backend", report.backend},
               {"status", report_status(report)},
               {"devices", report.devices},
               {"note", text_or_null(report.note)},
-              {"error", text_or_null(report.error)}};
+              {"error", text_or_null(report.error)},
+              {"implausible_readings", implausible_to_json(report.implausible_readings)}};
 }
 
 nlohmann::json backends_to_json(const std::vector<BackendReport>& reports) {

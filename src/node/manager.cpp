@@ -1,7 +1,7 @@
 #include "gpucluster/node/manager.hpp"
 
-#include "node/backend_worker.hpp"
 #include "model/text.hpp"
+#include "node/backend_worker.hpp"
 #include "node/in_flight_gate.hpp"
 
 #include <algorithm>
@@ -163,7 +163,8 @@ void Manager::start(bool background_sampling) {
   std::vector<std::pair<spdlog::level::level_enum, std::string>> log_later;
   for (const std::shared_ptr<BackendWorker>& worker : started) {
     const std::string name(worker->backend().name());
-    BackendReport report{name, 0, {}, {}, false};
+    BackendReport report;
+    report.backend = name;
     std::optional<DiscoveryOutcome> outcome = worker->wait_discovery(deadline);
     if (!outcome) {
       report.error = fmt::format("backend {} did not finish discovery within {}", name,
@@ -174,6 +175,7 @@ void Manager::start(bool background_sampling) {
       // manager again. It shuts its backend down itself when discover() returns.
       worker->stop(std::chrono::nanoseconds{0});
       reports_.push_back(std::move(report));
+      report_backends_.push_back(nullptr);
       continue;
     }
     std::vector<DeviceKey> keys;
@@ -216,6 +218,7 @@ void Manager::start(bool background_sampling) {
     worker->set_devices(std::move(keys));
     workers_.push_back(worker);
     reports_.push_back(std::move(report));
+    report_backends_.push_back(&worker->backend());
   }
   for (const auto& [level, message] : log_later) spdlog::log(level, "{}", message);
 
@@ -520,7 +523,11 @@ std::vector<BackendReport> Manager::backend_reports() const {
   // start() writes the reports, then publishes them with `running`: until
   // then (discovery still going on) there are none to read.
   if (state_.load() != ManagerState::running) return {};
-  return reports_;
+  std::vector<BackendReport> reports = reports_;
+  for (std::size_t i = 0; i < reports.size() && i < report_backends_.size(); ++i) {
+    if (report_backends_[i] != nullptr) reports[i].implausible_readings = report_backends_[i]->implausible_readings();
+  }
+  return reports;
 }
 
 std::array<std::uint64_t, kRejectReasonCount> Manager::rejected_samples() const {
@@ -556,6 +563,7 @@ void Manager::shutdown_locked() {
     }
   }
   for (const BackendPtr& backend : backends_) shut_down_backend(*backend);  // never started
+  report_backends_.clear();                                                 // they die with their workers
   workers_.clear();  // release drivers and handles now, not at destruction
   backends_.clear();
   store_.clear();

@@ -430,6 +430,26 @@ TEST(HostBackend, ImplausibleTemperatureIsUnavailable) {
   HostBackend backend(tree.paths());
 
   EXPECT_FALSE(backend.sample(HostBackend::kLocalId).temperature_celsius.has_value());
+  // Both zones' readings were dropped, and counted.
+  EXPECT_EQ(backend.implausible_readings()[static_cast<std::size_t>(Quantity::temperature_celsius)], 2U);
+}
+
+TEST(HostBackend, ImplausibleClockIsUnavailableAndCountedButNotAtDiscovery) {
+  FakeTree tree;
+  write_minimal(tree);
+  tree.write("sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq", "200000000\n");  // 200 GHz
+  tree.write("sys/class/thermal/thermal_zone0/temp", "50000\n");
+  tree.write("proc/cpuinfo", "processor : 0\n");  // no "cpu MHz" to fall back on
+  HostBackend backend(tree.paths());
+  backend.discover("h");
+  EXPECT_EQ(backend.implausible_readings(), ImplausibleCounts{});  // discovery's probes are not counted
+
+  const Sample sample = backend.sample(HostBackend::kLocalId);
+  EXPECT_FALSE(sample.clock_mhz.has_value());
+  EXPECT_EQ(sample.temperature_celsius, 50.0F);  // the rest of the sample stands
+  ImplausibleCounts expected{};
+  expected[static_cast<std::size_t>(Quantity::clock_mhz)] = 1;
+  EXPECT_EQ(backend.implausible_readings(), expected);
 }
 
 TEST(HostBackend, AvailableFieldsFollowTheLastReading) {

@@ -332,12 +332,18 @@ TEST_F(NvmlBackendTest, FanSpeedBeyondItsRangeOrEnergyBeyondTheTablesIsUnavailab
   write_scenario(scenario_of({device}));
   NvmlBackend backend;
   ASSERT_EQ(backend.discover(kHost).devices.size(), 1U);
+  EXPECT_EQ(backend.implausible_readings(), ImplausibleCounts{});  // discovery's probes are not readings
   for (int tick = 0; tick < 2; ++tick) {
     const Sample sample = backend.sample("cuda:0");
     EXPECT_FALSE(sample.fan_speed_percent.has_value());
     EXPECT_FALSE(sample.energy_joules.has_value());
     EXPECT_EQ(sample.clock_mhz, 1755.0F);  // the rest of the sample stands
   }
+  // Every dropped reading is counted, by quantity.
+  ImplausibleCounts expected{};
+  expected[static_cast<std::size_t>(Quantity::fan_speed_percent)] = 2;
+  expected[static_cast<std::size_t>(Quantity::energy_joules)] = 2;
+  EXPECT_EQ(backend.implausible_readings(), expected);
   // Implausible is not unsupported: the fields stay available and are asked every tick.
   const FieldAvailability fields = backend.available_fields("cuda:0");
   EXPECT_TRUE(fields.has(Quantity::fan_speed_percent));
@@ -452,6 +458,49 @@ TEST_F(NvmlBackendTest, OptionalSymbolsAbsentLeaveStaticFieldsUnknownAndSampling
   }
   backend.shutdown();
   EXPECT_EQ(calls_to("nvmlShutdown"), 1U);
+}
+
+TEST_F(NvmlBackendTest, TemperatureBeyondTheTablesRangeIsUnavailableAndCounted) {
+  json device = h100(0);
+  device["temperature"] = 4000;  // °C: a broken sensor, beyond the table's 250 °C
+  write_scenario(scenario_of({device}));
+  NvmlBackend backend;
+  ASSERT_EQ(backend.discover(kHost).devices.size(), 1U);
+  const Sample sample = backend.sample("cuda:0");
+  EXPECT_FALSE(sample.temperature_celsius.has_value());
+  EXPECT_TRUE(sample.power_watts.has_value());
+  EXPECT_EQ(backend.implausible_readings()[static_cast<std::size_t>(Quantity::temperature_celsius)], 1U);
+  EXPECT_EQ(backend.implausible_readings()[static_cast<std::size_t>(Quantity::power_watts)], 0U);
+}
+
+// A driver older than nvmlInit_v2, nvmlDeviceGetCount_v2 and
+// nvmlDeviceGetHandleByIndex_v2 (and nvmlDeviceGetPciInfo_v3): their first versions are used.
+TEST_F(NvmlBackendTest, FirstVersionsAreUsedWhenTheNewerAreAbsent) {
+  write_scenario(scenario_of({h100(0), h100(1)}));
+  NvmlBackend backend(fake_library("fake_nvml_legacy"));
+  const Discovery discovery = backend.discover(kHost);
+  EXPECT_EQ(discovery.note, "");
+  ASSERT_EQ(discovery.devices.size(), 2U);
+  EXPECT_EQ(discovery.devices[1].pci_bus_id, "0000:28:00.0");  // from nvmlDeviceGetPciInfo_v2
+  EXPECT_EQ(backend.sample("cuda:1").temperature_celsius, 41.0F);
+  EXPECT_EQ(calls_to("nvmlInit"), 1U);
+  EXPECT_EQ(calls_to("nvmlDeviceGetCount"), 1U);
+  EXPECT_EQ(calls_to("nvmlDeviceGetHandleByIndex"), 2U);
+  EXPECT_EQ(calls_to("nvmlDeviceGetPciInfo_v2"), 2U);
+  backend.shutdown();
+  EXPECT_EQ(calls_to("nvmlShutdown"), 1U);
+}
+
+TEST_F(NvmlBackendTest, AFailedFirstVersionInitIsNamedInTheNote) {
+  json scenario = scenario_of({h100(0)});
+  scenario["return_codes"] = {{"nvmlInit", 9}};
+  write_scenario(scenario);
+  NvmlBackend backend(fake_library("fake_nvml_legacy"));
+  const Discovery discovery = backend.discover(kHost);
+  EXPECT_TRUE(discovery.unavailable);
+  EXPECT_NE(discovery.note.find("nvmlInit of " + fake_library("fake_nvml_legacy") + " failed: Driver Not Loaded"),
+            std::string::npos)
+      << discovery.note;
 }
 
 TEST_F(NvmlBackendTest, RequiredSymbolAbsentFindsNoDevicesAndNamesTheSymbol) {

@@ -17,8 +17,8 @@
 
 #include "gpucluster/backends/host.hpp"
 #include "gpucluster/model/errors.hpp"
-#include "gpucluster/node/manager.hpp"
 #include "gpucluster/model/validation.hpp"
+#include "gpucluster/node/manager.hpp"
 
 namespace gpucluster {
 namespace {
@@ -158,14 +158,16 @@ TEST(RocmBackendLoading, ConstructorArgumentWinsOverTheEnvironment) {
   EXPECT_EQ(RocmBackend().library_path(), "librocm_smi64.so.1");
 }
 
-TEST(RocmBackendLoading, LibraryWithoutTheRequiredFunctionsNamesTheFirstMissing) {
+TEST(RocmBackendLoading, LibraryWithoutTheRequiredFunctionsNamesEveryMissingOne) {
   RocmBackend backend("libm.so.6");
   Discovery discovery;
   ASSERT_NO_THROW(discovery = backend.discover("node-a"));
   EXPECT_TRUE(discovery.devices.empty());
   EXPECT_TRUE(discovery.unavailable);
-  EXPECT_TRUE(HasSubstr(discovery.note, "the ROCm SMI library libm.so.6 lacks the required function rsmi_init"));
-  EXPECT_TRUE(HasSubstr(discovery.note, "undefined symbol: rsmi_init"));
+  EXPECT_TRUE(HasSubstr(discovery.note,
+                        "the ROCm SMI library libm.so.6 lacks the required functions rsmi_init, rsmi_shut_down, "
+                        "rsmi_num_monitor_devices, rsmi_dev_memory_total_get, rsmi_dev_memory_usage_get, "
+                        "rsmi_status_string; "));
   EXPECT_TRUE(HasSubstr(discovery.note, "the path was given by the caller"));
   EXPECT_NO_THROW(backend.shutdown());
 }
@@ -175,9 +177,8 @@ TEST(RocmBackendLoading, LibraryLackingALaterRequiredFunctionNamesIt) {
   Discovery discovery;
   ASSERT_NO_THROW(discovery = backend.discover("node-a"));
   EXPECT_TRUE(discovery.devices.empty());
-  EXPECT_TRUE(HasSubstr(discovery.note, "lacks the required function rsmi_dev_memory_usage_get ("));
-  EXPECT_TRUE(HasSubstr(discovery.note, "undefined symbol: rsmi_dev_memory_usage_get"));
-  EXPECT_TRUE(HasSubstr(discovery.note, kFakeBrokenLibrary));
+  EXPECT_TRUE(HasSubstr(discovery.note, "the ROCm SMI library " + kFakeBrokenLibrary +
+                                            " lacks the required function rsmi_dev_memory_usage_get; "));
   EXPECT_NO_THROW(backend.shutdown());
 }
 
@@ -348,6 +349,7 @@ TEST_F(RocmBackendFake, AFanWithoutAMaximumOrNotSupportedAndAnUnsupportedEnergyC
 TEST_F(RocmBackendFake, ImplausibleReadingsAreUnavailableAndTheSampleStands) {
   RocmBackend backend(kFakeLibrary);
   ASSERT_EQ(backend.discover("node-a").devices.size(), 2u);
+  EXPECT_EQ(backend.implausible_readings(), ImplausibleCounts{});
   set("busy_percent", 250);
   set("power_uw", 200'000'000'000'000);  // 200 MW
   set("temp_edge_mc", 900'000);          // 900 °C
@@ -365,6 +367,12 @@ TEST_F(RocmBackendFake, ImplausibleReadingsAreUnavailableAndTheSampleStands) {
     EXPECT_EQ(sample.memory_total_bytes, 8ll << 30);
     EXPECT_NO_THROW(validate_sample("node-a/rocm:0", sample));
   }
+  // Every dropped reading is counted by quantity: two ticks each, the clock none.
+  const ImplausibleCounts dropped = backend.implausible_readings();
+  for (const Quantity quantity : kOptionalQuantities) {
+    EXPECT_EQ(dropped[static_cast<std::size_t>(quantity)], quantity == Quantity::clock_mhz ? 0U : 2U)
+        << field_name(quantity);
+  }
   // Implausible is not unsupported: every field is still asked.
   const FieldAvailability fields = backend.available_fields("rocm:0");
   for (const Quantity quantity : kOptionalQuantities) EXPECT_TRUE(fields.has(quantity)) << field_name(quantity);
@@ -373,6 +381,7 @@ TEST_F(RocmBackendFake, ImplausibleReadingsAreUnavailableAndTheSampleStands) {
   const Sample sample = backend.sample("rocm:0");
   EXPECT_EQ(sample.utilization_percent, 100.0F);  // the range is inclusive
   EXPECT_EQ(sample.temperature_celsius, -40.0F);  // cold, not broken
+  EXPECT_EQ(backend.implausible_readings()[static_cast<std::size_t>(Quantity::utilization_percent)], 2U);
 }
 
 TEST_F(RocmBackendFake, OtherErrorsThrowWithTheStatusText) {

@@ -192,14 +192,15 @@ TEST(SysfsBackend, AmdgpuFanSpeedIsPwmOverItsMaximumAndNeverFromRpm) {
   EXPECT_EQ(backend.sample("rocm:0").fan_speed_percent, 20.0F);  // 51 of the default 255
 
   sys.write(hwmon(0) + "/pwm1_max", "100\n");
-  sys.write(hwmon(0) + "/pwm1", "101\n");  // above its maximum
+  sys.write(hwmon(0) + "/pwm1", "101\n");  // above its maximum: implausible, counted
   EXPECT_FALSE(backend.sample("rocm:0").fan_speed_percent.has_value());
   sys.write(hwmon(0) + "/pwm1_max", "0\n");
-  sys.write(hwmon(0) + "/pwm1", "0\n");
+  sys.write(hwmon(0) + "/pwm1", "0\n");  // no scale: no reading at all
   EXPECT_FALSE(backend.sample("rocm:0").fan_speed_percent.has_value());
   sys.write(hwmon(0) + "/pwm1_max", "255\n");
-  sys.write(hwmon(0) + "/pwm1", "-3\n");
+  sys.write(hwmon(0) + "/pwm1", "-3\n");  // malformed: no reading either
   EXPECT_FALSE(backend.sample("rocm:0").fan_speed_percent.has_value());
+  EXPECT_EQ(backend.implausible_readings()[static_cast<std::size_t>(Quantity::fan_speed_percent)], 1U);
 
   sys.remove(hwmon(0) + "/pwm1");  // fan1_input (RPM) is still there
   const Sample sample = backend.sample("rocm:0");
@@ -564,12 +565,40 @@ TEST(SysfsBackend, GaugesBeyondSaneLimitsAreUnavailable) {
   sys.write(hwmon(0) + "/freq1_input", "999999999999999\n");  // 10^9 MHz
   SysfsBackend backend(sys.root());
   ASSERT_EQ(backend.discover("h").devices.size(), 1u);
+  EXPECT_EQ(backend.implausible_readings(), ImplausibleCounts{});  // discovery's probes are not counted
 
   const Sample sample = backend.sample("rocm:0");
   EXPECT_FALSE(sample.utilization_percent.has_value());
   EXPECT_FALSE(sample.power_watts.has_value());
   EXPECT_FALSE(sample.temperature_celsius.has_value());
   EXPECT_FALSE(sample.clock_mhz.has_value());
+  EXPECT_TRUE(sample.fan_speed_percent.has_value());  // the rest of the sample stands
+
+  // Each dropped reading is counted, the fallbacks' too: power1_average and
+  // power1_input, pp_dpm_sclk's current level and freq1_input.
+  ImplausibleCounts expected{};
+  expected[static_cast<std::size_t>(Quantity::utilization_percent)] = 1;
+  expected[static_cast<std::size_t>(Quantity::power_watts)] = 2;
+  expected[static_cast<std::size_t>(Quantity::temperature_celsius)] = 1;
+  expected[static_cast<std::size_t>(Quantity::clock_mhz)] = 2;
+  EXPECT_EQ(backend.implausible_readings(), expected);
+}
+
+TEST(SysfsBackend, IntelPowerAndClockBeyondTheirRangesAreUnavailableAndCounted) {
+  FakeSys sys;
+  write_i915(sys, 0);
+  SysfsBackend backend(sys.root());
+  ASSERT_EQ(backend.discover("h").devices.size(), 1u);
+  ASSERT_TRUE(backend.sample("xe:0").clock_mhz.has_value());         // and the energy baseline
+  sys.write(card(0) + "/gt_cur_freq_mhz", "200000\n");               // 200 GHz
+  sys.write(hwmon(0) + "/energy1_input", "18000000000000000000\n");  // 1.8e13 J since the baseline
+  const Sample sample = backend.sample("xe:0");
+  EXPECT_FALSE(sample.clock_mhz.has_value());
+  EXPECT_FALSE(sample.power_watts.has_value());
+  EXPECT_TRUE(sample.energy_joules.has_value());  // 1.8e13 J is within the table's range
+  EXPECT_EQ(backend.implausible_readings()[static_cast<std::size_t>(Quantity::clock_mhz)], 1U);
+  EXPECT_EQ(backend.implausible_readings()[static_cast<std::size_t>(Quantity::power_watts)], 1U);
+  EXPECT_EQ(backend.implausible_readings()[static_cast<std::size_t>(Quantity::energy_joules)], 0U);
 }
 
 class MalformedMemory : public ::testing::TestWithParam<const char*> {};

@@ -45,6 +45,7 @@ const std::map<std::string, std::string> kFamilies = {
     {"gpucluster_rejected_samples_total", "counter"},
     {"gpucluster_duplicate_samples_total", "counter"},
     {"gpucluster_backend_errors_total", "counter"},
+    {"gpucluster_backend_implausible_readings_total", "counter"},
     {"gpucluster_http_requests_total", "counter"},
     {"gpucluster_http_request_duration_seconds", "histogram"},
     {"gpucluster_http_accept_errors_total", "counter"},
@@ -167,6 +168,8 @@ ExpositionSnapshot realistic_snapshot() {
   snapshot.rejected_samples[static_cast<std::size_t>(RejectReason::out_of_range)] = 3;
   snapshot.rejected_samples[static_cast<std::size_t>(RejectReason::unknown_device)] = 1;
   snapshot.backend_errors = 7;
+  snapshot.implausible_readings = {{"nvml", {}}, {"sysfs", {}}};
+  snapshot.implausible_readings[0].counts[static_cast<std::size_t>(Quantity::fan_speed_percent)] = 4;
   DurationHistogram sample_durations;
   for (int i = 0; i < 100; ++i) sample_durations.observe(std::chrono::microseconds{50 + i * 37});
   sample_durations.observe(seconds{20});  // past the last bound
@@ -177,6 +180,31 @@ ExpositionSnapshot realistic_snapshot() {
   snapshot.http_requests = {{"/metrics", 200, 30}, {"/v1/devices", 200, 8}, {"/v1/devices/{id}", 404, 2}};
   snapshot.http_accept_errors = 12;
   return snapshot;
+}
+
+// Placed before the other cases on purpose (cases added at the end merge apart).
+TEST(Exposition, ImplausibleReadingsPerBackendAndOptionalQuantityEvenAtZero) {
+  constexpr std::string_view kFamily = "gpucluster_backend_implausible_readings_total";
+  ExpositionSnapshot snapshot;
+  snapshot.implausible_readings = {{"nvml", {}}, {"rocm", {}}, {"nvml", {}}};
+  snapshot.implausible_readings[0].counts[static_cast<std::size_t>(Quantity::temperature_celsius)] = 3;
+  snapshot.implausible_readings[1].counts[static_cast<std::size_t>(Quantity::energy_joules)] = 1;
+  snapshot.implausible_readings[2].counts[static_cast<std::size_t>(Quantity::temperature_celsius)] = 2;
+  const std::string text = render_exposition(snapshot);
+  EXPECT_NE(text.find(fmt::format("# TYPE {} counter\n", kFamily)), std::string::npos) << text;
+
+  // Every optional quantity a backend reads, zeros included; memory (required) is never dropped.
+  EXPECT_EQ(series(text, kFamily).size(), 2U * 6U) << text;
+  EXPECT_EQ(value_of(text, kFamily, "{backend=\"nvml\",quantity=\"temperature_celsius\"}"), "5");  // one series
+  EXPECT_EQ(value_of(text, kFamily, "{backend=\"nvml\",quantity=\"power_watts\"}"), "0");
+  EXPECT_EQ(value_of(text, kFamily, "{backend=\"rocm\",quantity=\"energy_joules\"}"), "1");
+  EXPECT_EQ(value_of(text, kFamily, "{backend=\"rocm\",quantity=\"utilization_percent\"}"), "0");
+  EXPECT_EQ(value_of(text, kFamily, "quantity=\"memory_used_bytes\""), std::nullopt);
+
+  // No backend: the family is there (HELP, TYPE), with no series.
+  const std::string empty = render_exposition(ExpositionSnapshot{});
+  EXPECT_NE(empty.find(fmt::format("# TYPE {} counter\n", kFamily)), std::string::npos);
+  EXPECT_TRUE(series(empty, kFamily).empty());
 }
 
 TEST(Exposition, EveryFamilyHasHelpAndTypeOnceAndItsSamplesAreContiguous) {

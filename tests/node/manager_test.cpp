@@ -1,5 +1,6 @@
 #include "gpucluster/node/manager.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -319,6 +320,62 @@ TEST(ManagerLifecycle, StartDiscoversAndTakesAFirstSample) {
   EXPECT_EQ(reports[0].backend, "test");
   EXPECT_EQ(reports[0].devices, 2u);
   EXPECT_TRUE(reports[0].error.empty());
+}
+
+// A backend whose every sample drops one implausible temperature reading (900 °C).
+class DroppingBackend final : public Backend {
+ public:
+  std::string_view name() const noexcept override { return "dropping"; }
+  Discovery discover(const std::string& host) override {
+    DeviceInfo info;
+    info.key = DeviceKey{host, "cuda:0"};
+    info.name = "Test GPU";
+    info.kind = DeviceKind::cuda;
+    info.backend = "dropping";
+    info.memory_total_bytes = static_cast<std::uint64_t>(kTotalBytes);
+    return Discovery{{std::move(info)}, ""};
+  }
+  Sample sample(const std::string& /*local_id*/) override {
+    Sample s;
+    s.timestamp = std::max(now_timestamp(), last_ + 1ns);  // every sample newer than the last
+    last_ = s.timestamp;
+    s.memory_used_bytes = kTotalBytes / 4;
+    s.memory_total_bytes = kTotalBytes;
+    if (plausible_or_count(Quantity::temperature_celsius, 900.0, dropped_)) s.temperature_celsius = 900.0F;
+    return s;
+  }
+  FieldAvailability available_fields(const std::string& /*local_id*/) const override {
+    return FieldAvailability{Quantity::temperature_celsius};
+  }
+  ImplausibleCounts implausible_readings() const noexcept override { return dropped_.snapshot(); }
+  void shutdown() override {}
+
+ private:
+  ImplausibleReadings dropped_;
+  Timestamp last_{};  // sample() runs on the backend's one thread
+};
+
+TEST(ManagerLifecycle, BackendReportsCarryTheBackendsLiveImplausibleCounts) {
+  auto probe = std::make_shared<Probe>();
+  std::vector<BackendPtr> backends;
+  backends.push_back(std::make_unique<DroppingBackend>());
+  backends.push_back(make_backend("test", {"cuda:1"}, probe));
+  Manager manager(config_for("h"), std::move(backends));
+  manager.start(false);  // one first sample
+  manager.sample_now();
+  const std::vector<BackendReport> reports = manager.backend_reports();
+  ASSERT_EQ(reports.size(), 2u);
+  EXPECT_EQ(reports[0].backend, "dropping");
+  EXPECT_EQ(reports[0].implausible_readings[static_cast<std::size_t>(Quantity::temperature_celsius)], 2u);
+  EXPECT_EQ(reports[1].implausible_readings, ImplausibleCounts{});  // a backend without the rule: zeros
+  // Live, not a copy taken at start: one more pass, one more drop.
+  manager.sample_now();
+  EXPECT_EQ(manager.backend_reports()[0].implausible_readings[static_cast<std::size_t>(Quantity::temperature_celsius)],
+            3u);
+  // The sample itself was recorded, without the temperature.
+  const DeviceState state = manager.device(DeviceKey{"h", "cuda:0"});
+  ASSERT_TRUE(state.latest.has_value());
+  EXPECT_FALSE(state.latest->temperature_celsius.has_value());
 }
 
 TEST(ManagerLifecycle, EveryPublicCallAfterShutdownThrowsShutDownError) {

@@ -3,7 +3,9 @@
 // vendor): discover, static info, sample, per-field availability, shutdown.
 
 #include <array>
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <initializer_list>
 #include <memory>
 #include <string>
@@ -58,6 +60,33 @@ class FieldAvailability {
 // False for NaN.
 bool plausible_reading(Quantity quantity, double value) noexcept;
 
+// How many readings a backend dropped as implausible, per quantity (indexed by
+// Quantity, table order). Only the optional rows can count: a required one
+// (memory) is never dropped, its failure is the sample's.
+using ImplausibleCounts = std::array<std::uint64_t, kQuantityCount>;
+
+// A backend's running counts of implausible readings: counted on the backend's
+// sampling thread, read by any thread (the manager's reports, /metrics).
+class ImplausibleReadings {
+ public:
+  void count(Quantity quantity) noexcept {
+    const auto index = static_cast<std::size_t>(quantity);
+    if (index < kQuantityCount) counts_[index].fetch_add(1, std::memory_order_relaxed);
+  }
+  ImplausibleCounts snapshot() const noexcept {
+    ImplausibleCounts counts{};
+    for (std::size_t i = 0; i < kQuantityCount; ++i) counts[i] = counts_[i].load(std::memory_order_relaxed);
+    return counts;
+  }
+
+ private:
+  std::array<std::atomic<std::uint64_t>, kQuantityCount> counts_{};
+};
+
+// plausible_reading(quantity, value), and when it is not, counts the dropped
+// reading in `dropped`: the one way a backend applies the rule to what it samples.
+bool plausible_or_count(Quantity quantity, double value, ImplausibleReadings& dropped) noexcept;
+
 // The available quantities' names in table order ("utilization_percent,
 // power_watts"), or "none": for log lines.
 std::string to_string(const FieldAvailability& fields);
@@ -93,6 +122,11 @@ class Backend {
   // Reads one device (by local id). Throws Error on failure; must not block long.
   virtual Sample sample(const std::string& local_id) = 0;
   virtual FieldAvailability available_fields(const std::string& local_id) const = 0;
+  // The readings this backend's sample() calls dropped as implausible
+  // (plausible_or_count), per quantity, since it was made. Thread-safe and
+  // non-blocking: called while the backend samples on its own thread. A backend
+  // that applies no plausibility rule reports zeros.
+  virtual ImplausibleCounts implausible_readings() const noexcept { return {}; }
   // Releases the source. Called once by the manager; if it throws, the manager
   // logs the error and still shuts the other backends down.
   virtual void shutdown() = 0;

@@ -26,6 +26,7 @@ class HostBackend final : public Backend {
   Discovery discover(const std::string& host) override;
   Sample sample(const std::string& local_id) override;
   FieldAvailability available_fields(const std::string& local_id) const override;
+  ImplausibleCounts implausible_readings() const noexcept override { return implausible_.snapshot(); }
   void shutdown() noexcept override {}
 
   static constexpr const char* kLocalId = "cpu:0";
@@ -36,12 +37,14 @@ class HostBackend final : public Backend {
     std::uint64_t total = 0;
   };
   std::optional<CpuTimes> read_cpu_times() const;
-  std::optional<float> read_temperature_celsius() const;
-  std::optional<float> read_clock_mhz() const;
+  // Each reading the plausibility rule drops is counted in `dropped`.
+  std::optional<float> read_temperature_celsius(ImplausibleReadings& dropped) const;
+  std::optional<float> read_clock_mhz(ImplausibleReadings& dropped) const;
   std::optional<std::uint64_t> read_energy_microjoules() const;
   std::optional<std::uint64_t> read_energy_range_microjoules() const;  // where energy_uj wraps to 0
   // The running energy total in joules after a reading (with the lock held).
-  std::optional<double> count_energy(std::optional<std::uint64_t> energy_uj, std::optional<std::uint64_t> max_range_uj);
+  std::optional<double> count_energy(std::optional<std::uint64_t> energy_uj, std::optional<std::uint64_t> max_range_uj,
+                                     ImplausibleReadings& dropped);
 
   HostBackendPaths paths_;
   mutable std::mutex mutex_;
@@ -51,6 +54,7 @@ class HostBackend final : public Backend {
   std::optional<std::uint64_t> energy_total_uj_;    // the running total reported as energy_joules
   std::optional<std::uint64_t> energy_counted_uj_;  // the reading the total last advanced from
   FieldAvailability fields_;
+  ImplausibleReadings implausible_;  // readings sample() dropped; atomic, read without the mutex
 };
 
 }  // namespace gpucluster

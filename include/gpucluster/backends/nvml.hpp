@@ -11,12 +11,15 @@
 // here: power mW → W, memory bytes, temperature °C, clocks MHz, fan speed % of
 // its maximum, energy mJ since the driver loaded → J. nvmlDeviceGetFanSpeed and
 // nvmlDeviceGetTotalEnergyConsumption are optional: a library without them still
-// loads and the field is unavailable. A reading outside the field table's range
-// (core/fields.hpp) is unavailable for that tick, never a rejected sample.
+// loads and the field is unavailable. nvmlInit_v2, nvmlDeviceGetCount_v2 and
+// nvmlDeviceGetHandleByIndex_v2 fall back to their first versions (nvmlInit, …)
+// when a driver lacks them. A reading outside the field table's range
+// (model/fields.hpp) is unavailable for that tick, never a rejected sample, and
+// counted (implausible_readings()).
 //
-// Errors: a missing library, a missing required NVML function or a failed
-// nvmlInit_v2 make discover() find no devices, mark the Discovery unavailable
-// and say in its note why, which library was tried and how to point at
+// Errors: a missing library, missing required NVML functions (the note names
+// every one) or a failed nvmlInit_v2 make discover() find no devices, mark the
+// Discovery unavailable and say in its note why, which library was tried and how to point at
 // another (GPUCLUSTER_NVML_LIBRARY) (never a throw). 0 GPUs is not unavailable. A gauge answering NOT_SUPPORTED (or
 // NO_PERMISSION) is unavailable for that device from then on and not asked again. GPU_IS_LOST makes sample() throw an
 // Error naming the device and "GPU is lost"; other NVML errors throw an Error with nvmlErrorString's text. Memory is
@@ -53,6 +56,7 @@ class NvmlBackend final : public Backend {
   // Throws UnknownDeviceError for an id discover() did not report.
   Sample sample(const std::string& local_id) override;
   FieldAvailability available_fields(const std::string& local_id) const override;
+  ImplausibleCounts implausible_readings() const noexcept override { return implausible_.snapshot(); }
   // nvmlShutdown exactly once (only if nvmlInit_v2 succeeded), then dlclose.
   // Idempotent. Throws Error if nvmlShutdown fails (the library is closed anyway).
   void shutdown() override;
@@ -69,6 +73,7 @@ class NvmlBackend final : public Backend {
   std::string library_path_;
   bool from_environment_ = false;  // library_path_ came from GPUCLUSTER_NVML_LIBRARY
   mutable std::mutex mutex_;
+  ImplausibleReadings implausible_;  // readings sample() dropped; atomic, read without the mutex
   std::unique_ptr<State> state_;
 };
 

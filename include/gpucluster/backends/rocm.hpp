@@ -22,7 +22,8 @@
 // Every other function is optional: a symbol missing from the loaded library
 // makes its fields unavailable.
 //
-// Errors: a missing library, a missing required function, a failed rsmi_init
+// Errors: a missing library, missing required functions (the note names every
+// one), a failed rsmi_init
 // (as on a machine without the amdgpu/KFD driver) or a failed device count make
 // discover() find no devices, mark the Discovery unavailable and say in its
 // note why and which library was tried (and, when it could not be loaded, how
@@ -34,7 +35,8 @@
 // field table's range (core/fields.hpp, under validation's default limits: a
 // busy percent over 100, a temperature over 250 °C, a fan over its maximum) is
 // unavailable for that tick, as in the nvml backend, and the rest of the
-// sample stands (before, the whole sample was rejected by validation).
+// sample stands (before, the whole sample was rejected by validation); each
+// such reading is counted (implausible_readings()).
 // Thread-safe.
 
 #include <memory>
@@ -70,6 +72,7 @@ class RocmBackend final : public Backend {
   // ROCm SMI failure or after shutdown().
   Sample sample(const std::string& local_id) override;
   FieldAvailability available_fields(const std::string& local_id) const override;
+  ImplausibleCounts implausible_readings() const noexcept override { return implausible_.snapshot(); }
   // rsmi_shut_down exactly once (only if rsmi_init succeeded), then dlclose.
   // Idempotent. Throws Error if rsmi_shut_down fails (the library is closed anyway).
   void shutdown() override;
@@ -86,6 +89,7 @@ class RocmBackend final : public Backend {
   std::string library_path_;
   bool from_environment_ = false;  // library_path_ came from GPUCLUSTER_ROCM_SMI_LIBRARY
   mutable std::mutex mutex_;
+  ImplausibleReadings implausible_;  // readings sample() dropped; atomic, read without the mutex
   std::unique_ptr<State> state_;
   bool shut_down_ = false;
 };

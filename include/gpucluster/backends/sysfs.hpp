@@ -66,6 +66,7 @@ class SysfsBackend final : public Backend {
   Discovery discover(const std::string& host) override;
   Sample sample(const std::string& local_id) override;
   FieldAvailability available_fields(const std::string& local_id) const override;
+  ImplausibleCounts implausible_readings() const noexcept override { return implausible_.snapshot(); }
   void shutdown() noexcept override {}
 
   const std::filesystem::path& root() const noexcept { return root_; }
@@ -100,6 +101,7 @@ class SysfsBackend final : public Backend {
   std::filesystem::path root_;
   mutable std::mutex mutex_;
   std::map<std::string, Card> cards_;  // by local id
+  ImplausibleReadings implausible_;    // readings sample() dropped; atomic, read without the mutex
 };
 
 }  // namespace gpucluster

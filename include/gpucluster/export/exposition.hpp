@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "gpucluster/backends/backend.hpp"
 #include "gpucluster/model/errors.hpp"
 #include "gpucluster/scheduling/scoring.hpp"
 #include "gpucluster/telemetry/duration_histogram.hpp"
@@ -19,12 +20,19 @@ struct HttpRequestCount {
   std::uint64_t count = 0;
 };
 
+// One backend's dropped readings (BackendReport::implausible_readings).
+struct BackendImplausibleReadings {
+  std::string backend;
+  ImplausibleCounts counts{};
+};
+
 struct ExpositionSnapshot {
   std::vector<DeviceState> devices;
   std::vector<RankedDevice> ranked;  // gpucluster_device_score for each device with a breakdown
   std::array<std::uint64_t, kRejectReasonCount> rejected_samples{};
   std::uint64_t duplicate_samples = 0;
   std::uint64_t backend_errors = 0;
+  std::vector<BackendImplausibleReadings> implausible_readings;  // one per backend the manager reports
   DurationHistogram::Snapshot sample_durations;
   std::vector<HttpRequestCount> http_requests;
   DurationHistogram::Snapshot http_request_durations;

@@ -67,6 +67,9 @@ struct BackendReport {
   std::string note;          // why nothing was found, when nothing was
   std::string error;         // discovery failed (threw, or missed the discovery deadline)
   bool unavailable = false;  // the source cannot be used here (Discovery::unavailable); note says why
+  // Readings its sample() calls dropped as implausible, per quantity
+  // (Backend::implausible_readings), as of the Manager::backend_reports() call.
+  ImplausibleCounts implausible_readings{};
 };
 // "ok" (devices found), "none" (works, found nothing), "unavailable" or "failed".
 const char* report_status(const BackendReport& report) noexcept;
@@ -176,6 +179,9 @@ class Manager {
   std::vector<BackendPtr> backends_;                     // until start() hands them to workers
   std::vector<std::shared_ptr<BackendWorker>> workers_;  // written in start() before `running` is published
   std::vector<BackendReport> reports_;
+  // Per report, the backend it is about (its worker keeps it alive while the
+  // manager runs); null for a backend that missed its discovery deadline.
+  std::vector<const Backend*> report_backends_;
   TelemetryStore store_;
 
   std::atomic<ManagerState> state_{ManagerState::created};

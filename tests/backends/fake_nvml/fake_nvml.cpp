@@ -29,8 +29,12 @@
 //   }]
 // }
 // A device field that is absent makes its function answer NOT_SUPPORTED.
-// Built three ways: full; FAKE_NVML_MINIMAL (no optional functions, as an old
-// driver); FAKE_NVML_BROKEN (no nvmlDeviceGetClockInfo, a required function).
+// Built four ways: full; FAKE_NVML_MINIMAL (no optional functions, as an old
+// driver); FAKE_NVML_BROKEN (no nvmlDeviceGetClockInfo, a required function);
+// FAKE_NVML_LEGACY (the first versions' names only: nvmlInit, nvmlDeviceGetCount,
+// nvmlDeviceGetHandleByIndex, and nvmlDeviceGetPciInfo_v2 without _v3, as a
+// driver older than their newer versions; the call log and the scenario's
+// return_codes and hang_ms use those names).
 
 #include <chrono>
 #include <cstdio>
@@ -50,6 +54,17 @@
 #include <nlohmann/json.hpp>
 
 #define FAKE_NVML_API extern "C" __attribute__((visibility("default")))
+// The exported name of a function with a _v2: the first version's in the legacy build.
+#ifdef FAKE_NVML_LEGACY
+#define FAKE_NVML_V2(name) name
+#else
+#define FAKE_NVML_V2(name) name##_v2
+#endif
+#define FAKE_NVML_STRING_OF(name) #name
+#define FAKE_NVML_STRING(name) FAKE_NVML_STRING_OF(name)
+constexpr const char* kInitName = FAKE_NVML_STRING(FAKE_NVML_V2(nvmlInit));
+constexpr const char* kCountName = FAKE_NVML_STRING(FAKE_NVML_V2(nvmlDeviceGetCount));
+constexpr const char* kHandleName = FAKE_NVML_STRING(FAKE_NVML_V2(nvmlDeviceGetHandleByIndex));
 
 struct nvmlDevice_st {
   unsigned int index;
@@ -324,7 +339,7 @@ void copy_bounded(char* target, std::size_t size, const std::string& text) {
 // Initialises (loading the scenario on the first call), then hangs for the
 // scenario's hang_ms["nvmlInit_v2"] before returning, as a driver that is
 // slow to answer (or never does) would; the lock is not held while it hangs.
-FAKE_NVML_API nvmlReturn_t nvmlInit_v2() {
+FAKE_NVML_API nvmlReturn_t FAKE_NVML_V2(nvmlInit)() {
   Fake& state = fake();
   unsigned int hang = 0;
   nvmlReturn_t result = kSuccess;
@@ -336,7 +351,7 @@ FAKE_NVML_API nvmlReturn_t nvmlInit_v2() {
       state.log_path = log_path;
       state.calls.clear();
     }
-    count(state, "nvmlInit_v2");
+    count(state, kInitName);
     if (state.init_count == 0) {
       try {
         load_scenario(state);
@@ -346,8 +361,8 @@ FAKE_NVML_API nvmlReturn_t nvmlInit_v2() {
         return kUnknown;
       }
     }
-    hang = hang_for(state.hang_ms, "nvmlInit_v2");
-    if (const auto code = forced(state.return_codes, "nvmlInit_v2")) {
+    hang = hang_for(state.hang_ms, kInitName);
+    if (const auto code = forced(state.return_codes, kInitName)) {
       result = *code;
     } else {
       ++state.init_count;
@@ -394,19 +409,19 @@ FAKE_NVML_API const char* nvmlErrorString(nvmlReturn_t result) {
   }
 }
 
-FAKE_NVML_API nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int* device_count) {
-  return system_call("nvmlDeviceGetCount_v2", [&](Fake& state) {
+FAKE_NVML_API nvmlReturn_t FAKE_NVML_V2(nvmlDeviceGetCount)(unsigned int* device_count) {
+  return system_call(kCountName, [&](Fake& state) {
     if (device_count == nullptr) return kInvalidArgument;
     *device_count = static_cast<unsigned int>(state.devices.size());
     return kSuccess;
   });
 }
 
-FAKE_NVML_API nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t* device) {
-  return system_call("nvmlDeviceGetHandleByIndex_v2", [&](Fake& state) {
+FAKE_NVML_API nvmlReturn_t FAKE_NVML_V2(nvmlDeviceGetHandleByIndex)(unsigned int index, nvmlDevice_t* device) {
+  return system_call(kHandleName, [&](Fake& state) {
     if (device == nullptr || index >= state.devices.size()) return kInvalidArgument;
     FakeDevice& found = *state.devices[index];
-    if (const auto code = forced(found.return_codes, "nvmlDeviceGetHandleByIndex_v2")) return *code;
+    if (const auto code = forced(found.return_codes, kHandleName)) return *code;
     *device = &found.handle;
     return kSuccess;
   });
@@ -465,9 +480,11 @@ FAKE_NVML_API nvmlReturn_t nvmlDeviceGetClockInfo(nvmlDevice_t device, int type,
 #endif
 
 #ifndef FAKE_NVML_MINIMAL
+#ifndef FAKE_NVML_LEGACY
 FAKE_NVML_API nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t device, nvmlPciInfo_t* pci) {
   return device_call("nvmlDeviceGetPciInfo_v3", device, [&](FakeDevice& found) { return fill_pci(found, pci); });
 }
+#endif
 
 FAKE_NVML_API nvmlReturn_t nvmlDeviceGetPciInfo_v2(nvmlDevice_t device, nvmlPciInfo_t* pci) {
   return device_call("nvmlDeviceGetPciInfo_v2", device, [&](FakeDevice& found) { return fill_pci(found, pci); });
