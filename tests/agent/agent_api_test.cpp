@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -37,15 +38,41 @@ std::string home_fleet() {
   return source_path("examples/fleet-home.json");
 }
 
+// The home fleet with fan speed and energy for cuda:0 (an RTX 4090 has a fan
+// and an energy counter); cuda:1 and metal:0 report neither.
+constexpr double kFanSpeedPercent = 42.5;
+constexpr double kEnergyJoules = 123456.0;
+
+std::filesystem::path write_fleet_with_fan_and_energy() {
+  json fleet = json::parse(read_file(home_fleet()));
+  for (json& device : fleet["devices"]) {
+    if (device["device_id"] != "cuda:0") continue;
+    device["metrics"]["fan_speed_percent"] = kFanSpeedPercent;
+    device["metrics"]["energy_joules"] = kEnergyJoules;
+  }
+  const std::filesystem::path path =
+      std::filesystem::temp_directory_path() / ("gpucluster-agent-api-fleet-" + std::to_string(::getpid()) + ".json");
+  std::ofstream(path) << fleet.dump();
+  return path;
+}
+
 class AgentApi : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    agent_ = std::make_unique<AgentProcess>(std::vector<std::string>{"--fleet", home_fleet(), "--interval", "100ms"});
+    fleet_ = write_fleet_with_fan_and_energy();
+    agent_ =
+        std::make_unique<AgentProcess>(std::vector<std::string>{"--fleet", fleet_.string(), "--interval", "100ms"});
   }
-  static void TearDownTestSuite() { agent_.reset(); }
+  static void TearDownTestSuite() {
+    agent_.reset();
+    std::error_code ignored;
+    std::filesystem::remove(fleet_, ignored);
+  }
   static std::unique_ptr<AgentProcess> agent_;
+  static std::filesystem::path fleet_;
 };
 std::unique_ptr<AgentProcess> AgentApi::agent_;
+std::filesystem::path AgentApi::fleet_;
 
 TEST_F(AgentApi, BannerPrintsTheUrls) {
   EXPECT_NE(agent_->banner().find("/v1/devices"), std::string::npos) << agent_->banner();
@@ -215,6 +242,54 @@ TEST_F(AgentApi, MetricsIsPrometheusText) {
   EXPECT_NE(result->get_header_value("Content-Type").find("text/plain"), std::string::npos);
   EXPECT_NE(result->body.find("# TYPE gpucluster_device_up gauge"), std::string::npos);
   EXPECT_NE(result->body.find("device=\"cuda:0\""), std::string::npos);
+}
+
+// Fan speed and energy as the agent serves them: values in /v1/devices and
+// /metrics for the device that has them, null and no series for the others.
+TEST_F(AgentApi, DevicesCarryFanSpeedAndEnergyAndNullWithoutThem) {
+  auto client = agent_->client();
+  const json devices = body_of(client.Get("/v1/devices"));
+  ASSERT_TRUE(devices.is_array()) << devices.dump();
+  int seen = 0;
+  for (const json& device : devices) {
+    const json& metrics = device["metrics"];
+    ASSERT_TRUE(metrics.is_object()) << device.dump();
+    if (device["id"] == "home/cuda:0") {
+      ++seen;
+      EXPECT_EQ(metrics["fan_speed_percent"], kFanSpeedPercent) << metrics.dump();
+      EXPECT_EQ(metrics["energy_joules"], kEnergyJoules) << metrics.dump();
+    } else if (device["id"] == "home/cuda:1" || device["id"] == "home/metal:0") {
+      ++seen;
+      ASSERT_TRUE(metrics.contains("fan_speed_percent")) << metrics.dump();
+      ASSERT_TRUE(metrics.contains("energy_joules")) << metrics.dump();
+      EXPECT_TRUE(metrics["fan_speed_percent"].is_null()) << device["id"] << ": " << metrics.dump();
+      EXPECT_TRUE(metrics["energy_joules"].is_null()) << device["id"] << ": " << metrics.dump();
+    }
+  }
+  EXPECT_EQ(seen, 3) << devices.dump();
+}
+
+TEST_F(AgentApi, MetricsExportFanSpeedAsARatioAndEnergyAsACounter) {
+  auto client = agent_->client();
+  const auto result = client.Get("/metrics");
+  ASSERT_TRUE(result);
+  ASSERT_EQ(result->status, 200);
+  const std::string& text = result->body;
+  const std::string labels =
+      R"({host="home",device="cuda:0",uuid="GPU-3f8e1a6c-52d9-4b07-9e2a-c6d14f8b0a73",model="NVIDIA GeForce RTX 4090"})";
+  EXPECT_NE(text.find("\ngpucluster_fan_speed_ratio" + labels + " 0.425\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("\ngpucluster_energy_joules_total" + labels + " 123456\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("# TYPE gpucluster_fan_speed_ratio gauge\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("# TYPE gpucluster_energy_joules_total counter\n"), std::string::npos) << text;
+  // One series each: the devices without them have none (not a 0).
+  std::istringstream lines(text);
+  int fan_series = 0, energy_series = 0;
+  for (std::string line; std::getline(lines, line);) {
+    fan_series += line.rfind("gpucluster_fan_speed_ratio{", 0) == 0 ? 1 : 0;
+    energy_series += line.rfind("gpucluster_energy_joules_total{", 0) == 0 ? 1 : 0;
+  }
+  EXPECT_EQ(fan_series, 1) << text;
+  EXPECT_EQ(energy_series, 1) << text;
 }
 
 // The protocol's documented example messages, in the order a client sends them.

@@ -20,6 +20,7 @@
 #include "gpucluster/backends/host.hpp"
 #include "gpucluster/model/errors.hpp"
 #include "gpucluster/node/manager.hpp"
+#include "support/fake_backend.hpp"
 
 namespace gpucluster {
 namespace {
@@ -694,26 +695,6 @@ TEST(SysfsBackend, EmptySysHasNoDevicesAndSaysWhy) {
   EXPECT_NE(nothing.note.find("GPUCLUSTER_SYSFS_ROOT"), std::string::npos) << nothing.note;
 }
 
-// The sysfs backend, counting its shutdowns (done by its worker thread once a
-// stuck call returns), so a test can wait for that thread to finish.
-class CountingShutdown final : public Backend {
- public:
-  CountingShutdown(BackendPtr inner, std::shared_ptr<std::atomic<int>> shutdowns)
-      : inner_(std::move(inner)), shutdowns_(std::move(shutdowns)) {}
-  std::string_view name() const noexcept override { return inner_->name(); }
-  Discovery discover(const std::string& host) override { return inner_->discover(host); }
-  Sample sample(const std::string& id) override { return inner_->sample(id); }
-  FieldAvailability available_fields(const std::string& id) const override { return inner_->available_fields(id); }
-  void shutdown() override {
-    inner_->shutdown();
-    ++*shutdowns_;
-  }
-
- private:
-  BackendPtr inner_;
-  std::shared_ptr<std::atomic<int>> shutdowns_;
-};
-
 // A device file whose read blocks (a hung driver behind sysfs) stalls only the
 // sysfs backend's discovery: the manager's deadline gives up on it and the
 // host backend goes on.
@@ -728,8 +709,10 @@ TEST(SysfsBackend, AHungDeviceFileFailsOnlyTheSysfsBackend) {
   config.sample_interval = std::chrono::nanoseconds{0};
   config.discovery_timeout = std::chrono::milliseconds{300};
   std::vector<BackendPtr> backends;
-  auto shutdowns = std::make_shared<std::atomic<int>>(0);
-  backends.push_back(std::make_unique<CountingShutdown>(std::make_unique<SysfsBackend>(sys.root()), shutdowns));
+  // The sysfs backend, counting its shutdowns (done by its worker thread once a
+  // stuck call returns), so the test can wait for that thread to finish.
+  auto shutdowns = std::make_shared<testing::FakeBackend::Counters>();
+  backends.push_back(testing::FakeBackend::wrapping(std::make_unique<SysfsBackend>(sys.root()), shutdowns));
   backends.push_back(std::make_unique<HostBackend>());
   Manager manager(config, std::move(backends));
   manager.start(false);
@@ -755,13 +738,13 @@ TEST(SysfsBackend, AHungDeviceFileFailsOnlyTheSysfsBackend) {
   EXPECT_TRUE(written) << "the sysfs backend was not blocked reading the device file";
   // Its thread finishes discovery, shuts the backend down and ends (bounded wait).
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{10};
-  while (shutdowns->load() == 0 && std::chrono::steady_clock::now() < deadline) {
+  while (shutdowns->shutdown_returned.load() == 0 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds{10});
   }
-  EXPECT_EQ(shutdowns->load(), 1);
+  EXPECT_EQ(shutdowns->shutdown_returned.load(), 1);
   EXPECT_EQ(manager.devices().size(), 1U) << "the late card was added";
   manager.shutdown();
-  EXPECT_EQ(shutdowns->load(), 1);
+  EXPECT_EQ(shutdowns->shutdown_returned.load(), 1);
 }
 
 TEST(SysfsBackend, UnknownDeviceIsReported) {

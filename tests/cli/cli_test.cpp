@@ -565,4 +565,69 @@ TEST_F(CliTest, AgentListensFirstAndSaysItIsStartingWhileDiscovering) {
   EXPECT_TRUE(WIFEXITED(stopped) && WEXITSTATUS(stopped) == 0) << stopped;
 }
 
+// The cell under `column` in the row of `device` of the devices table: columns
+// after NAME are right-aligned, so a cell ends where its header ends and is
+// as wide as the header's field (src/cli/output.cpp: FAN 6, ENERGY 9).
+std::string table_cell(const std::string& table, const std::string& device, const std::string& column,
+                       std::size_t width) {
+  std::istringstream lines(table);
+  std::string header, line, row;
+  std::getline(lines, header);
+  while (std::getline(lines, line)) {
+    if (line.rfind(device + " ", 0) == 0) row = line;
+  }
+  const std::size_t at = header.find("  " + column + "  ");
+  if (at == std::string::npos || row.empty()) return "(no " + column + " column or no row " + device + ")";
+  const std::size_t end = at + 2 + column.size();
+  if (end < width || row.size() < end) return "(row too short: " + row + ")";
+  std::string cell = row.substr(end - width, width);
+  cell.erase(0, cell.find_first_not_of(' '));
+  return cell;
+}
+
+// Fan speed and energy from a fleet file: their values in the table and in
+// --json; a device without them shows "n/a" and null, never 0.
+TEST_F(CliTest, DevicesShowFanSpeedAndEnergyAndNullWithoutThem) {
+  const json with_them = {{"device_id", "cuda:0"},
+                          {"name", "GPU"},
+                          {"vendor", "nvidia"},
+                          {"device_type", "cuda"},
+                          {"memory_bytes", 1 << 30},
+                          {"metrics",
+                           {{"memory_used_bytes", 1 << 20},
+                            {"compute_utilization_percent", 10.0},
+                            {"fan_speed_percent", 37.4},
+                            {"energy_joules", 123456.0}}}};
+  json without_them = with_them;
+  without_them["device_id"] = "cuda:1";
+  without_them["metrics"].erase("fan_speed_percent");
+  without_them["metrics"].erase("energy_joules");
+  const fs::path fleet = write("fan.json", {{"host", "lab"}, {"devices", {with_them, without_them}}});
+
+  const Result table = run("devices --fleet " + fleet.string());
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_EQ(table_cell(table.out, "lab/cuda:0", "FAN", 6), "37%") << table.out;
+  EXPECT_EQ(table_cell(table.out, "lab/cuda:0", "ENERGY", 9), "123.5 kJ") << table.out;
+  EXPECT_EQ(table_cell(table.out, "lab/cuda:1", "FAN", 6), "n/a") << table.out;
+  EXPECT_EQ(table_cell(table.out, "lab/cuda:1", "ENERGY", 9), "n/a") << table.out;
+
+  const Result r = run("devices --json --fleet " + fleet.string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json devices = json::parse(r.out);
+  ASSERT_EQ(devices.size(), 2U) << r.out;
+  for (const json& d : devices) {
+    const json& metrics = d["metrics"];
+    ASSERT_TRUE(metrics.contains("fan_speed_percent")) << d.dump();
+    ASSERT_TRUE(metrics.contains("energy_joules")) << d.dump();
+    if (d["device_id"] == "cuda:0") {
+      EXPECT_EQ(metrics["fan_speed_percent"].dump(), "37.4") << d.dump();
+      EXPECT_EQ(metrics["energy_joules"].dump(), "123456.0") << d.dump();
+    } else {
+      EXPECT_EQ(d["device_id"], "cuda:1");
+      EXPECT_TRUE(metrics["fan_speed_percent"].is_null()) << d.dump();
+      EXPECT_TRUE(metrics["energy_joules"].is_null()) << d.dump();
+    }
+  }
+}
+
 }  // namespace

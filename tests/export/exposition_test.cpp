@@ -566,5 +566,70 @@ TEST_F(PromtoolCheck, CatchesABrokenExposition) {
   EXPECT_TRUE(lint != 0 || !output.empty()) << "no complaint about a counter without HELP and _total";
 }
 
+// Fan speed (a gauge, percent → ratio) and energy (a counter, in joules) are
+// rows of the field table like the others: exported when measured, no series
+// when unavailable (never 0), HELP and TYPE either way.
+TEST(Exposition, FanSpeedIsAGaugeRatioAndEnergyACounterInJoules) {
+  DeviceSpec with, without;
+  without.id = "cuda:1";
+  DeviceState measured = make_device(with);
+  measured.latest->fan_speed_percent = 42.5F;
+  measured.latest->energy_joules = 123456.0;
+  const std::string text = render_exposition(snapshot_of({measured, make_device(without)}));
+  const std::string labels = R"({host="node-1",device="cuda:0",model="NVIDIA H100 80GB HBM3"} )";
+  EXPECT_EQ(value_of(text, "gpucluster_fan_speed_ratio", labels), "0.425") << text;
+  EXPECT_EQ(value_of(text, "gpucluster_energy_joules_total", labels), "123456") << text;
+  EXPECT_NE(text.find("# TYPE gpucluster_fan_speed_ratio gauge\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("# TYPE gpucluster_energy_joules_total counter\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("# HELP gpucluster_fan_speed_ratio "), std::string::npos) << text;
+  EXPECT_NE(text.find("# HELP gpucluster_energy_joules_total "), std::string::npos) << text;
+  // The device without them: no series, not a 0 (its other gauges are there).
+  EXPECT_EQ(series(text, "gpucluster_fan_speed_ratio").size(), 1U) << text;
+  EXPECT_EQ(series(text, "gpucluster_energy_joules_total").size(), 1U) << text;
+  EXPECT_FALSE(value_of(text, "gpucluster_fan_speed_ratio", R"(device="cuda:1")")) << text;
+  EXPECT_FALSE(value_of(text, "gpucluster_energy_joules_total", R"(device="cuda:1")")) << text;
+  EXPECT_EQ(value_of(text, "gpucluster_power_watts", R"(device="cuda:1")"), "300");
+}
+
+TEST(Exposition, FanAndEnergyOfADeviceWithoutThemHaveHeadersButNoSeries) {
+  const std::string text = render_exposition(snapshot_of({make_device(DeviceSpec{})}));
+  EXPECT_TRUE(series(text, "gpucluster_fan_speed_ratio").empty()) << text;
+  EXPECT_TRUE(series(text, "gpucluster_energy_joules_total").empty()) << text;
+  EXPECT_NE(text.find("# TYPE gpucluster_fan_speed_ratio gauge\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("# TYPE gpucluster_energy_joules_total counter\n"), std::string::npos) << text;
+}
+
+TEST(Exposition, FanAndEnergyOfAnUnavailableDeviceAreNotExported) {
+  DeviceSpec spec;
+  spec.available = false;  // its last reading is stale
+  DeviceState down = make_device(spec);
+  down.latest->fan_speed_percent = 42.5F;
+  down.latest->energy_joules = 123456.0;
+  const std::string text = render_exposition(snapshot_of({down}));
+  EXPECT_TRUE(series(text, "gpucluster_fan_speed_ratio").empty()) << text;
+  EXPECT_TRUE(series(text, "gpucluster_energy_joules_total").empty()) << text;
+}
+
+TEST(Exposition, ZeroFanSpeedAndZeroEnergyArePrintedWhenMeasured) {
+  DeviceState device = make_device(DeviceSpec{});
+  device.latest->fan_speed_percent = 0.0F;
+  device.latest->energy_joules = 0.0;
+  const std::string text = render_exposition(snapshot_of({device}));
+  EXPECT_EQ(value_of(text, "gpucluster_fan_speed_ratio", "cuda:0"), "0");
+  EXPECT_EQ(value_of(text, "gpucluster_energy_joules_total", "cuda:0"), "0");
+}
+
+// promtool's linter on the two families with values (a counter must end in _total).
+TEST_F(PromtoolCheck, FanSpeedAndEnergyPassWithoutLintProblems) {
+  DeviceState device = make_device(DeviceSpec{});
+  device.latest->fan_speed_percent = 42.5F;
+  device.latest->energy_joules = 123456.0;
+  const std::string text = render_exposition(snapshot_of({device}));
+  ASSERT_EQ(series(text, "gpucluster_energy_joules_total").size(), 1U) << text;
+  std::string output;
+  EXPECT_EQ(check(text, output), 0) << output << "\n--- input ---\n" << text;
+  EXPECT_EQ(output, "") << "promtool complained:\n" << output << "\n--- input ---\n" << text;
+}
+
 }  // namespace
 }  // namespace gpucluster::agent

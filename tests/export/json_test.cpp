@@ -73,5 +73,63 @@ TEST(Json, SelectionWithoutDeviceIsNull) {
   EXPECT_TRUE(to_json(none)["device"].is_null());
 }
 
+Sample fan_and_energy_sample() {
+  Sample s;
+  s.timestamp = timestamp_from_seconds(1700000000.0);
+  s.memory_used_bytes = 1;
+  s.memory_total_bytes = 2;
+  s.fan_speed_percent = 42.5F;
+  s.energy_joules = 123456.0;
+  return s;
+}
+
+TEST(Json, SampleCarriesFanSpeedAndEnergy) {
+  const nlohmann::json j = to_json(fan_and_energy_sample());
+  ASSERT_TRUE(j["fan_speed_percent"].is_number()) << j.dump();
+  EXPECT_EQ(j["fan_speed_percent"].get<double>(), 42.5);
+  ASSERT_TRUE(j["energy_joules"].is_number()) << j.dump();
+  EXPECT_EQ(j["energy_joules"].get<double>(), 123456.0);
+  EXPECT_EQ(j["fan_speed_percent"].dump(), "42.5");
+  EXPECT_EQ(j["energy_joules"].dump(), "123456.0");
+}
+
+TEST(Json, SampleWithoutFanSpeedAndEnergyHasTheKeysAsNull) {
+  Sample s = fan_and_energy_sample();
+  s.fan_speed_percent.reset();
+  s.energy_joules.reset();
+  const nlohmann::json j = to_json(s);
+  ASSERT_TRUE(j.contains("fan_speed_percent")) << j.dump();
+  ASSERT_TRUE(j.contains("energy_joules")) << j.dump();
+  EXPECT_TRUE(j["fan_speed_percent"].is_null()) << j.dump();
+  EXPECT_TRUE(j["energy_joules"].is_null()) << j.dump();
+  // A measured zero stays zero.
+  s.fan_speed_percent = 0.0F;
+  s.energy_joules = 0.0;
+  const nlohmann::json zero = to_json(s);
+  EXPECT_EQ(zero["fan_speed_percent"], 0.0);
+  EXPECT_EQ(zero["energy_joules"], 0.0);
+}
+
+TEST(Json, DeviceStateCarriesFanSpeedAndEnergyInItsMetrics) {
+  auto info = std::make_shared<DeviceInfo>();
+  info->key = {"lab", "cuda:0"};
+  info->kind = DeviceKind::cuda;
+  info->memory_total_bytes = 2;
+  DeviceState with{info, true, "", fan_and_energy_sample()};
+  const nlohmann::json j = to_json(with, std::nullopt);
+  EXPECT_EQ(j["metrics"]["fan_speed_percent"].get<double>(), 42.5) << j.dump();
+  EXPECT_EQ(j["metrics"]["energy_joules"].get<double>(), 123456.0) << j.dump();
+
+  DeviceState without = with;
+  without.latest->fan_speed_percent.reset();
+  without.latest->energy_joules.reset();
+  const nlohmann::json none = devices_to_json({without}, {});
+  ASSERT_EQ(none.size(), 1U);
+  ASSERT_TRUE(none[0]["metrics"].contains("fan_speed_percent")) << none.dump();
+  ASSERT_TRUE(none[0]["metrics"].contains("energy_joules")) << none.dump();
+  EXPECT_TRUE(none[0]["metrics"]["fan_speed_percent"].is_null()) << none.dump();
+  EXPECT_TRUE(none[0]["metrics"]["energy_joules"].is_null()) << none.dump();
+}
+
 }  // namespace
 }  // namespace gpucluster

@@ -18,6 +18,7 @@
 
 #include "gpucluster/model/errors.hpp"
 #include "gpucluster/node/manager.hpp"
+#include "support/fake_backend.hpp"
 
 namespace gpucluster {
 namespace {
@@ -373,42 +374,26 @@ TEST(ManagerConcurrency, RecordersOnOneDeviceNeverStoreOutOfOrder) {
 
 // --- a backend for the sampling tests ---
 
-struct SamplerProbe {
-  std::atomic<int> sample_calls{0};
-  std::atomic<int> shutdown_calls{0};
+// Counts the backend's calls (FakeBackend::Counters); with fail_odd_calls, every other read fails.
+struct SamplerProbe : testing::FakeBackend::Counters {
   std::atomic<bool> fail_odd_calls{false};
 };
 
-class CountingBackend final : public Backend {
- public:
-  CountingBackend(int devices, std::shared_ptr<SamplerProbe> probe) : devices_(devices), probe_(std::move(probe)) {}
-  std::string_view name() const noexcept override { return "counting"; }
-  Discovery discover(const std::string& host) override {
-    Discovery discovery;
-    for (int i = 0; i < devices_; ++i) discovery.devices.push_back(make_info(host, "sim:" + std::to_string(i)));
-    return discovery;
-  }
-  Sample sample(const std::string& /*local_id*/) override {
-    const int call = probe_->sample_calls.fetch_add(1);
-    if (probe_->fail_odd_calls.load() && call % 2 == 1) throw Error("transient read failure");
-    std::lock_guard lock(mutex_);
-    return make_sample(++sequence_);
-  }
-  FieldAvailability available_fields(const std::string& /*local_id*/) const override {
-    return FieldAvailability{Quantity::utilization_percent, Quantity::temperature_celsius};
-  }
-  void shutdown() override { probe_->shutdown_calls.fetch_add(1); }
-
- private:
-  int devices_;
-  std::shared_ptr<SamplerProbe> probe_;
-  std::mutex mutex_;
-  std::int64_t sequence_ = 0;
-};
-
+// One backend with `devices` devices whose reads return samples of a rising sequence.
 std::vector<BackendPtr> counting_backend(int devices, std::shared_ptr<SamplerProbe> probe) {
+  testing::FakeBackend::Config config;
+  config.name = "counting";
+  for (int i = 0; i < devices; ++i) config.devices.push_back(make_info("", "sim:" + std::to_string(i)));
+  config.fields = FieldAvailability{Quantity::utilization_percent, Quantity::temperature_celsius};
+  config.on_sample = [probe, calls = std::make_shared<std::atomic<int>>(0),
+                      sequence = std::make_shared<std::atomic<std::int64_t>>(0)](const std::string& /*local_id*/,
+                                                                                 Sample /*fixed*/) {
+    const int call = calls->fetch_add(1);
+    if (probe->fail_odd_calls.load() && call % 2 == 1) throw Error("transient read failure");
+    return make_sample(sequence->fetch_add(1) + 1);
+  };
   std::vector<BackendPtr> backends;
-  backends.push_back(std::make_unique<CountingBackend>(devices, std::move(probe)));
+  backends.push_back(std::make_unique<testing::FakeBackend>(std::move(config), std::move(probe)));
   return backends;
 }
 

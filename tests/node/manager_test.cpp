@@ -17,6 +17,7 @@
 #include <gtest/gtest.h>
 
 #include "gpucluster/model/errors.hpp"
+#include "support/fake_backend.hpp"
 
 namespace gpucluster {
 namespace {
@@ -25,12 +26,11 @@ using namespace std::chrono_literals;
 
 constexpr std::int64_t kTotalBytes = 80'000'000'000;
 
-// Shared with the test; outlives the backend so its destruction is observable.
-struct Probe {
-  std::atomic<int> discover_calls{0};
-  std::atomic<int> sample_calls{0};
-  std::atomic<int> shutdown_calls{0};
-  std::atomic<int> destroyed{0};
+using testing::FakeBackend;
+
+// Steers a test backend (make_backend) and counts its calls; outlives the
+// backend so its destruction is observable.
+struct Probe : FakeBackend::Counters {
   std::atomic<bool> discover_fails{false};
   std::atomic<bool> shutdown_fails{false};
   std::atomic<bool> bad_samples{false};  // utilization 150 %
@@ -57,84 +57,49 @@ struct Probe {
   std::string sample_error;  // non-empty: sample() throws it
 };
 
-class TestBackend final : public Backend {
- public:
-  TestBackend(std::string name, std::vector<std::string> ids, std::shared_ptr<Probe> probe)
-      : name_(std::move(name)), ids_(std::move(ids)), probe_(std::move(probe)) {}
-  ~TestBackend() override { probe_->destroyed.fetch_add(1); }
-
-  std::string_view name() const noexcept override { return name_; }
-
-  Discovery discover(const std::string& host) override {
-    probe_->discover_calls.fetch_add(1);
-    if (probe_->discover_fails.load()) throw Error(name_ + ": driver not loaded");
-    Discovery discovery;
-    for (const std::string& id : ids_) {
-      DeviceInfo info;
-      info.key = DeviceKey{host, id};
-      info.name = "Test GPU " + id;
-      info.kind = DeviceKind::cuda;
-      info.backend = name_;
-      info.memory_total_bytes = static_cast<std::uint64_t>(kTotalBytes);
-      info.compute_units = 100;
-      discovery.devices.push_back(std::move(info));
-    }
-    if (ids_.empty()) discovery.note = "no devices";
-    return discovery;
+// A backend with one device per id whose discover(), sample() and shutdown()
+// fail, block or read badly as the probe says.
+BackendPtr make_backend(const std::string& name, std::vector<std::string> ids, std::shared_ptr<Probe> probe) {
+  FakeBackend::Config config;
+  config.name = name;
+  for (const std::string& id : ids) {
+    DeviceInfo info = testing::fake_device(id, static_cast<std::uint64_t>(kTotalBytes));
+    info.name = "Test GPU " + id;
+    info.kind = DeviceKind::cuda;
+    info.compute_units = 100;
+    config.devices.push_back(std::move(info));
   }
-
-  Sample sample(const std::string& /*local_id*/) override {
-    probe_->sampling.store(true);
-    probe_->sample_calls.fetch_add(1);
-    if (probe_->block.load()) {
-      probe_->entered.store(true);
-      probe_->entered.notify_all();
-      probe_->release.wait();
-      probe_->finished.store(true);
+  if (ids.empty()) config.note = "no devices";
+  config.sample = testing::fake_sample(kTotalBytes / 4, kTotalBytes);
+  config.sample.utilization_percent = 20.0f;
+  config.sample.temperature_celsius = 50.0f;
+  config.fields = FieldAvailability{Quantity::utilization_percent, Quantity::temperature_celsius};
+  config.on_discover = [probe, name](const std::string& /*host*/, Discovery fixed) {
+    if (probe->discover_fails.load()) throw Error(name + ": driver not loaded");
+    return fixed;
+  };
+  config.on_sample = [probe](const std::string& /*local_id*/, Sample fixed) {
+    probe->sampling.store(true);
+    if (probe->block.load()) {
+      probe->entered.store(true);
+      probe->entered.notify_all();
+      probe->release.wait();
+      probe->finished.store(true);
     }
-    const std::string error = probe_->get_sample_error();
+    const std::string error = probe->get_sample_error();
     if (!error.empty()) {
-      probe_->sampling.store(false);
+      probe->sampling.store(false);
       throw Error(error);
     }
-    Sample s;
-    s.timestamp = next_timestamp();
-    s.memory_used_bytes = kTotalBytes / 4;
-    s.memory_total_bytes = kTotalBytes;
-    s.utilization_percent = probe_->bad_samples.load() ? 150.0f : 20.0f;
-    s.temperature_celsius = 50.0f;
-    probe_->sampling.store(false);
-    return s;
-  }
-
-  FieldAvailability available_fields(const std::string& /*local_id*/) const override {
-    return FieldAvailability{Quantity::utilization_percent, Quantity::temperature_celsius};
-  }
-
-  void shutdown() override {
-    probe_->shutdown_calls.fetch_add(1);
-    if (probe_->sampling.load()) probe_->shutdown_while_sampling.store(true);
-    if (probe_->shutdown_fails.load()) throw Error(name_ + ": shutdown failed");
-  }
-
- private:
-  Timestamp next_timestamp() {
-    std::lock_guard lock(mutex_);
-    Timestamp t = now_timestamp();
-    if (t <= last_) t = last_ + 1ns;
-    last_ = t;
-    return t;
-  }
-
-  std::string name_;
-  std::vector<std::string> ids_;
-  std::shared_ptr<Probe> probe_;
-  std::mutex mutex_;
-  Timestamp last_{};
-};
-
-BackendPtr make_backend(const std::string& name, std::vector<std::string> ids, std::shared_ptr<Probe> probe) {
-  return std::make_unique<TestBackend>(name, std::move(ids), std::move(probe));
+    if (probe->bad_samples.load()) fixed.utilization_percent = 150.0f;
+    probe->sampling.store(false);
+    return fixed;
+  };
+  config.on_shutdown = [probe, name] {
+    if (probe->sampling.load()) probe->shutdown_while_sampling.store(true);
+    if (probe->shutdown_fails.load()) throw Error(name + ": shutdown failed");
+  };
+  return std::make_unique<FakeBackend>(std::move(config), std::move(probe));
 }
 
 std::vector<BackendPtr> backends_of(BackendPtr a, BackendPtr b = nullptr, BackendPtr c = nullptr) {
@@ -636,24 +601,16 @@ TEST(ManagerSampling, FailingSampleMarksTheDeviceUnavailableAndRecovers) {
   EXPECT_EQ(*manager.select().device, key);
 }
 
-// A backend whose sample() is a caller-supplied function.
-class FunctionBackend final : public Backend {
- public:
-  explicit FunctionBackend(std::function<Sample()> sample) : sample_(std::move(sample)) {}
-  std::string_view name() const noexcept override { return "function"; }
-  Discovery discover(const std::string& host) override {
-    Discovery discovery;
-    DeviceInfo info = make_info(host, "cuda:0");
-    discovery.devices.push_back(info);
-    return discovery;
-  }
-  Sample sample(const std::string& /*local_id*/) override { return sample_(); }
-  FieldAvailability available_fields(const std::string& /*local_id*/) const override { return {}; }
-  void shutdown() override {}
-
- private:
-  std::function<Sample()> sample_;
-};
+// A backend with one device whose sample() is a caller-supplied function.
+BackendPtr function_backend(std::function<Sample()> sample) {
+  FakeBackend::Config config;
+  config.name = "function";
+  config.devices.push_back(make_info("", "cuda:0"));
+  config.on_sample = [sample = std::move(sample)](const std::string& /*local_id*/, Sample /*fixed*/) {
+    return sample();
+  };
+  return std::make_unique<FakeBackend>(std::move(config));
+}
 
 // An error whose message is read more than once; on the second read the device
 // is unregistered, as another thread may do at any moment during a sampling pass.
@@ -683,7 +640,7 @@ TEST(ManagerSampling, DeviceUnregisteredDuringAFailedReadDoesNotEscapeSampleNow)
   std::atomic<bool> fail{false};
   const DeviceKey key{"h", "cuda:0"};
   std::vector<BackendPtr> backends;
-  backends.push_back(std::make_unique<FunctionBackend>([&]() -> Sample {
+  backends.push_back(function_backend([&]() -> Sample {
     if (fail.load()) {
       // Unregistered while its read fails: marking it unavailable must not escape.
       manager_ptr->unregister_device(key);

@@ -14,11 +14,13 @@
 #include <gtest/gtest.h>
 
 #include "gpucluster/node/manager.hpp"
+#include "support/fake_backend.hpp"
 
 namespace gpucluster {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::FakeBackend;
 
 // A gate the test opens and closes; sample() blocks while it is closed.
 struct Gate {
@@ -41,48 +43,26 @@ struct Gate {
   }
 };
 
-class TestBackend final : public Backend {
- public:
-  TestBackend(std::string name, std::string device, std::shared_ptr<Gate> gate,
-              std::shared_ptr<std::atomic<int>> samples, std::shared_ptr<std::atomic<int>> shutdowns)
-      : name_(std::move(name)),
-        device_(std::move(device)),
-        gate_(std::move(gate)),
-        samples_(std::move(samples)),
-        shutdowns_(std::move(shutdowns)) {}
-  std::string_view name() const noexcept override { return name_; }
-  Discovery discover(const std::string& host) override {
-    DeviceInfo info;
-    info.key = {host, device_};
-    info.kind = DeviceKind::cuda;
-    info.memory_total_bytes = 1000;
-    return Discovery{{info}, {}};
-  }
-  Sample sample(const std::string&) override {
-    gate_->pass();
-    ++*samples_;
-    Sample s;
-    s.timestamp = now_timestamp();
-    s.memory_total_bytes = 1000;
-    s.memory_used_bytes = 10;
-    return s;
-  }
-  FieldAvailability available_fields(const std::string&) const override { return {}; }
-  void shutdown() override { ++*shutdowns_; }
-
- private:
-  std::string name_, device_;
-  std::shared_ptr<Gate> gate_;
-  std::shared_ptr<std::atomic<int>> samples_, shutdowns_;
-};
+// A backend with one device whose reads pass `gate` first (hang while it is closed).
+BackendPtr gated_reads(std::string name, std::string device, std::shared_ptr<Gate> gate,
+                       std::shared_ptr<FakeBackend::Counters> counters) {
+  FakeBackend::Config config;
+  config.name = std::move(name);
+  config.devices.push_back(testing::fake_device(std::move(device)));
+  config.devices.back().kind = DeviceKind::cuda;
+  config.sample = testing::fake_sample(10, 1000);
+  config.on_sample = [gate = std::move(gate)](const std::string& /*local_id*/, Sample fixed) {
+    gate->pass();
+    return fixed;
+  };
+  return std::make_unique<FakeBackend>(std::move(config), std::move(counters));
+}
 
 struct Rig {
   std::shared_ptr<Gate> stuck_gate = std::make_shared<Gate>();
   std::shared_ptr<Gate> good_gate = std::make_shared<Gate>();
-  std::shared_ptr<std::atomic<int>> stuck_samples = std::make_shared<std::atomic<int>>(0);
-  std::shared_ptr<std::atomic<int>> good_samples = std::make_shared<std::atomic<int>>(0);
-  std::shared_ptr<std::atomic<int>> stuck_shutdowns = std::make_shared<std::atomic<int>>(0);
-  std::shared_ptr<std::atomic<int>> good_shutdowns = std::make_shared<std::atomic<int>>(0);
+  std::shared_ptr<FakeBackend::Counters> stuck = std::make_shared<FakeBackend::Counters>();
+  std::shared_ptr<FakeBackend::Counters> good = std::make_shared<FakeBackend::Counters>();
 
   std::unique_ptr<Manager> make(std::chrono::nanoseconds interval, std::chrono::nanoseconds timeout) {
     ManagerConfig config;
@@ -90,8 +70,8 @@ struct Rig {
     config.sample_interval = interval;
     config.backend_timeout = timeout;
     std::vector<BackendPtr> backends;
-    backends.push_back(std::make_unique<TestBackend>("stuck", "cuda:0", stuck_gate, stuck_samples, stuck_shutdowns));
-    backends.push_back(std::make_unique<TestBackend>("good", "cuda:1", good_gate, good_samples, good_shutdowns));
+    backends.push_back(gated_reads("stuck", "cuda:0", stuck_gate, stuck));
+    backends.push_back(gated_reads("good", "cuda:1", good_gate, good));
     return std::make_unique<Manager>(config, std::move(backends));
   }
 };
@@ -116,8 +96,8 @@ TEST(Sampler, AHangingBackendDoesNotStallTheOthersAndRecovers) {
 
   rig.stuck_gate->set(false);  // the next read of cuda:0 hangs
   ASSERT_TRUE(eventually([&] { return rig.stuck_gate->waiting.load() == 1; }));
-  const int good_before = rig.good_samples->load();
-  ASSERT_TRUE(eventually([&] { return rig.good_samples->load() >= good_before + 5; }))
+  const int good_before = rig.good->sample_returned.load();
+  ASSERT_TRUE(eventually([&] { return rig.good->sample_returned.load() >= good_before + 5; }))
       << "the good backend stopped being sampled while the other hung";
   ASSERT_TRUE(eventually([&] { return !manager->device(kStuck).available; }));
   const DeviceState stuck = manager->device(kStuck);
@@ -130,8 +110,8 @@ TEST(Sampler, AHangingBackendDoesNotStallTheOthersAndRecovers) {
   rig.stuck_gate->set(true);  // the backend answers again
   ASSERT_TRUE(eventually([&] { return manager->device(kStuck).available; }));
   manager->shutdown();
-  EXPECT_EQ(rig.stuck_shutdowns->load(), 1);
-  EXPECT_EQ(rig.good_shutdowns->load(), 1);
+  EXPECT_EQ(rig.stuck->shutdown_calls.load(), 1);
+  EXPECT_EQ(rig.good->shutdown_calls.load(), 1);
 }
 
 TEST(Sampler, SampleNowWaitsAtMostTheTimeoutAndMarksTheLateBackend) {
@@ -166,39 +146,27 @@ TEST(Sampler, ShutdownLeavesAStuckBackendBehindAndItShutsDownWhenItReturns) {
   manager->shutdown();
   EXPECT_LT(std::chrono::steady_clock::now() - started, 5s) << "shutdown waited for the hung call";
   EXPECT_EQ(manager->state(), ManagerState::stopped);
-  EXPECT_EQ(rig.good_shutdowns->load(), 1);
-  EXPECT_EQ(rig.stuck_shutdowns->load(), 0) << "shut down while a call was still inside it";
+  EXPECT_EQ(rig.good->shutdown_calls.load(), 1);
+  EXPECT_EQ(rig.stuck->shutdown_calls.load(), 0) << "shut down while a call was still inside it";
   manager.reset();  // the stuck worker must outlive the manager safely
 
   rig.stuck_gate->set(true);  // the call returns: the worker shuts its backend down itself
-  EXPECT_TRUE(eventually([&] { return rig.stuck_shutdowns->load() == 1; }));
+  EXPECT_TRUE(eventually([&] { return rig.stuck->shutdown_calls.load() == 1; }));
 }
 
 TEST(Sampler, ReadsNeverHappenOnTheCallersThread) {
   // sample_now on a thread the test owns: the backend sees another thread id.
-  struct ThreadProbe final : Backend {
-    std::thread::id* seen;
-    explicit ThreadProbe(std::thread::id* out) : seen(out) {}
-    std::string_view name() const noexcept override { return "probe"; }
-    Discovery discover(const std::string& host) override {
-      DeviceInfo info;
-      info.key = {host, "x:0"};
-      info.memory_total_bytes = 1;
-      return Discovery{{info}, {}};
-    }
-    Sample sample(const std::string&) override {
-      *seen = std::this_thread::get_id();
-      Sample s;
-      s.timestamp = now_timestamp();
-      s.memory_total_bytes = 1;
-      return s;
-    }
-    FieldAvailability available_fields(const std::string&) const override { return {}; }
-    void shutdown() override {}
-  };
   std::thread::id seen;
+  FakeBackend::Config probe;
+  probe.name = "probe";
+  probe.devices.push_back(testing::fake_device("x:0", 1));
+  probe.sample = testing::fake_sample(0, 1);
+  probe.on_sample = [&seen](const std::string& /*local_id*/, Sample fixed) {
+    seen = std::this_thread::get_id();
+    return fixed;
+  };
   std::vector<BackendPtr> backends;
-  backends.push_back(std::make_unique<ThreadProbe>(&seen));
+  backends.push_back(std::make_unique<FakeBackend>(std::move(probe)));
   ManagerConfig config;
   config.host = "h";
   Manager manager(config, std::move(backends));
@@ -215,38 +183,21 @@ namespace gpucluster {
 namespace {
 
 // Two backends that both see one GPU (as rocm and sysfs see an AMD card).
-class PciBackend final : public Backend {
- public:
-  PciBackend(std::string name, std::string id, std::string pci)
-      : name_(std::move(name)), id_(std::move(id)), pci_(std::move(pci)) {}
-  std::string_view name() const noexcept override { return name_; }
-  Discovery discover(const std::string& host) override {
-    DeviceInfo info;
-    info.key = {host, id_};
-    if (!pci_.empty()) info.pci_bus_id = pci_;
-    info.memory_total_bytes = 1;
-    info.backend = name_;
-    return Discovery{{info}, {}};
-  }
-  Sample sample(const std::string&) override {
-    Sample s;
-    s.timestamp = now_timestamp();
-    s.memory_total_bytes = 1;
-    return s;
-  }
-  FieldAvailability available_fields(const std::string&) const override { return {}; }
-  void shutdown() override {}
-
- private:
-  std::string name_, id_, pci_;
-};
+BackendPtr pci_backend(std::string name, std::string id, std::string pci) {
+  FakeBackend::Config config;
+  config.name = std::move(name);
+  config.devices.push_back(testing::fake_device(std::move(id), 1));
+  if (!pci.empty()) config.devices.back().pci_bus_id = std::move(pci);
+  config.sample = testing::fake_sample(0, 1);
+  return std::make_unique<FakeBackend>(std::move(config));
+}
 
 TEST(Discovery, OnePhysicalGpuIsKeptOnceByTheEarlierBackend) {
   std::vector<BackendPtr> backends;
-  backends.push_back(std::make_unique<PciBackend>("rocm", "rocm:0", "0000:65:00.0"));
-  backends.push_back(std::make_unique<PciBackend>("sysfs", "card1", "0000:65:00.0"));
-  backends.push_back(std::make_unique<PciBackend>("nvml", "cuda:0", "00000000:B3:00.0"));
-  backends.push_back(std::make_unique<PciBackend>("other", "cuda-again:0", "0000:b3:00.0"));
+  backends.push_back(pci_backend("rocm", "rocm:0", "0000:65:00.0"));
+  backends.push_back(pci_backend("sysfs", "card1", "0000:65:00.0"));
+  backends.push_back(pci_backend("nvml", "cuda:0", "00000000:B3:00.0"));
+  backends.push_back(pci_backend("other", "cuda-again:0", "0000:b3:00.0"));
   ManagerConfig config;
   config.host = "h";
   Manager manager(config, std::move(backends));
@@ -271,35 +222,21 @@ namespace {
 // every read is asked less and less often, a healthy one every tick, and an
 // explicit sample_now still reads it.
 TEST(Sampler, FailingDevicesAreRetriedWithBackoff) {
-  struct Failing final : Backend {
-    std::shared_ptr<std::atomic<int>> failing_reads, healthy_reads;
-    Failing(std::shared_ptr<std::atomic<int>> f, std::shared_ptr<std::atomic<int>> h)
-        : failing_reads(std::move(f)), healthy_reads(std::move(h)) {}
-    std::string_view name() const noexcept override { return "flaky"; }
-    Discovery discover(const std::string& host) override {
-      DeviceInfo bad, good;
-      bad.key = {host, "bad:0"};
-      good.key = {host, "good:0"};
-      bad.memory_total_bytes = good.memory_total_bytes = 1;
-      return Discovery{{bad, good}, {}};
-    }
-    Sample sample(const std::string& id) override {
-      if (id == "bad:0") {
-        ++*failing_reads;
-        throw Error("driver error 999");
-      }
-      ++*healthy_reads;
-      Sample s;
-      s.timestamp = now_timestamp();
-      s.memory_total_bytes = 1;
-      return s;
-    }
-    FieldAvailability available_fields(const std::string&) const override { return {}; }
-    void shutdown() override {}
-  };
   auto failing = std::make_shared<std::atomic<int>>(0), healthy = std::make_shared<std::atomic<int>>(0);
+  FakeBackend::Config flaky;
+  flaky.name = "flaky";
+  flaky.devices = {testing::fake_device("bad:0", 1), testing::fake_device("good:0", 1)};
+  flaky.sample = testing::fake_sample(0, 1);
+  flaky.on_sample = [failing, healthy](const std::string& id, Sample fixed) {
+    if (id == "bad:0") {
+      ++*failing;
+      throw Error("driver error 999");
+    }
+    ++*healthy;
+    return fixed;
+  };
   std::vector<BackendPtr> backends;
-  backends.push_back(std::make_unique<Failing>(failing, healthy));
+  backends.push_back(std::make_unique<FakeBackend>(std::move(flaky)));
   ManagerConfig config;
   config.host = "h";
   config.sample_interval = 2ms;
@@ -314,24 +251,12 @@ TEST(Sampler, FailingDevicesAreRetriedWithBackoff) {
 }
 
 TEST(Sampler, ExplicitSampleNowIgnoresBackoff) {
-  struct AlwaysFailing final : Backend {
-    std::atomic<int> reads{0};
-    std::string_view name() const noexcept override { return "broken"; }
-    Discovery discover(const std::string& host) override {
-      DeviceInfo info;
-      info.key = {host, "x:0"};
-      info.memory_total_bytes = 1;
-      return Discovery{{info}, {}};
-    }
-    Sample sample(const std::string&) override {
-      ++reads;
-      throw Error("no");
-    }
-    FieldAvailability available_fields(const std::string&) const override { return {}; }
-    void shutdown() override {}
-  };
-  auto backend = std::make_unique<AlwaysFailing>();
-  AlwaysFailing* probe = backend.get();
+  FakeBackend::Config broken;
+  broken.name = "broken";
+  broken.devices.push_back(testing::fake_device("x:0", 1));
+  broken.on_sample = [](const std::string& /*local_id*/, Sample /*fixed*/) -> Sample { throw Error("no"); };
+  auto backend = std::make_unique<FakeBackend>(std::move(broken));
+  const std::shared_ptr<FakeBackend::Counters> probe = backend->counters();
   std::vector<BackendPtr> backends;
   backends.push_back(std::move(backend));
   ManagerConfig config;
@@ -339,7 +264,7 @@ TEST(Sampler, ExplicitSampleNowIgnoresBackoff) {
   Manager manager(config, std::move(backends));
   manager.start(false);
   for (int i = 0; i < 4; ++i) manager.sample_now();
-  EXPECT_EQ(probe->reads.load(), 5);  // start's pass + 4 explicit ones
+  EXPECT_EQ(probe->sample_calls.load(), 5);  // start's pass + 4 explicit ones
   manager.shutdown();
 }
 
@@ -352,74 +277,46 @@ namespace {
 // Discovery under a deadline: every backend's discover() runs on its own
 // worker thread, all at once; start() waits at most discovery_timeout.
 
+// What a gated_discovery backend did: discover_calls are the discover() calls
+// begun, discover_returned those that returned.
+struct DiscoveryProbe : FakeBackend::Counters {
+  Gate gate;
+  std::atomic<bool> saw_other{false};  // another backend was discovering at the same time
+};
+
 // A backend whose discover() waits on a gate (a vendor library's init that
-// hangs), then finds one device; counts its shutdowns.
-class GatedDiscovery final : public Backend {
- public:
-  struct Probe {
-    Gate gate;
-    std::atomic<int> entered{0};  // discover() calls begun
-    std::atomic<int> shutdowns{0};
-    std::atomic<bool> saw_other{false};  // another backend was discovering at the same time
-    std::atomic<int> finished{0};        // discover() calls that returned
-  };
-  GatedDiscovery(std::string name, std::string device, std::shared_ptr<Probe> probe,
-                 std::shared_ptr<Probe> other = nullptr, std::string pci = {})
-      : name_(std::move(name)),
-        device_(std::move(device)),
-        probe_(std::move(probe)),
-        other_(std::move(other)),
-        pci_(std::move(pci)) {}
-  std::string_view name() const noexcept override { return name_; }
-  Discovery discover(const std::string& host) override {
-    ++probe_->entered;
-    if (other_) {  // bounded: proves overlap without hanging a sequential manager forever
+// hangs), then finds one device; counts its shutdowns. With `other`, it first
+// waits (bounded) for that backend's discover() to begin.
+BackendPtr gated_discovery(std::string name, std::string device, std::shared_ptr<DiscoveryProbe> probe,
+                           std::shared_ptr<DiscoveryProbe> other = nullptr, std::string pci = {}) {
+  FakeBackend::Config config;
+  config.name = std::move(name);
+  config.devices.push_back(testing::fake_device(std::move(device)));
+  if (!pci.empty()) config.devices.back().pci_bus_id = std::move(pci);
+  config.sample = testing::fake_sample(0, 1000);
+  config.on_discover = [probe, other](const std::string& /*host*/, Discovery fixed) {
+    if (other) {  // bounded: proves overlap without hanging a sequential manager forever
       const auto deadline = std::chrono::steady_clock::now() + 5s;
-      while (other_->entered.load() == 0 && std::chrono::steady_clock::now() < deadline) {
+      while (other->discover_calls.load() == 0 && std::chrono::steady_clock::now() < deadline) {
         std::this_thread::sleep_for(1ms);
       }
-      probe_->saw_other = other_->entered.load() > 0;
+      probe->saw_other = other->discover_calls.load() > 0;
     }
-    probe_->gate.pass();
-    DeviceInfo info;
-    info.key = {host, device_};
-    info.memory_total_bytes = 1000;
-    info.backend = name_;
-    if (!pci_.empty()) info.pci_bus_id = pci_;
-    ++probe_->finished;
-    return Discovery{{info}, {}};
-  }
-  Sample sample(const std::string&) override {
-    Sample s;
-    s.timestamp = now_timestamp();
-    s.memory_total_bytes = 1000;
-    return s;
-  }
-  FieldAvailability available_fields(const std::string&) const override { return {}; }
-  void shutdown() override { ++probe_->shutdowns; }
-
- private:
-  std::string name_, device_;
-  std::shared_ptr<Probe> probe_, other_;
-  std::string pci_;  // empty: none
-};
+    probe->gate.pass();
+    return fixed;
+  };
+  return std::make_unique<FakeBackend>(std::move(config), std::move(probe));
+}
 
 // A backend whose source cannot be used (as nvml without libnvidia-ml.so.1).
-class UnusableBackend final : public Backend {
- public:
-  explicit UnusableBackend(std::shared_ptr<std::atomic<int>> shutdowns = std::make_shared<std::atomic<int>>(0))
-      : shutdowns_(std::move(shutdowns)) {}
-  std::string_view name() const noexcept override { return "vendor"; }
-  Discovery discover(const std::string&) override {
-    return Discovery{{}, "no devices: cannot load libvendor.so.1; set VENDOR_LIBRARY to its path", true};
-  }
-  Sample sample(const std::string& id) override { throw UnknownDeviceError(id); }
-  FieldAvailability available_fields(const std::string&) const override { return {}; }
-  void shutdown() override { ++*shutdowns_; }
-
- private:
-  std::shared_ptr<std::atomic<int>> shutdowns_;
-};
+BackendPtr unusable_backend(
+    std::shared_ptr<FakeBackend::Counters> counters = std::make_shared<FakeBackend::Counters>()) {
+  FakeBackend::Config config;
+  config.name = "vendor";
+  config.note = "no devices: cannot load libvendor.so.1; set VENDOR_LIBRARY to its path";
+  config.unavailable = true;
+  return std::make_unique<FakeBackend>(std::move(config), std::move(counters));
+}
 
 ManagerConfig discovery_config(std::chrono::nanoseconds discovery_timeout) {
   ManagerConfig config;
@@ -430,12 +327,12 @@ ManagerConfig discovery_config(std::chrono::nanoseconds discovery_timeout) {
 }
 
 TEST(DiscoveryDeadline, AHangingDiscoverFailsOnlyItsBackendAndStartReturns) {
-  auto stuck = std::make_shared<GatedDiscovery::Probe>();
-  auto good = std::make_shared<GatedDiscovery::Probe>();
+  auto stuck = std::make_shared<DiscoveryProbe>();
+  auto good = std::make_shared<DiscoveryProbe>();
   stuck->gate.set(false);  // its discover() hangs
   std::vector<BackendPtr> backends;
-  backends.push_back(std::make_unique<GatedDiscovery>("stuck", "cuda:0", stuck));
-  backends.push_back(std::make_unique<GatedDiscovery>("good", "cuda:1", good));
+  backends.push_back(gated_discovery("stuck", "cuda:0", stuck));
+  backends.push_back(gated_discovery("good", "cuda:1", good));
   auto manager = std::make_unique<Manager>(discovery_config(100ms), std::move(backends));
   manager->start(false);
 
@@ -457,33 +354,33 @@ TEST(DiscoveryDeadline, AHangingDiscoverFailsOnlyItsBackendAndStartReturns) {
   // The late discover() returns: its device is never added, and its worker
   // (not the manager) shuts the backend down.
   stuck->gate.set(true);
-  EXPECT_TRUE(eventually([&] { return stuck->shutdowns.load() == 1; }));
+  EXPECT_TRUE(eventually([&] { return stuck->shutdown_calls.load() == 1; }));
   manager->sample_now();
   EXPECT_EQ(manager->devices().size(), 1U);
   manager->shutdown();
-  EXPECT_EQ(good->shutdowns.load(), 1);
-  EXPECT_EQ(stuck->shutdowns.load(), 1) << "a late backend must be shut down exactly once";
+  EXPECT_EQ(good->shutdown_calls.load(), 1);
+  EXPECT_EQ(stuck->shutdown_calls.load(), 1) << "a late backend must be shut down exactly once";
 }
 
 TEST(DiscoveryDeadline, ALateBackendOutlivesItsManagerSafely) {
-  auto stuck = std::make_shared<GatedDiscovery::Probe>();
+  auto stuck = std::make_shared<DiscoveryProbe>();
   stuck->gate.set(false);
   std::vector<BackendPtr> backends;
-  backends.push_back(std::make_unique<GatedDiscovery>("stuck", "cuda:0", stuck));
+  backends.push_back(gated_discovery("stuck", "cuda:0", stuck));
   auto manager = std::make_unique<Manager>(discovery_config(50ms), std::move(backends));
   manager->start();
   manager.reset();  // the hung discover() is still running
-  EXPECT_EQ(stuck->shutdowns.load(), 0) << "shut down while discover() was still running";
+  EXPECT_EQ(stuck->shutdown_calls.load(), 0) << "shut down while discover() was still running";
   stuck->gate.set(true);
-  EXPECT_TRUE(eventually([&] { return stuck->shutdowns.load() == 1; }));
+  EXPECT_TRUE(eventually([&] { return stuck->shutdown_calls.load() == 1; }));
 }
 
 TEST(DiscoveryDeadline, BackendsDiscoverInParallel) {
-  auto first = std::make_shared<GatedDiscovery::Probe>();
-  auto second = std::make_shared<GatedDiscovery::Probe>();
+  auto first = std::make_shared<DiscoveryProbe>();
+  auto second = std::make_shared<DiscoveryProbe>();
   std::vector<BackendPtr> backends;
-  backends.push_back(std::make_unique<GatedDiscovery>("first", "cuda:0", first, second));
-  backends.push_back(std::make_unique<GatedDiscovery>("second", "cuda:1", second, first));
+  backends.push_back(gated_discovery("first", "cuda:0", first, second));
+  backends.push_back(gated_discovery("second", "cuda:1", second, first));
   Manager manager(discovery_config(30s), std::move(backends));
   manager.start(false);
   EXPECT_TRUE(first->saw_other.load()) << "discover() calls ran one after the other";
@@ -493,15 +390,15 @@ TEST(DiscoveryDeadline, BackendsDiscoverInParallel) {
 
 TEST(DiscoveryDeadline, DuplicatesAreKeptByTheEarlierBackendWhateverFinishesFirst) {
   // The richer backend (listed first) finishes last; it still keeps the GPU.
-  auto rich = std::make_shared<GatedDiscovery::Probe>();
-  auto poor = std::make_shared<GatedDiscovery::Probe>();
+  auto rich = std::make_shared<DiscoveryProbe>();
+  auto poor = std::make_shared<DiscoveryProbe>();
   rich->gate.set(false);
   std::vector<BackendPtr> backends;
-  backends.push_back(std::make_unique<GatedDiscovery>("rocm", "rocm:0", rich, nullptr, "0000:65:00.0"));
-  backends.push_back(std::make_unique<GatedDiscovery>("sysfs", "card0", poor, nullptr, "0000:65:00.0"));
+  backends.push_back(gated_discovery("rocm", "rocm:0", rich, nullptr, "0000:65:00.0"));
+  backends.push_back(gated_discovery("sysfs", "card0", poor, nullptr, "0000:65:00.0"));
   Manager manager(discovery_config(30s), std::move(backends));
   std::thread opener([&] {
-    eventually([&] { return poor->finished.load() == 1; });  // the poorer backend finishes first
+    eventually([&] { return poor->discover_returned.load() == 1; });  // the poorer backend finishes first
     rich->gate.set(true);
   });
   manager.start(false);
@@ -515,21 +412,15 @@ TEST(DiscoveryDeadline, DuplicatesAreKeptByTheEarlierBackendWhateverFinishesFirs
 }
 
 TEST(DiscoveryDeadline, DiscoverNeverRunsOnTheCallersThread) {
-  struct Probe final : Backend {
-    std::thread::id* seen;
-    explicit Probe(std::thread::id* out) : seen(out) {}
-    std::string_view name() const noexcept override { return "probe"; }
-    Discovery discover(const std::string&) override {
-      *seen = std::this_thread::get_id();
-      return {};
-    }
-    Sample sample(const std::string& id) override { throw UnknownDeviceError(id); }
-    FieldAvailability available_fields(const std::string&) const override { return {}; }
-    void shutdown() override {}
-  };
   std::thread::id seen;
+  FakeBackend::Config probe;
+  probe.name = "probe";
+  probe.on_discover = [&seen](const std::string& /*host*/, Discovery fixed) {
+    seen = std::this_thread::get_id();
+    return fixed;
+  };
   std::vector<BackendPtr> backends;
-  backends.push_back(std::make_unique<Probe>(&seen));
+  backends.push_back(std::make_unique<FakeBackend>(std::move(probe)));
   Manager manager(discovery_config(30s), std::move(backends));
   manager.start(false);
   EXPECT_NE(seen, std::this_thread::get_id());
@@ -537,22 +428,13 @@ TEST(DiscoveryDeadline, DiscoverNeverRunsOnTheCallersThread) {
 }
 
 TEST(DiscoveryDeadline, ADeviceThatCannotBeRegisteredFailsOnlyItsBackend) {
-  struct Broken final : Backend {
-    std::string_view name() const noexcept override { return "broken"; }
-    Discovery discover(const std::string& host) override {
-      DeviceInfo info;
-      info.key = {host, ""};  // fails validation: a device needs an id
-      info.memory_total_bytes = 1;
-      return Discovery{{info}, {}};
-    }
-    Sample sample(const std::string& id) override { throw UnknownDeviceError(id); }
-    FieldAvailability available_fields(const std::string&) const override { return {}; }
-    void shutdown() override {}
-  };
-  auto good = std::make_shared<GatedDiscovery::Probe>();
+  FakeBackend::Config broken;
+  broken.name = "broken";
+  broken.devices.push_back(testing::fake_device("", 1));  // fails validation: a device needs an id
+  auto good = std::make_shared<DiscoveryProbe>();
   std::vector<BackendPtr> backends;
-  backends.push_back(std::make_unique<Broken>());
-  backends.push_back(std::make_unique<GatedDiscovery>("good", "cuda:1", good));
+  backends.push_back(std::make_unique<FakeBackend>(std::move(broken)));
+  backends.push_back(gated_discovery("good", "cuda:1", good));
   Manager manager(discovery_config(30s), std::move(backends));
   ASSERT_NO_THROW(manager.start(false));
   const auto reports = manager.backend_reports();
@@ -565,27 +447,16 @@ TEST(DiscoveryDeadline, ADeviceThatCannotBeRegisteredFailsOnlyItsBackend) {
 // A vendor shutdown call that hangs (nvmlShutdown) is bounded like any other
 // call: shutdown() returns after backend_timeout, the others are shut down.
 TEST(Sampler, AShutdownCallThatHangsIsLeftBehind) {
-  struct StuckShutdown final : Backend {
-    std::shared_ptr<Gate> gate;
-    std::shared_ptr<std::atomic<int>> shutdowns;
-    StuckShutdown(std::shared_ptr<Gate> g, std::shared_ptr<std::atomic<int>> s)
-        : gate(std::move(g)), shutdowns(std::move(s)) {}
-    std::string_view name() const noexcept override { return "stuck-shutdown"; }
-    Discovery discover(const std::string&) override { return {}; }
-    Sample sample(const std::string& id) override { throw UnknownDeviceError(id); }
-    FieldAvailability available_fields(const std::string&) const override { return {}; }
-    void shutdown() override {
-      gate->pass();
-      ++*shutdowns;
-    }
-  };
   auto gate = std::make_shared<Gate>();
-  auto stuck_shutdowns = std::make_shared<std::atomic<int>>(0);
-  auto good = std::make_shared<GatedDiscovery::Probe>();
+  auto stuck_shutdowns = std::make_shared<FakeBackend::Counters>();  // counts the calls that returned
+  auto good = std::make_shared<DiscoveryProbe>();
   gate->set(false);
+  FakeBackend::Config stuck;
+  stuck.name = "stuck-shutdown";
+  stuck.on_shutdown = [gate] { gate->pass(); };
   std::vector<BackendPtr> backends;
-  backends.push_back(std::make_unique<StuckShutdown>(gate, stuck_shutdowns));
-  backends.push_back(std::make_unique<GatedDiscovery>("good", "cuda:1", good));
+  backends.push_back(std::make_unique<FakeBackend>(std::move(stuck), stuck_shutdowns));
+  backends.push_back(gated_discovery("good", "cuda:1", good));
   ManagerConfig config = discovery_config(30s);
   config.backend_timeout = 100ms;
   auto manager = std::make_unique<Manager>(config, std::move(backends));
@@ -593,11 +464,11 @@ TEST(Sampler, AShutdownCallThatHangsIsLeftBehind) {
   auto stopping = std::async(std::launch::async, [&] { manager->shutdown(); });
   const bool returned = stopping.wait_for(10s) == std::future_status::ready;
   EXPECT_TRUE(returned) << "shutdown() waited for a backend's hung shutdown call";
-  EXPECT_EQ(good->shutdowns.load(), 1);
+  EXPECT_EQ(good->shutdown_calls.load(), 1);
   EXPECT_EQ(gate->waiting.load(), 1);
   gate->set(true);  // the call returns; the worker ends by itself
   stopping.wait();
-  EXPECT_TRUE(eventually([&] { return stuck_shutdowns->load() == 1; }));
+  EXPECT_TRUE(eventually([&] { return stuck_shutdowns->shutdown_returned.load() == 1; }));
   manager.reset();
 }
 
@@ -623,11 +494,11 @@ TEST(DiscoveryDeadline, TheDeadlineMustBePositive) {
 // ---- Required backends (the CLI's explicit --backend): failing loudly ----
 
 TEST(RequiredBackends, AnUnavailableRequiredBackendMakesStartThrowAndStopsEverything) {
-  auto vendor_shutdowns = std::make_shared<std::atomic<int>>(0);
-  auto good = std::make_shared<GatedDiscovery::Probe>();
+  auto vendor_shutdowns = std::make_shared<FakeBackend::Counters>();
+  auto good = std::make_shared<DiscoveryProbe>();
   std::vector<BackendPtr> backends;
-  backends.push_back(std::make_unique<UnusableBackend>(vendor_shutdowns));
-  backends.push_back(std::make_unique<GatedDiscovery>("good", "cuda:1", good));
+  backends.push_back(unusable_backend(vendor_shutdowns));
+  backends.push_back(gated_discovery("good", "cuda:1", good));
   ManagerConfig config = discovery_config(30s);
   config.required_backends = {"vendor", "good"};
   Manager manager(config, std::move(backends));
@@ -643,16 +514,16 @@ TEST(RequiredBackends, AnUnavailableRequiredBackendMakesStartThrowAndStopsEveryt
               "requested backend cannot be used: vendor: cannot load libvendor.so.1; set VENDOR_LIBRARY to its path");
   }
   EXPECT_EQ(manager.state(), ManagerState::stopped);
-  EXPECT_EQ(vendor_shutdowns->load(), 1);
-  EXPECT_EQ(good->shutdowns.load(), 1);
+  EXPECT_EQ(vendor_shutdowns->shutdown_calls.load(), 1);
+  EXPECT_EQ(good->shutdown_calls.load(), 1);
   EXPECT_THROW(manager.devices(), ShutDownError);
 }
 
 TEST(RequiredBackends, ARequiredBackendThatMissesTheDeadlineMakesStartThrow) {
-  auto stuck = std::make_shared<GatedDiscovery::Probe>();
+  auto stuck = std::make_shared<DiscoveryProbe>();
   stuck->gate.set(false);
   std::vector<BackendPtr> backends;
-  backends.push_back(std::make_unique<GatedDiscovery>("stuck", "cuda:0", stuck));
+  backends.push_back(gated_discovery("stuck", "cuda:0", stuck));
   ManagerConfig config = discovery_config(100ms);
   config.required_backends = {"stuck"};
   Manager manager(config, std::move(backends));
@@ -666,20 +537,16 @@ TEST(RequiredBackends, ARequiredBackendThatMissesTheDeadlineMakesStartThrow) {
   }
   EXPECT_EQ(manager.state(), ManagerState::stopped);
   stuck->gate.set(true);
-  EXPECT_TRUE(eventually([&] { return stuck->shutdowns.load() == 1; }));
+  EXPECT_TRUE(eventually([&] { return stuck->shutdown_calls.load() == 1; }));
 }
 
 TEST(RequiredBackends, ZeroDevicesIsNotAFailureAndUnrequiredUnavailableIsSkipped) {
-  struct Empty final : Backend {
-    std::string_view name() const noexcept override { return "empty"; }
-    Discovery discover(const std::string&) override { return Discovery{{}, "no devices: 0 GPUs", false}; }
-    Sample sample(const std::string& id) override { throw UnknownDeviceError(id); }
-    FieldAvailability available_fields(const std::string&) const override { return {}; }
-    void shutdown() override {}
-  };
+  FakeBackend::Config empty;
+  empty.name = "empty";
+  empty.note = "no devices: 0 GPUs";
   std::vector<BackendPtr> backends;
-  backends.push_back(std::make_unique<Empty>());
-  backends.push_back(std::make_unique<UnusableBackend>());
+  backends.push_back(std::make_unique<FakeBackend>(std::move(empty)));
+  backends.push_back(unusable_backend());
   ManagerConfig config = discovery_config(30s);
   config.required_backends = {"empty"};
   Manager manager(config, std::move(backends));
@@ -695,7 +562,7 @@ TEST(RequiredBackends, ZeroDevicesIsNotAFailureAndUnrequiredUnavailableIsSkipped
 
 TEST(RequiredBackends, ARequiredNameMustBeOneOfTheBackends) {
   std::vector<BackendPtr> backends;
-  backends.push_back(std::make_unique<UnusableBackend>());
+  backends.push_back(unusable_backend());
   ManagerConfig config = discovery_config(30s);
   config.required_backends = {"nvml"};
   try {
