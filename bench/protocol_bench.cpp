@@ -9,8 +9,8 @@
 #include <benchmark/benchmark.h>
 #include <fmt/format.h>
 
-#include "gpucluster/wire/protocol.hpp"
 #include "gpucluster/node/manager.hpp"
+#include "gpucluster/wire/protocol.hpp"
 
 namespace {
 

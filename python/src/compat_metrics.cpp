@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "compat_core.hpp"
-#include "gpucluster/scheduling/scoring.hpp"
 #include "gpucluster/model/validation.hpp"
+#include "gpucluster/scheduling/scoring.hpp"
 
 namespace gpucluster::python::compat {
 

@@ -9,9 +9,9 @@
 #include <nlohmann/json.hpp>
 
 #include "common.hpp"
-#include "model/text.hpp"
 #include "gpucluster/model/errors.hpp"
 #include "gpucluster/node/manager.hpp"
+#include "model/text.hpp"
 
 namespace gpucluster::python {
 

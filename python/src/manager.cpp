@@ -12,7 +12,6 @@
 
 #include "column.hpp"
 #include "common.hpp"
-#include "gpucluster/node/backend_registry.hpp"
 #include "gpucluster/backends/fleet.hpp"
 #include "gpucluster/backends/host.hpp"
 #include "gpucluster/backends/nvml.hpp"
@@ -20,6 +19,7 @@
 #include "gpucluster/backends/simulated.hpp"
 #include "gpucluster/backends/sysfs.hpp"
 #include "gpucluster/model/fields.hpp"
+#include "gpucluster/node/backend_registry.hpp"
 #include "gpucluster/node/manager.hpp"
 #include "types.hpp"
 

@@ -10,13 +10,13 @@
 
 #include "common.hpp"
 #include "gpucluster/backends/fleet.hpp"
+#include "gpucluster/export/json.hpp"
 #include "gpucluster/model/device.hpp"
 #include "gpucluster/model/fields.hpp"
-#include "gpucluster/export/json.hpp"
+#include "gpucluster/model/validation.hpp"
 #include "gpucluster/scheduling/distribution.hpp"
 #include "gpucluster/scheduling/scoring.hpp"
 #include "gpucluster/telemetry/store.hpp"
-#include "gpucluster/model/validation.hpp"
 #include "types.hpp"
 
 namespace gpucluster::python {

@@ -20,8 +20,8 @@
 
 #include "agent/http_server.hpp"
 #include "gpucluster/agent/server.hpp"
-#include "gpucluster/model/units.hpp"
 #include "gpucluster/export/json.hpp"
+#include "gpucluster/model/units.hpp"
 #include "gpucluster/node/manager.hpp"
 
 namespace gpucluster::cli {

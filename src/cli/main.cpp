@@ -21,9 +21,9 @@
 #include <CLI/CLI.hpp>
 
 #include "agent_command.hpp"
-#include "gpucluster/node/backend_registry.hpp"
-#include "gpucluster/model/units.hpp"
 #include "gpucluster/export/json.hpp"
+#include "gpucluster/model/units.hpp"
+#include "gpucluster/node/backend_registry.hpp"
 #include "gpucluster/node/manager.hpp"
 #include "output.hpp"
 

@@ -9,9 +9,9 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "model/text.hpp"
-#include "gpucluster/wire/protocol.hpp"
 #include "gpucluster/model/fields.hpp"
+#include "gpucluster/wire/protocol.hpp"
+#include "model/text.hpp"
 #include "wire/json_reader.hpp"
 
 namespace gpucluster::agent {

@@ -6,9 +6,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "model/text.hpp"
-#include "gpucluster/wire/protocol.hpp"
 #include "gpucluster/model/fields.hpp"
+#include "gpucluster/wire/protocol.hpp"
+#include "model/text.hpp"
 
 namespace gpucluster::agent {
 namespace {

@@ -26,9 +26,9 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "support/agent_process.hpp"
 #include "gpucluster/agent/server.hpp"
 #include "gpucluster/node/manager.hpp"
+#include "support/agent_process.hpp"
 #include "support/loopback_connection.hpp"
 
 namespace gpucluster::testing {

@@ -8,8 +8,8 @@
 
 #include "gpucluster/model/errors.hpp"
 #include "gpucluster/model/fields.hpp"
-#include "gpucluster/node/manager.hpp"
 #include "gpucluster/model/validation.hpp"
+#include "gpucluster/node/manager.hpp"
 
 namespace gpucluster {
 namespace {

@@ -15,8 +15,8 @@
 
 #include <fmt/format.h>
 
-#include "gpucluster/wire/protocol.hpp"
 #include "gpucluster/model/errors.hpp"
+#include "gpucluster/wire/protocol.hpp"
 
 namespace gpucluster {
 namespace {

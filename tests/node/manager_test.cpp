@@ -287,43 +287,27 @@ TEST(ManagerLifecycle, StartDiscoversAndTakesAFirstSample) {
   EXPECT_TRUE(reports[0].error.empty());
 }
 
-// A backend whose every sample drops one implausible temperature reading (900 °C).
-class DroppingBackend final : public Backend {
- public:
-  std::string_view name() const noexcept override { return "dropping"; }
-  Discovery discover(const std::string& host) override {
-    DeviceInfo info;
-    info.key = DeviceKey{host, "cuda:0"};
-    info.name = "Test GPU";
-    info.kind = DeviceKind::cuda;
-    info.backend = "dropping";
-    info.memory_total_bytes = static_cast<std::uint64_t>(kTotalBytes);
-    return Discovery{{std::move(info)}, ""};
-  }
-  Sample sample(const std::string& /*local_id*/) override {
-    Sample s;
-    s.timestamp = std::max(now_timestamp(), last_ + 1ns);  // every sample newer than the last
-    last_ = s.timestamp;
-    s.memory_used_bytes = kTotalBytes / 4;
-    s.memory_total_bytes = kTotalBytes;
-    if (plausible_or_count(Quantity::temperature_celsius, 900.0, dropped_)) s.temperature_celsius = 900.0F;
-    return s;
-  }
-  FieldAvailability available_fields(const std::string& /*local_id*/) const override {
-    return FieldAvailability{Quantity::temperature_celsius};
-  }
-  ImplausibleCounts implausible_readings() const noexcept override { return dropped_.snapshot(); }
-  void shutdown() override {}
-
- private:
-  ImplausibleReadings dropped_;
-  Timestamp last_{};  // sample() runs on the backend's one thread
-};
+// A backend whose every sample drops one implausible temperature reading (900 °C)
+// by the backends' one rule, and reports its count.
+BackendPtr dropping_backend() {
+  auto dropped = std::make_shared<ImplausibleReadings>();
+  FakeBackend::Config config;
+  config.name = "dropping";
+  config.devices = {testing::fake_device("cuda:0", static_cast<std::uint64_t>(kTotalBytes))};
+  config.sample = testing::fake_sample(kTotalBytes / 4, kTotalBytes);
+  config.fields = FieldAvailability{Quantity::temperature_celsius};
+  config.on_sample = [dropped](const std::string&, Sample sample) {
+    if (plausible_or_count(Quantity::temperature_celsius, 900.0, *dropped)) sample.temperature_celsius = 900.0F;
+    return sample;
+  };
+  config.on_implausible_readings = [dropped] { return dropped->snapshot(); };
+  return std::make_unique<FakeBackend>(std::move(config));
+}
 
 TEST(ManagerLifecycle, BackendReportsCarryTheBackendsLiveImplausibleCounts) {
   auto probe = std::make_shared<Probe>();
   std::vector<BackendPtr> backends;
-  backends.push_back(std::make_unique<DroppingBackend>());
+  backends.push_back(dropping_backend());
   backends.push_back(make_backend("test", {"cuda:1"}, probe));
   Manager manager(config_for("h"), std::move(backends));
   manager.start(false);  // one first sample

@@ -60,6 +60,8 @@ class FakeBackend final : public gpucluster::Backend {
     std::function<Sample(const std::string& local_id, Sample fixed)> on_sample;
     std::function<FieldAvailability(const std::string& local_id)> on_available_fields;
     std::function<void()> on_shutdown;
+    // implausible_readings(): zeros unless set.
+    std::function<ImplausibleCounts()> on_implausible_readings;
   };
 
   explicit FakeBackend(Config config, std::shared_ptr<Counters> counters = std::make_shared<Counters>())
@@ -78,6 +80,7 @@ class FakeBackend final : public gpucluster::Backend {
     config.on_sample = [shared](const std::string& local_id, Sample) { return shared->sample(local_id); };
     config.on_available_fields = [shared](const std::string& local_id) { return shared->available_fields(local_id); };
     config.on_shutdown = [shared] { shared->shutdown(); };
+    config.on_implausible_readings = [shared] { return shared->implausible_readings(); };
     return std::make_unique<FakeBackend>(std::move(config), std::move(counters));
   }
 
@@ -112,6 +115,10 @@ class FakeBackend final : public gpucluster::Backend {
 
   FieldAvailability available_fields(const std::string& local_id) const override {
     return config_.on_available_fields ? config_.on_available_fields(local_id) : config_.fields;
+  }
+
+  ImplausibleCounts implausible_readings() const noexcept override {
+    return config_.on_implausible_readings ? config_.on_implausible_readings() : ImplausibleCounts{};
   }
 
   void shutdown() override {

@@ -8,8 +8,8 @@
 #include <string>
 #include <string_view>
 
-#include "gpucluster/wire/protocol.hpp"
 #include "gpucluster/node/manager.hpp"
+#include "gpucluster/wire/protocol.hpp"
 
 namespace gpucluster::agent {
 
