@@ -225,6 +225,8 @@ class BackendReport:
     unavailable: bool
     @property
     def status(self) -> str: ...  # "ok", "none", "unavailable" or "failed"
+    @property
+    def implausible_readings(self) -> Dict[str, int]: ...  # per quantity name, dropped as out of range
 
 class Manager:
     def __init__(self, *, backends: Union[str, Sequence[Backend]] = ..., fleet: Optional[str] = None, host: Optional[str] = None,

@@ -238,6 +238,18 @@ void bind_manager(py::module_& m) {
       .def_readonly("error", &BackendReport::error)
       .def_readonly("unavailable", &BackendReport::unavailable)
       .def_property_readonly("status", [](const BackendReport& r) { return std::string(report_status(r)); })
+      .def_property_readonly(
+          "implausible_readings",
+          [](const BackendReport& r) {
+            // {"utilization_percent": 0, …}: the quantities a backend reads, as in the JSON views.
+            py::dict counts;
+            for_each_field([&](const auto& field) {
+              if (field.required || !field.read_by_backend) return;
+              counts[py::str(std::string(field.name))] = r.implausible_readings[field.index()];
+            });
+            return counts;
+          },
+          "Readings the backend dropped as implausible (outside the field table's range), per quantity.")
       .def("__repr__", [](const BackendReport& r) {
         return fmt::format("BackendReport('{}', status={}, devices={}, note='{}', error='{}')", r.backend,
                            report_status(r), r.devices, r.note, r.error);

@@ -282,6 +282,22 @@ def test_require_backends_false_skips_and_reports_an_unusable_backend():
         assert reports["host"].status == "ok" and reports["host"].devices == 1
 
 
+def test_backend_reports_count_implausible_readings(tmp_path, monkeypatch):
+    library = _fake_nvml_library()
+    scenario = tmp_path / "scenario.json"
+    # 900 degrees: outside the field table's range, so unavailable and counted, never a rejected sample.
+    scenario.write_text(json.dumps({"devices": [{"name": "GPU", "memory_total": 1 << 30, "temperature": 900}]}))
+    monkeypatch.setenv("FAKE_NVML_SCENARIO", str(scenario))
+    with gpucluster.Manager(backends=[backends.nvml(library)]) as m:
+        m.start(background_sampling=False)
+        m.sample_now()
+        report = m.backend_reports()[0]
+        assert report.implausible_readings["temperature_celsius"] >= 2  # the start's sample and this one
+        assert report.implausible_readings["power_watts"] == 0
+        assert "memory_used_bytes" not in report.implausible_readings  # required: never dropped
+        assert m.devices()[0].latest.temperature_celsius is None
+
+
 def test_a_discovery_that_hangs_misses_its_deadline(tmp_path, monkeypatch):
     library = _fake_nvml_library()
     scenario = tmp_path / "scenario.json"
