@@ -20,8 +20,8 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/http_server.hpp"
-#include "gpucluster/backends/backend.hpp"
 #include "gpucluster/agent/server.hpp"
+#include "gpucluster/backends/backend.hpp"
 #include "gpucluster/cluster/identity.hpp"
 #include "gpucluster/export/json.hpp"
 #include "gpucluster/model/device.hpp"
@@ -158,7 +158,10 @@ std::string node_banner(const NodeIdentity& node, const Manager& manager) {
 void print_listening(const agent::Agent& agent, const Manager& manager, const NodeIdentity& node, bool as_json) {
   const std::string url = agent.base_url();
   if (as_json) {
-    std::cout << nlohmann::json{{"event", "listening"}, {"url", url}, {"host", manager.host()}, {"node", node_to_json(node)}}
+    std::cout << nlohmann::json{{"event", "listening"},
+                                {"url", url},
+                                {"host", manager.host()},
+                                {"node", node_to_json(node)}}
                      .dump()
               << std::endl;
     return;

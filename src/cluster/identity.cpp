@@ -13,13 +13,13 @@
 #include <limits>
 #include <string_view>
 
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
 #include <boost/uuid/name_generator_sha1.hpp>
 #include <boost/uuid/random_generator.hpp>
 #include <boost/uuid/string_generator.hpp>
 #include <boost/uuid/uuid.hpp>
 #include <boost/uuid/uuid_io.hpp>
-#include <fmt/format.h>
-#include <spdlog/spdlog.h>
 
 #include <nlohmann/json.hpp>
 
@@ -158,7 +158,8 @@ void write_all(int fd, std::string_view text, const fs::path& dir, const fs::pat
   while (!text.empty()) {
     const ssize_t written = ::write(fd, text.data(), text.size());
     if (written < 0 && errno == EINTR) continue;
-    if (written <= 0) throw state_dir_error(dir, fmt::format("cannot write {}: {}", path.string(), std::strerror(errno)));
+    if (written <= 0)
+      throw state_dir_error(dir, fmt::format("cannot write {}: {}", path.string(), std::strerror(errno)));
     text.remove_prefix(static_cast<std::size_t>(written));
   }
 }
@@ -167,11 +168,13 @@ void write_all(int fd, std::string_view text, const fs::path& dir, const fs::pat
 // at any point the file is the old or the new one, and once this returns the
 // new one survives a power loss (the incarnation must never go back).
 void write_identity_file(const fs::path& dir, const StoredIdentity& stored) {
-  const json document{{"format", kFormat},
-                      {"id", stored.id},
-                      {"machine", stored.machine ? json(*stored.machine) : json(nullptr)},
-                      {"incarnation", stored.incarnation},
-                      {"created", stored.created_seconds}};
+  // In the order docs/agent.md shows them (nlohmann::json would sort the keys).
+  const nlohmann::ordered_json document{
+      {"format", kFormat},
+      {"id", stored.id},
+      {"machine", stored.machine ? nlohmann::ordered_json(*stored.machine) : nlohmann::ordered_json(nullptr)},
+      {"incarnation", stored.incarnation},
+      {"created", stored.created_seconds}};
   const std::string text = document.dump(2) + "\n";
   const fs::path file = dir / kIdentityFile;
   const fs::path temp = dir / (std::string(kIdentityFile) + ".tmp");
@@ -190,8 +193,8 @@ void write_identity_file(const fs::path& dir, const StoredIdentity& stored) {
     }
   }
   if (::rename(temp.c_str(), file.c_str()) != 0) {
-    throw state_dir_error(dir, fmt::format("cannot rename {} to {}: {}", temp.string(), file.string(),
-                                           std::strerror(errno)));
+    throw state_dir_error(
+        dir, fmt::format("cannot rename {} to {}: {}", temp.string(), file.string(), std::strerror(errno)));
   }
   Fd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dir_fd.get() < 0 || ::fsync(dir_fd.get()) != 0) {
@@ -259,9 +262,10 @@ NodeIdentity load_or_create_identity(const IdentityOptions& options) {
   std::optional<StoredIdentity> stored = read_identity_file(file);
   const std::optional<std::string> machine = machine_uuid(options.machine_id_paths);
   if (!machine) {
-    spdlog::warn("no machine id ({}): cloned machines keep one node id; mount /etc/machine-id, or give each agent "
-                 "its own --state-dir",
-                 paths_text(options.machine_id_paths));
+    spdlog::warn(
+        "no machine id ({}): cloned machines keep one node id; mount /etc/machine-id, or give each agent "
+        "its own --state-dir",
+        paths_text(options.machine_id_paths));
   }
   StoredIdentity next;
   if (!stored) {

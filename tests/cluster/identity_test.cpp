@@ -43,9 +43,8 @@ unsigned mode_of(const fs::path& path) {
 class Identity : public ::testing::Test {
  protected:
   void SetUp() override {
-    root_ = fs::temp_directory_path() /
-            ("gpucluster-identity-" + std::to_string(::getpid()) + "-" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    root_ = fs::temp_directory_path() / ("gpucluster-identity-" + std::to_string(::getpid()) + "-" +
+                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(root_);
     fs::create_directories(root_);
     write_file(root_ / "machine-id", "3d1219c7c4c5404aaa1f6d2a48adfda4\n");

@@ -11,10 +11,10 @@
 namespace gpucluster {
 
 struct NodeIdentity {
-  std::string id;                       // lowercase 36-character UUID v4, persisted
-  std::uint64_t incarnation = 0;        // persisted, +1 on every load (strictly increasing per id)
-  std::string name;                     // display name (validate_identifier)
-  std::optional<std::string> machine;   // UUID v5 of the machine id; nullopt when none is readable
+  std::string id;                      // lowercase 36-character UUID v4, persisted
+  std::uint64_t incarnation = 0;       // persisted, +1 on every load (strictly increasing per id)
+  std::string name;                    // display name (validate_identifier)
+  std::optional<std::string> machine;  // UUID v5 of the machine id; nullopt when none is readable
 };
 
 // machine-id(5) asks for an application-specific hash instead of the raw id.
