@@ -324,6 +324,7 @@ struct Agent::Impl {
   void check_token(const HttpRequest& req) const;
   std::optional<HttpResponse> check_head(const HttpRequest& req) const;
 
+  json node_json() const;  // /healthz "node"
   void handle_health(HttpResponse& res) const;
   void handle_devices(HttpResponse& res) const;
   void handle_device(std::string_view id, HttpResponse& res) const;
@@ -512,6 +513,14 @@ void Agent::Impl::route(const HttpRequest& req, HttpResponse& res) {
   write_error(res, 404, "not_found", fmt::format("no route {} {}", req.method, req.path));
 }
 
+json Agent::Impl::node_json() const {
+  const NodeIdentity& node = config.node;
+  const bool persisted = !node.id.empty();
+  return json{{"id", persisted ? json(node.id) : json(nullptr)},
+              {"name", node.name.empty() ? manager.host() : node.name},
+              {"incarnation", persisted ? json(node.incarnation) : json(nullptr)}};
+}
+
 void Agent::Impl::handle_health(HttpResponse& res) const {
   const ManagerState state = manager.state();
   const bool is_draining = draining();
@@ -521,7 +530,8 @@ void Agent::Impl::handle_health(HttpResponse& res) const {
   const bool starting = state == ManagerState::created && !is_draining;
   json body{{"status", ok ? "ok" : (starting ? "starting" : "unavailable")},
             {"state", is_draining ? "draining" : (starting ? "discovering" : to_string(state))},
-            {"host", manager.host()}};
+            {"host", manager.host()},
+            {"node", node_json()}};
   // A backend that failed (or missed its discovery deadline) does not make the
   // agent unhealthy, but a client must be able to see it: /v1/devices stays a
   // bare array of devices for compatibility.

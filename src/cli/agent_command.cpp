@@ -11,6 +11,7 @@
 #include <fstream>
 #include <iostream>
 #include <limits>
+#include <optional>
 #include <thread>
 
 #include <fmt/format.h>
@@ -20,7 +21,10 @@
 
 #include "agent/http_server.hpp"
 #include "gpucluster/agent/server.hpp"
+#include "gpucluster/backends/backend.hpp"
+#include "gpucluster/cluster/identity.hpp"
 #include "gpucluster/export/json.hpp"
+#include "gpucluster/model/device.hpp"
 #include "gpucluster/model/units.hpp"
 #include "gpucluster/node/manager.hpp"
 
@@ -134,20 +138,40 @@ ManagerConfig manager_config(const AgentOptions& options, ManagerConfig config) 
   return config;
 }
 
+nlohmann::json node_to_json(const NodeIdentity& node) {
+  const bool persisted = !node.id.empty();
+  return {{"id", persisted ? nlohmann::json(node.id) : nlohmann::json(nullptr)},
+          {"name", node.name},
+          {"incarnation", persisted ? nlohmann::json(node.incarnation) : nlohmann::json(nullptr)}};
+}
+
+// "; node NAME ID, incarnation N" for the banner's first line (nothing without
+// --state-dir unless --node-name gave a name other than the host's).
+std::string node_banner(const NodeIdentity& node, const Manager& manager) {
+  if (!node.id.empty()) return fmt::format("; node {} {}, incarnation {}", node.name, node.id, node.incarnation);
+  if (node.name != manager.host()) return fmt::format("; node {} (no --state-dir: no node id)", node.name);
+  return {};
+}
+
 // Printed as soon as the agent listens (its devices are still being
 // discovered); scripts read the address from its first line.
-void print_listening(const agent::Agent& agent, const Manager& manager, bool as_json) {
+void print_listening(const agent::Agent& agent, const Manager& manager, const NodeIdentity& node, bool as_json) {
   const std::string url = agent.base_url();
   if (as_json) {
-    std::cout << nlohmann::json{{"event", "listening"}, {"url", url}, {"host", manager.host()}}.dump() << std::endl;
+    std::cout << nlohmann::json{{"event", "listening"},
+                                {"url", url},
+                                {"host", manager.host()},
+                                {"node", node_to_json(node)}}
+                     .dump()
+              << std::endl;
     return;
   }
   std::cout << fmt::format(
-                   "gpucluster agent on {} (host {}; discovering devices: /healthz says \"starting\" until done)\n"
+                   "gpucluster agent on {} (host {}{}; discovering devices: /healthz says \"starting\" until done)\n"
                    "  {}/v1/devices    {}/v1/cluster    {}/metrics    {}/healthz\n"
                    "  POST {}/v1/select  {}/v1/plan  {}/v1/telemetry\n"
                    "SIGTERM or Ctrl-C drains and stops it.\n",
-                   url, manager.host(), url, url, url, url, url, url, url)
+                   url, manager.host(), node_banner(node, manager), url, url, url, url, url, url, url)
             << std::flush;
 }
 
@@ -218,6 +242,24 @@ int run_agent(const AgentOptions& options, std::vector<BackendPtr> backends, Man
   agent::AgentConfig config = agent_config(options);  // bad options fail before anything starts
   ManagerConfig manager_settings = manager_config(options, std::move(manager_base));
 
+  // The node identity, before anything serves: the state directory is locked
+  // for the process's life and the new incarnation is on disk first.
+  config.node.name = options.node_name.empty()
+                         ? (manager_settings.host.empty() ? local_host_name() : manager_settings.host)
+                         : options.node_name;
+  validate_identifier(config.node.name, "--node-name");
+  std::optional<StateDirLock> state_lock;
+  if (!options.state_dir.empty()) {
+    state_lock.emplace(options.state_dir);
+    IdentityOptions identity;
+    identity.state_dir = options.state_dir;
+    identity.name = config.node.name;
+    config.node = load_or_create_identity(identity);
+    spdlog::info("node {} id {} incarnation {} (state in {})", config.node.name, config.node.id,
+                 config.node.incarnation, options.state_dir);
+  }
+  const NodeIdentity node = config.node;
+
   // A service's stderr and stdout are pipes (journald, a log shipper) whose
   // reader may go away: writing to them must fail with EPIPE (which the log
   // sinks ignore), not kill the agent. Sockets are written with MSG_NOSIGNAL.
@@ -240,7 +282,7 @@ int run_agent(const AgentOptions& options, std::vector<BackendPtr> backends, Man
   agent.bind();
   const auto [open_files, open_files_warning] = raise_open_files_limit();  // before the first accept
   std::thread server([&agent] { agent.serve(); });
-  print_listening(agent, manager, as_json);
+  print_listening(agent, manager, node, as_json);
   const auto discovery_began = std::chrono::steady_clock::now();
   std::exception_ptr start_error;
   std::thread starter([&manager, &start_error, main_thread = pthread_self()] {

@@ -24,6 +24,10 @@ struct AgentOptions {
   std::string write_timeout = "10s";
   std::string idle_timeout = "60s";
   std::string max_body_memory = "64MiB";
+  // Node identity (docs/agent.md, "Node identity"): empty state_dir: nothing is
+  // written and the agent has no node id; empty node_name: the manager's host name.
+  std::string state_dir;
+  std::string node_name;
 };
 
 // Serves until SIGTERM/SIGINT, then drains in-flight requests within the

@@ -373,6 +373,12 @@ int run(int argc, char** argv) {
                     "Close a keep-alive connection with no new request for this long (default 60s)");
   agent->add_option("--max-body-memory", agent_options.max_body_memory,
                     "Request bodies held across all connections; more are answered 503 (default 64MiB)");
+  agent->add_option("--state-dir", agent_options.state_dir,
+                    "Directory for this node's identity (node.json: a node id kept across restarts and a start "
+                    "counter) and its lock; one agent per directory, created with mode 0700 (default: none, nothing "
+                    "is written and the agent has no node id)");
+  agent->add_option("--node-name", agent_options.node_name,
+                    "Display name of this node in /healthz and the banner (default: this machine's host name)");
 
   try {
     app.parse(argc, argv);

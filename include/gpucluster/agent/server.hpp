@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 
+#include "gpucluster/cluster/identity.hpp"
 #include "gpucluster/node/manager.hpp"
 #include "gpucluster/wire/protocol.hpp"
 
@@ -46,6 +47,9 @@ struct AgentConfig {
   std::chrono::milliseconds idle_timeout{60'000};
   // Request bodies held across all connections (announced by Content-Length); 503 past it.
   std::size_t max_body_memory_bytes = 64 * 1024 * 1024;
+  // Who this agent is (GET /healthz "node"): an empty id when no --state-dir
+  // was given (nothing persisted), an empty name for the manager's host name.
+  NodeIdentity node;
 };
 
 // Refuses (InputError) a non-loopback address without a token, an empty
