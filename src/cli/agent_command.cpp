@@ -248,6 +248,10 @@ int run_agent(const AgentOptions& options, std::vector<BackendPtr> backends, Man
                          ? (manager_settings.host.empty() ? local_host_name() : manager_settings.host)
                          : options.node_name;
   validate_identifier(config.node.name, "--node-name");
+  // The node's name is also the host part of its own devices' ids, so that the
+  // node and its devices read the same in every view (a fleet file's own host
+  // still names the fleet's devices).
+  manager_settings.host = config.node.name;
   std::optional<StateDirLock> state_lock;
   if (!options.state_dir.empty()) {
     state_lock.emplace(options.state_dir);

@@ -378,7 +378,8 @@ int run(int argc, char** argv) {
                     "counter) and its lock; one agent per directory, created with mode 0700 (default: none, nothing "
                     "is written and the agent has no node id)");
   agent->add_option("--node-name", agent_options.node_name,
-                    "Display name of this node in /healthz and the banner (default: this machine's host name)");
+                    "Name of this node in /healthz and the banner, and the host part of its devices' ids "
+                    "(default: this machine's host name)");
 
   try {
     app.parse(argc, argv);

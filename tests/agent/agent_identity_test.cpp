@@ -54,6 +54,19 @@ TEST_F(AgentIdentity, WithoutStateDirTheNodeHasNoId) {
   EXPECT_EQ(node.at("name"), "lab-7");
 }
 
+TEST_F(AgentIdentity, TheNodeNameIsTheHostOfItsOwnDevices) {
+  AgentProcess agent({"--backend", "host", "--node-name", "lab-7"});
+  auto client = agent.client();
+  const auto result = client.Get("/v1/devices");
+  ASSERT_TRUE(result);
+  ASSERT_EQ(result->status, 200) << result->body;
+  const json body = json::parse(result->body);
+  const json& devices = body.is_array() ? body : body.at("devices");
+  ASSERT_EQ(devices.size(), 1u) << body;  // this machine's CPU
+  EXPECT_EQ(devices[0].at("host"), "lab-7") << body;
+  EXPECT_EQ(devices[0].at("id"), "lab-7/cpu:0") << body;
+}
+
 TEST_F(AgentIdentity, TwoStateDirsAreTwoNodes) {
   AgentProcess first(arguments(root_ / "a"));
   AgentProcess second(arguments(root_ / "b"));
