@@ -187,7 +187,7 @@ DpmLevels read_dpm_levels(const fs::path& device_dir) {
 }
 
 // hwmon energy1_input (µJ, a counter) in joules; beyond the field table's range
-// (core/fields.hpp) it comes from a broken file.
+// (model/fields.hpp) it comes from a broken file.
 std::optional<double> joules_from_micro(std::optional<std::uint64_t> microjoules, ImplausibleReadings& dropped) {
   if (!microjoules) return std::nullopt;
   const double joules = static_cast<double>(*microjoules) / 1e6;

@@ -63,7 +63,7 @@ double scale_decimal(Float value, int power_of_ten) noexcept {
 // whole scrape whose label value is not valid UTF-8, and a model name comes
 // from a driver.
 
-using text::utf8_sequence_length;  // core/text.hpp
+using text::utf8_sequence_length;  // model/text.hpp
 
 void append_label_value(std::string& out, std::string_view value) {
   std::size_t i = 0;
@@ -228,7 +228,7 @@ std::string render_exposition(const ExpositionSnapshot& snapshot) {
     out += row.state->available ? "1\n" : "0\n";
   }
 
-  // One family per row of the field table (core/fields.hpp), in table order:
+  // One family per row of the field table (model/fields.hpp), in table order:
   // its name, type, help and unit scaling all come from the row.
   std::string family;
   for_each_field([&](const auto& field) {

@@ -67,7 +67,7 @@ void shut_down_backend(Backend& backend) {
 }
 
 // "0000:65:00.0" and "00000000:65:00.0" (NVML's 8-digit domain) name the same
-// device (core/text.hpp's normalisation); a text that is no bus id is compared as written, case aside.
+// device (model/text.hpp's normalisation); a text that is no bus id is compared as written, case aside.
 std::string normalise_pci_bus_id(std::string id) {
   if (std::optional<std::string> normal = text::normalise_pci_bus_id(id)) return std::move(*normal);
   std::transform(id.begin(), id.end(), id.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });

@@ -19,7 +19,7 @@
 
 namespace gpucluster {
 
-// Which of the field table's optional quantities (core/fields.hpp, the rows
+// Which of the field table's optional quantities (model/fields.hpp, the rows
 // that are not required) a device can report, one flag per row, all false by
 // default. The required rows (memory) are part of every sample and are not
 // recorded: has() answers false for them unless a caller set them.
@@ -54,7 +54,7 @@ class FieldAvailability {
 };
 
 // The one plausibility rule of every backend: a reading outside the field
-// table's range (core/fields.hpp) under validation's default limits comes from a
+// table's range (model/fields.hpp) under validation's default limits comes from a
 // broken sensor or file, and the backend reports that quantity unavailable for
 // that reading rather than a value that would get the whole sample rejected.
 // False for NaN.

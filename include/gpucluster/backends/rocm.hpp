@@ -32,7 +32,7 @@
 // A gauge answering NOT_SUPPORTED (or NOT_YET_IMPLEMENTED) is unavailable for
 // that device from then on and not asked again; any other error makes
 // sample() throw an Error with rsmi_status_string's text. A reading outside the
-// field table's range (core/fields.hpp, under validation's default limits: a
+// field table's range (model/fields.hpp, under validation's default limits: a
 // busy percent over 100, a temperature over 250 °C, a fan over its maximum) is
 // unavailable for that tick, as in the nvml backend, and the rest of the
 // sample stands (before, the whole sample was rejected by validation); each
