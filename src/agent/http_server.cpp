@@ -261,8 +261,15 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
 
   // From the sweep timer: close when past the deadline, or, while stopping,
   // when no request is in flight (waiting for one, or its head incomplete).
+  //
+  // The posted check holds the session weakly: while stopping, the session's
+  // event loop may already have run out of work and returned, so the check
+  // never runs; a strong reference parked in that loop's queue would keep the
+  // session alive, the sweep would keep finding it, and stop() would never end.
   void check(Clock::time_point now, bool stopping) {
-    net::post(socket_.get_executor(), [self = shared_from_this(), now, stopping] {
+    net::post(socket_.get_executor(), [weak = weak_from_this(), now, stopping] {
+      const std::shared_ptr<HttpSession> self = weak.lock();
+      if (!self) return;
       const bool in_flight = self->phase_ == Phase::body || self->phase_ == Phase::writing;
       if (now >= self->deadline_ || (stopping && !in_flight)) self->close();
     });
