@@ -251,6 +251,14 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void start() {
     boost::system::error_code ignored;
     socket_.set_option(tcp::no_delay(true), ignored);  // answers are one write; no Nagle wait behind it
+    const tcp::endpoint peer = socket_.remote_endpoint(ignored);
+    if (!ignored) {
+      const net::ip::address address = peer.address();
+      // An IPv4 client of a dual-stack socket shows as ::ffff:a.b.c.d; name it as IPv4.
+      remote_address_ = address.is_v6() && address.to_v6().is_v4_mapped()
+                            ? net::ip::make_address_v4(net::ip::v4_mapped, address.to_v6()).to_string()
+                            : address.to_string();
+    }
     buffer_.reserve(4096);                             // a request (head + a heartbeat's body) in one read
     phase_ = Phase::head;                              // the head timeout runs from the accept
     set_deadline(server_->options.head_timeout);
@@ -295,6 +303,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     release_body();
     if (server_->stopping.load()) return close();  // draining: no new request on this connection
     request_ = HttpRequest{};
+    request_.remote_address = remote_address_;
     keep_alive_ = true;
     http_1_0_ = false;
     parser_.emplace();
@@ -512,6 +521,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   std::optional<http::request_parser<http::string_body>> parser_;
   HttpRequest request_;
   std::string out_;  // the answer being written
+  std::string remote_address_;  // the peer, for every request of this connection
   bool keep_alive_ = true;
   bool http_1_0_ = false;
   Phase phase_ = Phase::head;

@@ -26,6 +26,7 @@ struct HttpRequest {
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
   bool head_only = false;
+  std::string remote_address;  // the client's IP address ("127.0.0.1", "::1"); "" when unknown
   // When the head was complete (the request is in flight from then on).
   std::chrono::steady_clock::time_point head_received{};
 

@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <unordered_set>
 #include <new>
 #include <utility>
 #include <vector>
@@ -18,6 +19,7 @@
 #include "agent/http_server.hpp"
 #include "cluster/membership.hpp"
 #include "gpucluster/export/exposition.hpp"
+#include "gpucluster/wire/report.hpp"
 #include "gpucluster/export/json.hpp"
 #include "wire/json_reader.hpp"
 
@@ -232,6 +234,7 @@ std::string_view post_route_name(std::string_view path) {
   if (path == "/v1/telemetry") return "/v1/telemetry";
   if (path == "/v1/select") return "/v1/select";
   if (path == "/v1/plan") return "/v1/plan";
+  if (path == "/v2/report") return "/v2/report";
   return "(unmatched)";
 }
 
@@ -300,7 +303,12 @@ struct Agent::Impl {
   int port = -1;
 
   // The remote hosts and their devices, registered through the protocol.
-  ClusterMembership membership{manager, MembershipLimits{config.max_hosts, config.max_devices_per_host}};
+  // Seed hosts count against max_hosts; reporting nodes against the coordinator's max_nodes.
+  ClusterMembership membership{manager,
+                               MembershipLimits{config.max_hosts + (config.coordinator ? config.cluster.max_nodes : 0),
+                                                std::max(config.max_devices_per_host, config.cluster.max_devices_per_node)}};
+  // The node table: this node, and with --coordinator the nodes that report to it.
+  Coordinator coordinator{manager, membership, config.cluster, config.node};
 
   // Remote devices a heartbeat marked unavailable, with that heartbeat's time:
   // a sample stamped later shows the device reporting again (docs/protocol.md).
@@ -334,6 +342,10 @@ struct Agent::Impl {
   void handle_plan(const HttpRequest& req, HttpResponse& res) const;
   void handle_telemetry(const HttpRequest& req, HttpResponse& res);
   void handle_metrics(HttpResponse& res) const;
+  void handle_report(const HttpRequest& req, HttpResponse& res);
+  void handle_nodes(HttpResponse& res) const;
+  void handle_node(std::string_view id, HttpResponse& res) const;
+  void handle_forget_node(std::string_view id, HttpResponse& res);
 
   DeviceKey device_from_path(std::string_view text) const;
   DeviceKey sample_device(const std::string& device_id, const std::optional<std::string>& hostname,
@@ -344,6 +356,7 @@ struct Agent::Impl {
 Agent::Agent(Manager& manager, AgentConfig config) {
   validate_agent_config(config);
   impl_ = std::make_unique<Impl>(manager, std::move(config));
+  if (impl_->config.coordinator) impl_->coordinator.start();
 }
 
 Agent::~Agent() = default;
@@ -405,6 +418,9 @@ void Agent::Impl::answer(std::string_view route_name, Access access, const HttpR
     handler();
   } catch (const HttpError& e) {
     write_error(res, e.status, e.code, e.what(), e.field, e.value, e.rule);
+  } catch (const ReportRefused& e) {
+    write_error(res, e.status(), e.code(), e.what(), e.field(), e.value(), e.rule());
+    if (e.retry_after_seconds()) res.headers.emplace_back("Retry-After", std::to_string(*e.retry_after_seconds()));
   } catch (const ProtocolError& e) {
     const bool malformed = e.kind() == ProtocolError::Kind::malformed;
     write_error(res, malformed ? 400 : 422, malformed ? "malformed" : "invalid_value", e.what(), e.field(), e.value(),
@@ -456,13 +472,13 @@ void Agent::Impl::check_token(const HttpRequest& req) const {
 // refused here, so an unauthenticated client never makes the agent read or
 // hold a body (the transport then closes the connection).
 std::optional<HttpResponse> Agent::Impl::check_head(const HttpRequest& req) const {
-  if (!config.token || req.method != "POST") return std::nullopt;
+  if (!config.token || (req.method != "POST" && req.method != "DELETE")) return std::nullopt;
   try {
     check_token(req);
     return std::nullopt;
   } catch (const HttpError& e) {
     HttpResponse res;
-    res.route = post_route_name(req.path);
+    res.route = req.method == "DELETE" ? std::string_view("/v1/nodes/{id}") : post_route_name(req.path);
     write_error(res, e.status, e.code, e.what(), e.field, e.value, e.rule);
     return res;
   }
@@ -470,9 +486,11 @@ std::optional<HttpResponse> Agent::Impl::check_head(const HttpRequest& req) cons
 
 // The methods a route path takes (for 405 and Allow), or nullptr when no route has that path.
 const char* allowed_methods(std::string_view path) {
-  if (path == "/v1/telemetry" || path == "/v1/select" || path == "/v1/plan") return "POST";
+  if (path == "/v1/telemetry" || path == "/v1/select" || path == "/v1/plan" || path == "/v2/report") return "POST";
+  constexpr std::string_view kNodes = "/v1/nodes/";
+  if (path.size() > kNodes.size() && path.substr(0, kNodes.size()) == kNodes) return "GET, HEAD, DELETE";
   constexpr std::string_view kDevices = "/v1/devices/";
-  if (path == "/healthz" || path == "/metrics" || path == "/v1/devices" || path == "/v1/cluster" ||
+  if (path == "/healthz" || path == "/metrics" || path == "/v1/devices" || path == "/v1/cluster" || path == "/v1/nodes" ||
       (path.size() > kDevices.size() && path.substr(0, kDevices.size()) == kDevices)) {
     return "GET, HEAD";
   }
@@ -488,11 +506,23 @@ void Agent::Impl::route(const HttpRequest& req, HttpResponse& res) {
     }
     if (path == "/v1/select") return answer("/v1/select", Access::token, req, res, [&] { handle_select(req, res); });
     if (path == "/v1/plan") return answer("/v1/plan", Access::token, req, res, [&] { handle_plan(req, res); });
+    if (path == "/v2/report") return answer("/v2/report", Access::token, req, res, [&] { handle_report(req, res); });
+  } else if (req.method == "DELETE") {
+    constexpr std::string_view kNodes = "/v1/nodes/";
+    if (path.size() > kNodes.size() && path.substr(0, kNodes.size()) == kNodes) {
+      return answer("/v1/nodes/{id}", Access::token, req, res,
+                    [&] { handle_forget_node(path.substr(kNodes.size()), res); });
+    }
   } else if (req.method == "GET") {  // HEAD too
     if (path == "/healthz") return answer("/healthz", Access::health, req, res, [&] { handle_health(res); });
     if (path == "/metrics") return answer("/metrics", Access::open, req, res, [&] { handle_metrics(res); });
     if (path == "/v1/devices") return answer("/v1/devices", Access::open, req, res, [&] { handle_devices(res); });
     if (path == "/v1/cluster") return answer("/v1/cluster", Access::open, req, res, [&] { handle_cluster(res); });
+    if (path == "/v1/nodes") return answer("/v1/nodes", Access::open, req, res, [&] { handle_nodes(res); });
+    constexpr std::string_view kNodes = "/v1/nodes/";
+    if (path.size() > kNodes.size() && path.substr(0, kNodes.size()) == kNodes) {
+      return answer("/v1/nodes/{id}", Access::open, req, res, [&] { handle_node(path.substr(kNodes.size()), res); });
+    }
     constexpr std::string_view kDevices = "/v1/devices/";
     constexpr std::string_view kHistory = "/history";
     if (path.size() > kDevices.size() && path.substr(0, kDevices.size()) == kDevices) {
@@ -581,7 +611,15 @@ void Agent::Impl::handle_history(std::string_view id, const HttpRequest& req, Ht
 }
 
 void Agent::Impl::handle_cluster(HttpResponse& res) const {
-  json body = to_json(manager.aggregate());
+  // Devices of nodes that are down are listed but left out of the totals.
+  const std::unordered_set<std::string> down = coordinator.down_hosts();
+  json body = to_json(down.empty() ? manager.aggregate()
+                                   : manager.aggregate([&](const DeviceKey& key) { return !down.contains(key.host); }));
+  const NodeCounts counts = coordinator.counts();
+  body["nodes"] = json{{"alive", counts.alive},
+                       {"suspect", counts.suspect},
+                       {"down", counts.down},
+                       {"total", counts.alive + counts.suspect + counts.down}};
   body["backends"] = backends_to_json(manager.backend_reports());  // which local sources the aggregate lacks
   write_json(res, 200, body);
 }
@@ -621,6 +659,13 @@ HttpError http_error(const MembershipError& e) {
 }  // namespace
 
 void Agent::Impl::register_remote(const DeviceRegistration& registration) {
+  if (coordinator.owns_host(registration.info.key.host)) {
+    throw HttpError(409, "conflict",
+                    fmt::format("host {} is a node that reports to this coordinator (GET /v1/nodes); the seed "
+                                "protocol cannot register devices there",
+                                registration.info.key.host),
+                    "payload.hostname", registration.info.key.host, "must not be a reporting node's host");
+  }
   try {
     membership.register_device(registration.info);  // validated by the parser; registers or updates
   } catch (const MembershipError& e) {
@@ -695,6 +740,49 @@ void Agent::Impl::forget_availability(const std::vector<DeviceKey>& keys) {
   std::lock_guard lock(unavailable_mutex);
   for (const DeviceKey& key : keys) unavailable_since.erase(key);
   unavailable_count.store(unavailable_since.size());
+}
+
+void Agent::Impl::handle_report(const HttpRequest& req, HttpResponse& res) {
+  if (!config.coordinator) {
+    throw HttpError(404, "not_a_coordinator",
+                    "this agent does not accept reports: start the coordinator with gpucluster agent --coordinator",
+                    "path", "/v2/report", "needs --coordinator");
+  }
+  const Receipt receipt{req.head_received, now_timestamp(), req.remote_address};
+  Report report;
+  try {
+    report = parse_report(req.body, config.limits);
+  } catch (const ProtocolError& e) {
+    coordinator.count_rejected(e.kind() == ProtocolError::Kind::malformed ? "malformed" : "invalid_value");
+    throw;
+  }
+  write_json(res, 200, json::parse(encode_report_ack(coordinator.ingest(report, receipt))));
+}
+
+void Agent::Impl::handle_nodes(HttpResponse& res) const {
+  json nodes = json::array();
+  for (const NodeView& node : coordinator.nodes()) nodes.push_back(to_json(node));
+  write_json(res, 200,
+             json{{"self", config.node.id.empty() ? json(nullptr) : json(config.node.id)},
+                  {"coordinator", config.coordinator},
+                  {"epoch", coordinator.epoch()},
+                  {"nodes", std::move(nodes)}});
+}
+
+void Agent::Impl::handle_node(std::string_view id, HttpResponse& res) const {
+  const std::optional<NodeView> node = coordinator.node(id);
+  if (!node) {
+    throw HttpError(404, "unknown_node", fmt::format("no node {} (GET /v1/nodes lists them)", id), "id",
+                    std::string(id), "a node's id, name or host");
+  }
+  write_json(res, 200, to_json(*node));
+}
+
+void Agent::Impl::handle_forget_node(std::string_view id, HttpResponse& res) {
+  const NodeView node = coordinator.forget(id);
+  json devices = json::array();
+  for (const DeviceKey& key : node.device_keys) devices.push_back(key.str());
+  write_json(res, 200, json{{"forgotten", node.id}, {"name", node.name}, {"devices", std::move(devices)}});
 }
 
 void Agent::Impl::handle_metrics(HttpResponse& res) const {

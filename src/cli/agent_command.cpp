@@ -23,6 +23,9 @@
 #include "gpucluster/agent/server.hpp"
 #include "gpucluster/backends/backend.hpp"
 #include "gpucluster/cluster/identity.hpp"
+#include "cluster/http_client.hpp"
+#include "gpucluster/cluster/coordinator.hpp"
+#include "gpucluster/cluster/pusher.hpp"
 #include "gpucluster/export/json.hpp"
 #include "gpucluster/model/device.hpp"
 #include "gpucluster/model/units.hpp"
@@ -86,8 +89,51 @@ agent::AgentConfig agent_config(const AgentOptions& options) {
     throw InputError("--threads", std::to_string(options.threads), "must be 1 to 256");
   }
   config.worker_threads = options.threads > 0 ? options.threads : std::max(1U, std::thread::hardware_concurrency());
+  config.coordinator = options.coordinator;
+  config.cluster.report_interval = parse_timeout(options.report_interval, "--report-interval");
+  config.cluster.liveness.suspect_after = parse_timeout(options.suspect_after, "--suspect-after");
+  config.cluster.liveness.evict_after = parse_timeout(options.evict_after, "--evict-after");
+  config.cluster.liveness.forget_after = parse_timeout(options.forget_after, "--forget-after");
+  if (options.max_nodes == 0) throw InputError("--max-nodes", "0", "must be > 0");
+  config.cluster.max_nodes = options.max_nodes;
+  validate_coordinator_options(config.cluster);
   agent::validate_agent_config(config);
   return config;
+}
+
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> items;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const std::size_t comma = std::min(text.find(',', start), text.size());
+    if (comma > start) items.push_back(text.substr(start, comma - start));
+    start = comma + 1;
+  }
+  return items;
+}
+
+// --join and its companions; checked before anything starts.
+PusherOptions pusher_options(const AgentOptions& options, const agent::AgentConfig& config) {
+  PusherOptions push;
+  push.coordinators = split_list(options.join);
+  if (push.coordinators.empty()) throw InputError("--join", options.join, "must name at least one URL");
+  if (!options.join_token_file.empty()) {
+    push.token = read_token(options.join_token_file);
+  } else {
+    push.token = config.token;
+  }
+  push.outbox_samples = options.outbox;
+  push.agent_version = GPUCLUSTER_VERSION;
+  if (!options.advertise.empty()) push.url = parse_http_url(options.advertise, "--advertise").str();
+  validate_pusher_options(push);
+  for (const std::string& url : push.coordinators) {
+    const HttpUrl parsed = parse_http_url(url, "--join");
+    if (!push.token && !agent::is_loopback(parsed.host)) {
+      throw InputError("--join", url,
+                       "a coordinator on another machine needs a token: give --join-token-file FILE (or --token-file)");
+    }
+  }
+  return push;
 }
 
 // The memory this process may use: physical memory, lowered by a cgroup
@@ -252,15 +298,23 @@ int run_agent(const AgentOptions& options, std::vector<BackendPtr> backends, Man
   // node and its devices read the same in every view (a fleet file's own host
   // still names the fleet's devices).
   manager_settings.host = config.node.name;
+  std::optional<PusherOptions> push;
+  if (!options.join.empty()) push = pusher_options(options, config);
+  // A node of a cluster needs an id that survives restarts: without
+  // --state-dir it is kept in the default state directory.
+  const bool in_cluster = options.coordinator || push.has_value();
+  const std::filesystem::path state_dir =
+      !options.state_dir.empty() ? std::filesystem::path(options.state_dir)
+                                 : (in_cluster ? default_state_dir() : std::filesystem::path{});
   std::optional<StateDirLock> state_lock;
-  if (!options.state_dir.empty()) {
-    state_lock.emplace(options.state_dir);
+  if (!state_dir.empty()) {
+    state_lock.emplace(state_dir);
     IdentityOptions identity;
-    identity.state_dir = options.state_dir;
+    identity.state_dir = state_dir;
     identity.name = config.node.name;
     config.node = load_or_create_identity(identity);
     spdlog::info("node {} id {} incarnation {} (state in {})", config.node.name, config.node.id,
-                 config.node.incarnation, options.state_dir);
+                 config.node.incarnation, state_dir.string());
   }
   const NodeIdentity node = config.node;
 
@@ -283,7 +337,16 @@ int run_agent(const AgentOptions& options, std::vector<BackendPtr> backends, Man
   // address, and SIGTERM is heard meanwhile.
   Manager manager(std::move(manager_settings), std::move(backends));
   agent::Agent agent(manager, std::move(config));
-  agent.bind();
+  const int port = agent.bind();
+  if (push && !push->url) {
+    const agent::ListenAddress listen = agent::parse_listen_address(options.listen);
+    if (listen.host == "0.0.0.0" || listen.host == "::") {
+      push->port = port;  // the coordinator pairs it with the address it sees
+    } else {
+      push->url = agent.base_url();
+    }
+  }
+  std::optional<Pusher> pusher;
   const auto [open_files, open_files_warning] = raise_open_files_limit();  // before the first accept
   std::thread server([&agent] { agent.serve(); });
   print_listening(agent, manager, node, as_json);
@@ -317,8 +380,14 @@ int run_agent(const AgentOptions& options, std::vector<BackendPtr> backends, Man
     }
     spdlog::info("agent ready on {}", agent.base_url());
     print_ready(manager, std::chrono::steady_clock::now() - discovery_began, as_json);
+    if (push) {  // once the devices are known: the first report carries them
+      pusher.emplace(manager, node, *push);
+      pusher->start();
+    }
   }
   spdlog::info("{} received: draining in-flight requests", received == SIGTERM ? "SIGTERM" : "SIGINT");
+  // Coordinators hear that this node leaves (it is down at once there) before it stops answering.
+  if (pusher) pusher->stop(/*leaving=*/true);
   const bool drained = agent.stop();
   if (!drained) {
     spdlog::error("in-flight requests did not finish within {}; exiting without waiting for them",

@@ -28,6 +28,18 @@ struct AgentOptions {
   // written and the agent has no node id; empty node_name: the manager's host name.
   std::string state_dir;
   std::string node_name;
+  // The cluster (docs/cluster.md). With --coordinator or --join and no
+  // --state-dir, the default state directory is used.
+  bool coordinator = false;
+  std::string join;             // URL[,URL...]
+  std::string join_token_file;  // empty: --token-file
+  std::string advertise;
+  std::size_t outbox = 300;
+  std::string report_interval = "1s";
+  std::string suspect_after = "3s";
+  std::string evict_after = "10s";
+  std::string forget_after = "10m";
+  std::size_t max_nodes = 10'000;
 };
 
 // Serves until SIGTERM/SIGINT, then drains in-flight requests within the

@@ -300,7 +300,7 @@ void configure_logging(const std::string& level) {
 int run(int argc, char** argv) {
   CLI::App app{"gpucluster: discover GPUs, watch their telemetry, pick a device and split work across devices"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "gpucluster 0.1.0");
+  app.set_version_flag("--version", "gpucluster " GPUCLUSTER_VERSION);
   CommonOptions common;
   PlanOptions plan_options;
   std::string min_memory, duration = "1s";
@@ -380,6 +380,35 @@ int run(int argc, char** argv) {
   agent->add_option("--node-name", agent_options.node_name,
                     "Name of this node in /healthz and the banner, and the host part of its devices' ids "
                     "(default: this machine's host name)");
+  // The cluster (docs/cluster.md).
+  agent->add_flag("--coordinator", agent_options.coordinator,
+                  "Accept the reports of agents that joined (POST /v2/report) and serve one view of every node "
+                  "(GET /v1/nodes); also a normal agent with its own devices");
+  agent->add_option("--join", agent_options.join,
+                    "Report this node's devices to the coordinator(s) at URL[,URL...] (http://HOST:PORT), one report "
+                    "per interval");
+  agent->add_option("--join-token-file", agent_options.join_token_file,
+                    "File with the coordinators' Bearer token (default: --token-file); required for a coordinator "
+                    "that is not on this machine");
+  agent->add_option("--advertise", agent_options.advertise,
+                    "URL at which coordinators and Prometheus reach this agent (default: the --listen address, or "
+                    "the address the coordinator sees with the --listen port when listening on all addresses)");
+  agent->add_option("--outbox", agent_options.outbox,
+                    "Samples per device kept for a coordinator that does not answer (default 300; the oldest are "
+                    "dropped first and counted)")
+      ->check(kCount);
+  agent->add_option("--report-interval", agent_options.report_interval,
+                    "Coordinator: the report interval asked of every node (default 1s; 100ms to 60s)");
+  agent->add_option("--suspect-after", agent_options.suspect_after,
+                    "Coordinator: a node without a report for this long is suspect (default 3s)");
+  agent->add_option("--evict-after", agent_options.evict_after,
+                    "Coordinator: a node without a report for this long is down; its devices leave select, plan "
+                    "and the totals (default 10s)");
+  agent->add_option("--forget-after", agent_options.forget_after,
+                    "Coordinator: a node down for this long is forgotten and its slot freed (default 10m)");
+  agent->add_option("--max-nodes", agent_options.max_nodes,
+                    "Coordinator: nodes held at once, down ones included until forgotten (default 10000)")
+      ->check(kCount);
 
   try {
     app.parse(argc, argv);

@@ -208,11 +208,9 @@ std::string paths_text(const std::vector<fs::path>& paths) {
   return text.empty() ? "none given" : text;
 }
 
-std::string new_node_id() {
-  return boost::uuids::to_string(boost::uuids::random_generator()());
-}
-
 }  // namespace
+
+std::string random_uuid() { return boost::uuids::to_string(boost::uuids::random_generator()()); }
 
 bool is_uuid(const std::string& text) {
   if (text.size() != 36) return false;
@@ -269,10 +267,10 @@ NodeIdentity load_or_create_identity(const IdentityOptions& options) {
   }
   StoredIdentity next;
   if (!stored) {
-    next = {new_node_id(), machine, 1, to_seconds(now_timestamp())};
+    next = {random_uuid(), machine, 1, to_seconds(now_timestamp())};
     spdlog::info("new node id {} in {}", next.id, file.string());
   } else if (stored->machine != machine) {
-    next = {new_node_id(), machine, 1, to_seconds(now_timestamp())};
+    next = {random_uuid(), machine, 1, to_seconds(now_timestamp())};
     spdlog::warn("machine id changed (a clone or a new machine): new node id {} (was {})", next.id, stored->id);
   } else {
     next = *stored;

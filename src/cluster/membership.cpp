@@ -152,6 +152,20 @@ std::vector<DeviceKey> ClusterMembership::leave(const std::string& host, HostRem
   return std::move(left.devices);
 }
 
+bool ClusterMembership::unregister_device(const DeviceKey& key) {
+  std::unique_lock lock(mutex_);
+  const auto per_host = devices_by_host_.find(key.host);
+  if (per_host == devices_by_host_.end()) return false;
+  if (std::erase(per_host->second, key.local_id) == 0) return false;
+  if (per_host->second.empty()) devices_by_host_.erase(per_host);
+  if (const auto hosts = hosts_by_device_.find(key.local_id); hosts != hosts_by_device_.end()) {
+    std::erase(hosts->second, key.host);
+    if (hosts->second.empty()) hosts_by_device_.erase(hosts);
+  }
+  manager_.unregister_device(key);
+  return true;
+}
+
 void ClusterMembership::add_host_left_hook(HostLeftHook hook) {
   std::lock_guard lock(hooks_mutex_);
   hooks_.push_back(std::move(hook));

@@ -97,6 +97,10 @@ class ClusterMembership {
   // remove_host for a host whose liveness ran out (the hooks see `expired`).
   std::vector<DeviceKey> expire_host(const std::string& host);
 
+  // Unregisters one remote device (no hook runs; a host left without devices
+  // is no longer a member). False when it was not registered here.
+  bool unregister_device(const DeviceKey& key);
+
   // Hooks run, in the order added, after a host has left; they must not call
   // add_host_left_hook. An exception from a hook is logged and the others run.
   void add_host_left_hook(HostLeftHook hook);

@@ -369,9 +369,11 @@ WindowStats Manager::window_stats(const DeviceKey& key) const {
   return store_.window_stats(key);
 }
 
-ClusterAggregate Manager::aggregate() const {
+ClusterAggregate Manager::aggregate() const { return aggregate({}); }
+
+ClusterAggregate Manager::aggregate(const std::function<bool(const DeviceKey&)>& include) const {
   const InFlightGuard guard = enter("aggregate");
-  return store_.aggregate();
+  return store_.aggregate(include);
 }
 
 std::vector<RankedDevice> Manager::rank(std::uint64_t min_free_memory_bytes) const {

@@ -417,13 +417,16 @@ WindowStats TelemetryStore::window_stats(const DeviceKey& key) const {
   return stats;
 }
 
-ClusterAggregate TelemetryStore::aggregate() const {
+ClusterAggregate TelemetryStore::aggregate() const { return aggregate({}); }
+
+ClusterAggregate TelemetryStore::aggregate(const std::function<bool(const DeviceKey&)>& include) const {
   ClusterAggregate aggregate;
   double utilization_sum = 0, temperature_sum = 0, power_sum = 0;
   std::size_t utilization_count = 0, temperature_count = 0, power_count = 0;
   std::shared_lock map_lock(map_mutex_);
   aggregate.device_count = devices_.size();
   for (const auto& [key, slot] : devices_) {
+    if (include && !include(key)) continue;
     std::lock_guard slot_lock(slot->mutex);
     if (slot->history.empty()) continue;
     const Sample& s = slot->history.back();

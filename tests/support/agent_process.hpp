@@ -38,6 +38,8 @@ struct AgentLaunch {
   // The agent listens before discovery is done; by default the constructor
   // also waits for its "ready:" line (devices discovered, /healthz 200).
   bool wait_until_ready = true;
+  // A program the agent runs under, e.g. {"faketime", "-f", "+1h"}; found on PATH.
+  std::vector<std::string> wrapper;
 };
 
 class AgentProcess {
@@ -48,7 +50,9 @@ class AgentProcess {
     static int counter = 0;
     stderr_path_ = std::filesystem::temp_directory_path() /
                    ("gpucluster-agent-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + ".log");
-    std::vector<std::string> argv_strings{GPUCLUSTER_CLI_PATH, "agent"};
+    std::vector<std::string> argv_strings = launch.wrapper;
+    argv_strings.emplace_back(GPUCLUSTER_CLI_PATH);
+    argv_strings.emplace_back("agent");
     bool has_listen = false;
     for (const auto& argument : arguments) has_listen = has_listen || argument.rfind("--listen", 0) == 0;
     if (!has_listen) {
@@ -76,7 +80,7 @@ class AgentProcess {
       ::dup2(out[1], STDOUT_FILENO);       // dup2 clears O_CLOEXEC on the copies
       ::dup2(err[1], STDERR_FILENO);
       if (launch.open_files_limit && ::setrlimit(RLIMIT_NOFILE, &open_files) != 0) ::_exit(126);
-      ::execv(argv[0], argv.data());
+      ::execvp(argv[0], argv.data());
       ::_exit(127);
     }
     ::close(out[1]);

@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 
+#include "gpucluster/cluster/coordinator.hpp"
 #include "gpucluster/cluster/identity.hpp"
 #include "gpucluster/node/manager.hpp"
 #include "gpucluster/wire/protocol.hpp"
@@ -50,6 +51,10 @@ struct AgentConfig {
   // Who this agent is (GET /healthz "node"): an empty id when no --state-dir
   // was given (nothing persisted), an empty name for the manager's host name.
   NodeIdentity node;
+  // Accept the reports of agents that joined (POST /v2/report; docs/cluster.md).
+  // Without it the node table (GET /v1/nodes) lists this node and seed hosts only.
+  bool coordinator = false;
+  CoordinatorOptions cluster;  // liveness timings, the report interval, node limits
 };
 
 // Refuses (InputError) a non-loopback address without a token, an empty

@@ -34,6 +34,9 @@ std::filesystem::path default_state_dir();
 // The UUID v5 of the first readable machine id under kMachineNamespaceUuid, or nullopt.
 std::optional<std::string> machine_uuid(const std::vector<std::filesystem::path>& machine_id_paths);
 
+// A random (version 4) UUID, lowercase: node ids and coordinator epochs.
+std::string random_uuid();
+
 // True for a lowercase 8-4-4-4-12 hex UUID.
 bool is_uuid(const std::string& text);
 

@@ -145,6 +145,10 @@ class TelemetryStore {
   // arrive, up to limits().max_samples). Throws UnknownDeviceError.
   std::size_t history_slots(const DeviceKey& key) const;
   ClusterAggregate aggregate() const;
+  // Over the devices `include` accepts (a coordinator leaves out the devices of
+  // nodes that are down); `include` is called with the store's lock held and
+  // must not call back into the store.
+  ClusterAggregate aggregate(const std::function<bool(const DeviceKey&)>& include) const;
 
   // Drops every device and sample (shutdown).
   void clear();
