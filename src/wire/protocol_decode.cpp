@@ -1,17 +1,18 @@
 // The wire protocol's decoding: a document read by the bounded reader
 // (json_reader.hpp) → the typed messages of protocol.hpp, every field checked
-// and every refusal naming its JSON path.
-#include <cmath>
+// and every refusal naming its JSON path. The field readers are the wire
+// layer's shared ones (decode_fields.hpp), which the v2 report uses too.
 #include <cstdint>
 #include <limits>
-#include <utility>
+#include <optional>
+#include <string>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "gpucluster/model/fields.hpp"
 #include "gpucluster/wire/protocol.hpp"
 #include "model/text.hpp"
+#include "wire/decode_fields.hpp"
 #include "wire/json_reader.hpp"
 
 namespace gpucluster::agent {
@@ -19,179 +20,10 @@ namespace gpucluster::agent {
 namespace {
 
 using nlohmann::json;
-using Kind = ProtocolError::Kind;
 using text::printable;
-
-constexpr double kTwoTo63 = 9223372036854775808.0;
-constexpr std::int64_t kMaxInt64 = std::numeric_limits<std::int64_t>::max();
-constexpr double kFloatOverflow = 0x1.ffffffp127;  // 2^128 - 2^103: from here doubles round to a float infinity
-
-// A JSON value as quoted in an error: its JSON text, shortened.
-std::string shown(const json& value) {
-  if (value.is_object()) return "{...}";
-  if (value.is_array()) return "[...]";
-  return printable(value.dump(-1, ' ', false, json::error_handler_t::replace));
-}
-
-const char* type_name(const json& value) {
-  switch (value.type()) {
-    case json::value_t::null: return "null";
-    case json::value_t::object: return "an object";
-    case json::value_t::array: return "an array";
-    case json::value_t::string: return "a string";
-    case json::value_t::boolean: return "a boolean";
-    case json::value_t::number_integer:
-    case json::value_t::number_unsigned:
-    case json::value_t::number_float: return "a number";
-    default: return "not JSON";
-  }
-}
+using namespace wire;  // NOLINT(google-build-using-namespace): the shared field readers
 
 constexpr std::string_view kSubject = "telemetry message";
-
-ProtocolError make_error(Kind kind, const std::string& field, const std::string& value, const std::string& rule) {
-  return json_error(kind, kSubject, field, value, rule);
-}
-
-[[noreturn]] void fail(Kind kind, const std::string& field, const std::string& value, const std::string& rule) {
-  throw make_error(kind, field, value, rule);
-}
-
-// ---------------------------------------------------------------------------
-// Fields of an object at a JSON path.
-
-std::string join(const std::string& path, std::string_view key) {
-  return path.empty() ? std::string(key) : path + "." + std::string(key);
-}
-
-// A field's JSON path ("payload.metrics.power_watts"), spelled out only when
-// an error names it: the accepted path (every heartbeat) builds no strings.
-class FieldPath {
- public:
-  FieldPath(const char* top_level) : key_(top_level) {}  // NOLINT(google-explicit-constructor): "type", "payload"
-  FieldPath(const std::string& parent, std::string_view key) : parent_(&parent), key_(key) {}
-  std::string str() const { return parent_ == nullptr ? std::string(key_) : join(*parent_, key_); }
-
- private:
-  const std::string* parent_ = nullptr;
-  std::string_view key_;
-};
-
-class Fields {
- public:
-  Fields(const json& object, std::string path) : object_(object), path_(std::move(path)) {}
-
-  const std::string& path() const { return path_; }
-  FieldPath path_of(std::string_view key) const { return FieldPath(path_, key); }
-
-  // nullptr when absent or null (an optional field left out).
-  const json* optional(std::string_view key) const {
-    const auto it = object_.find(key);
-    if (it == object_.end() || it->is_null()) return nullptr;
-    return &*it;
-  }
-  const json* present(std::string_view key) const {
-    const auto it = object_.find(key);
-    return it == object_.end() ? nullptr : &*it;
-  }
-  const json& required(std::string_view key) const {
-    const json* value = present(key);
-    if (value == nullptr) fail(Kind::malformed, path_of(key).str(), "missing", "required field");
-    return *value;
-  }
-
- private:
-  const json& object_;
-  std::string path_;
-};
-
-[[noreturn]] void wrong_type(const FieldPath& field, const json& value, const char* expected) {
-  fail(Kind::malformed, field.str(), shown(value), fmt::format("must be {}, not {}", expected, type_name(value)));
-}
-
-Fields object_at(const json& value, const FieldPath& field) {
-  if (!value.is_object()) wrong_type(field, value, "an object");
-  return Fields(value, field.str());
-}
-
-const std::string& string_at(const json& value, const FieldPath& field) {
-  if (!value.is_string()) wrong_type(field, value, "a string");
-  return value.get_ref<const std::string&>();
-}
-
-bool bool_at(const json& value, const FieldPath& field) {
-  if (!value.is_boolean()) wrong_type(field, value, "a boolean");
-  return value.get<bool>();
-}
-
-double number_at(const json& value, const FieldPath& field) {
-  if (!value.is_number()) wrong_type(field, value, "a number");
-  // Integers above 2^53 lose precision here; callers that need them exact use integer_at.
-  const double number = value.get<double>();
-  if (!std::isfinite(number)) fail(Kind::invalid, field.str(), shown(value), "must be a finite number");
-  return number;
-}
-
-// An integer within [min, max]; an integral float such as 8.0e10 counts (the
-// Python client may send either).
-std::int64_t integer_at(const json& value, const FieldPath& field, std::int64_t min, std::int64_t max) {
-  const auto refuse = [&] {
-    fail(Kind::invalid, field.str(), shown(value), fmt::format("must be a whole number within [{}, {}]", min, max));
-  };
-  if (value.is_number_unsigned()) {
-    const auto number = value.get<std::uint64_t>();
-    if (number > static_cast<std::uint64_t>(max) || (min > 0 && number < static_cast<std::uint64_t>(min))) {
-      refuse();
-    }
-    return static_cast<std::int64_t>(number);
-  }
-  if (value.is_number_integer()) {
-    const auto number = value.get<std::int64_t>();
-    if (number < min || number > max) refuse();
-    return number;
-  }
-  const double number = number_at(value, field);
-  // Compared as doubles before converting, so no out-of-range conversion happens.
-  if (std::trunc(number) != number || number < -kTwoTo63 || number >= kTwoTo63) {
-    refuse();
-  }
-  const auto integer = static_cast<std::int64_t>(number);
-  if (integer < min || integer > max) refuse();
-  return integer;
-}
-
-float gauge_at(const json& value, const FieldPath& field) {
-  const double number = number_at(value, field);
-  if (std::fabs(number) >= kFloatOverflow) {
-    fail(Kind::invalid, field.str(), shown(value), "must be a finite number that fits a 32-bit float");
-  }
-  return static_cast<float>(number);
-}
-
-double non_negative_at(const json& value, const FieldPath& field) {
-  const double number = number_at(value, field);
-  if (number < 0) fail(Kind::invalid, field.str(), shown(value), "must be >= 0");
-  return number;
-}
-
-Timestamp timestamp_at(const json& value, const FieldPath& field) {
-  const double seconds = number_at(value, field);
-  // model/time.hpp's range and conversion, as for every path that takes seconds (Python too).
-  if (!timestamp_seconds_in_range(seconds))
-    fail(Kind::invalid, field.str(), shown(value), std::string(kTimestampSecondsRule));
-  return timestamp_from_seconds(seconds);
-}
-
-// A host name or device id: a string that core's validate_identifier accepts.
-std::string identifier_at(const json& value, const FieldPath& field) {
-  std::string id = string_at(value, field);
-  try {
-    validate_identifier(id, "id");  // its field name is not used: the error names ours
-  } catch (const InputError& e) {
-    fail(Kind::invalid, field.str(), printable(e.value()), e.rule());
-  }
-  return id;
-}
 
 void check_same_device(const json* value, const FieldPath& field, const std::string& device_id,
                        const FieldPath& device_field) {
@@ -201,33 +33,6 @@ void check_same_device(const json* value, const FieldPath& field, const std::str
     fail(Kind::invalid, field.str(), shown(*value),
          fmt::format("must equal {} (\"{}\") when present", device_field.str(), printable(device_id)));
   }
-}
-
-// The seed's metrics fields. timestamp falls back to default_timestamp (a
-// heartbeat's) when that is given and the field is left out.
-Sample sample_at(const Fields& fields, const std::optional<Timestamp>& default_timestamp) {
-  Sample sample;
-  const json* timestamp = default_timestamp ? fields.optional("timestamp") : &fields.required("timestamp");
-  sample.timestamp = timestamp != nullptr ? timestamp_at(*timestamp, fields.path_of("timestamp")) : *default_timestamp;
-  sample.memory_used_bytes =
-      integer_at(fields.required("memory_used_bytes"), fields.path_of("memory_used_bytes"), 0, kMaxInt64);
-  sample.memory_total_bytes =
-      integer_at(fields.required("memory_total_bytes"), fields.path_of("memory_total_bytes"), 0, kMaxInt64);
-  // Every optional quantity of the field table, by its wire name.
-  for_each_field([&](const auto& row) {
-    auto& member = sample.*row.member;
-    using Member = std::decay_t<decltype(member)>;
-    if constexpr (!std::is_integral_v<Member>) {
-      const json* value = fields.optional(row.wire_name);
-      if (value == nullptr) return;
-      if constexpr (std::is_same_v<Member, PackedOptional<float>>) {
-        member = gauge_at(*value, fields.path_of(row.wire_name));
-      } else {
-        member = number_at(*value, fields.path_of(row.wire_name));
-      }
-    }
-  });
-  return sample;
 }
 
 std::optional<std::string> optional_hostname(const Fields& payload) {
@@ -299,7 +104,7 @@ Heartbeat parse_heartbeat(const Fields& payload) {
     const Fields fields = object_at(*metrics, payload.path_of("metrics"));
     check_same_device(fields.optional("device_id"), fields.path_of("device_id"), heartbeat.device_id,
                       payload.path_of("device_id"));
-    heartbeat.sample = sample_at(fields, heartbeat.timestamp);
+    heartbeat.sample = sample_at(fields, FieldNames::seed, heartbeat.timestamp);
   }
   if (const json* available = payload.optional("is_available")) {
     heartbeat.is_available = bool_at(*available, payload.path_of("is_available"));
@@ -314,14 +119,15 @@ MetricsReport parse_metrics(const Fields& payload) {
   MetricsReport report;
   report.device_id = identifier_at(payload.required("device_id"), payload.path_of("device_id"));
   report.hostname = optional_hostname(payload);
-  report.sample = sample_at(payload, std::nullopt);
+  report.sample = sample_at(payload, FieldNames::seed, std::nullopt);
   return report;
 }
 
 TelemetryMessage parse_message(std::string_view body, const ProtocolLimits& limits) {
   const json document = read_bounded_json(body, limits, kSubject);
   if (!document.is_object()) wrong_type("body", document, "an object (the envelope)");
-  const Fields envelope(document, "");
+  const FieldPath root;
+  const Fields envelope(document, root);
 
   const json& version = envelope.required("version");
   if (!version.is_string() || version.get_ref<const std::string&>() != kProtocolVersion) {
@@ -349,15 +155,7 @@ TelemetryMessage parse_message(std::string_view body, const ProtocolLimits& limi
 }  // namespace
 
 TelemetryMessage parse_telemetry_message(std::string_view body, const ProtocolLimits& limits) {
-  try {
-    return parse_message(body, limits);
-  } catch (const ProtocolError&) {
-    throw;
-  } catch (const InputError& e) {  // not expected: every check above names its own path
-    throw make_error(Kind::invalid, e.field(), printable(e.value()), e.rule());
-  } catch (const nlohmann::json::exception& e) {  // not expected: types are checked before every access
-    throw make_error(Kind::malformed, "body", "", printable(e.what(), 200));
-  }
+  return decoding(kSubject, [&] { return parse_message(body, limits); });
 }
 
 }  // namespace gpucluster::agent

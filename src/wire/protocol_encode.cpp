@@ -1,47 +1,26 @@
 // The wire protocol's encoding: typed messages → the seed's JSON envelope.
 // Timestamps go out as model/time.hpp's to_seconds (the double that reads back
-// to the same nanosecond) and gauges as their shortest decimal, so
+// to the same nanosecond) and gauges as their shortest decimal (the shared
+// writers of encode_fields.hpp), so
 // parse_telemetry_message(to_protocol_json(m, t).dump()) == m.
 #include <string>
 
 #include <nlohmann/json.hpp>
 
-#include "gpucluster/model/fields.hpp"
 #include "gpucluster/wire/protocol.hpp"
-#include "model/text.hpp"
+#include "wire/encode_fields.hpp"
 
 namespace gpucluster::agent {
 namespace {
 
 using nlohmann::json;
+using namespace wire;  // NOLINT(google-build-using-namespace): the shared field writers
 
-json gauge_json(PackedOptional<float> gauge) {
-  return gauge ? json(text::shortest_decimal(*gauge)) : json(nullptr);
-}
-
-// The metrics fields (names as core's to_json(Sample)) with the device id first.
+// The metrics fields with the device id first, by the seed's names.
 json sample_json(const std::string& device_id, const Sample& sample) {
-  json out{{"device_id", device_id},
-           {"timestamp", to_seconds(sample.timestamp)},
-           {"memory_used_bytes", sample.memory_used_bytes},
-           {"memory_total_bytes", sample.memory_total_bytes}};
-  // Every optional quantity of the field table, by its wire name.
-  for_each_field([&](const auto& row) {
-    const auto& member = sample.*row.member;
-    using Member = std::decay_t<decltype(member)>;
-    if (!row.in_seed_protocol && !member) return;  // our extensions only when known
-    if constexpr (std::is_same_v<Member, PackedOptional<float>>) {
-      out[std::string(row.wire_name)] = gauge_json(member);
-    } else if constexpr (!std::is_integral_v<Member>) {
-      out[std::string(row.wire_name)] = member ? json(*member) : json(nullptr);
-    }
-  });
+  json out{{"device_id", device_id}};
+  put_sample_fields(out, sample, FieldNames::seed);
   return out;
-}
-
-template <class T>
-json optional_json(const std::optional<T>& value) {
-  return value ? json(*value) : json(nullptr);
 }
 
 // The seed's device_type for a kind; vulkan goes out as vulkan_linux, which

@@ -1,0 +1,121 @@
+// The v2 report's encoding: Report / ReportAck → the JSON of docs/protocol.md
+// "Reports (v2)", through the wire layer's shared writers
+// (encode_fields.hpp), so parse_report(encode_report(r)) == r and
+// parse_report_ack(encode_report_ack(a)) == a. Optional fields that are
+// unknown (and empty maps, leaving = false) are left out: the parser reads
+// absent as unknown, so the report stays small.
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "gpucluster/wire/report.hpp"
+#include "wire/encode_fields.hpp"
+
+namespace gpucluster::agent {
+
+namespace {
+
+using nlohmann::json;
+using namespace wire;  // NOLINT(google-build-using-namespace): the shared field writers
+
+// Invalid UTF-8 (never in a parsed report) is written as U+FFFD rather than thrown.
+std::string dump(const json& document) {
+  return document.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+json node_json(const ReportNode& node) {
+  json out{
+      {"id", node.id}, {"incarnation", node.incarnation}, {"name", node.name}, {"agent_version", node.agent_version}};
+  if (node.url) out["url"] = *node.url;
+  if (node.port) out["port"] = *node.port;
+  return out;
+}
+
+template <class T>
+void put_optional(json& out, const char* key, const std::optional<T>& value) {
+  if (value) out[key] = *value;
+}
+
+// "device_id" and DeviceInfo's fields by their member names; key.host is not sent.
+json device_json(const DeviceInfo& info) {
+  json out{{"device_id", info.key.local_id}, {"name", info.name},
+           {"vendor", info.vendor},          {"kind", std::string(to_string(info.kind))},
+           {"backend", info.backend},        {"memory_total_bytes", info.memory_total_bytes}};
+  put_optional(out, "uuid", info.uuid);
+  put_optional(out, "pci_bus_id", info.pci_bus_id);
+  put_optional(out, "compute_units", info.compute_units);
+  put_optional(out, "compute_capability", info.compute_capability);
+  put_optional(out, "max_clock_mhz", info.max_clock_mhz);
+  put_optional(out, "memory_bandwidth_gbps", info.memory_bandwidth_gbps);
+  put_optional(out, "driver_version", info.driver_version);
+  put_optional(out, "power_limit_watts", info.power_limit_watts);
+  put_optional(out, "temperature_slowdown_celsius", info.temperature_slowdown_celsius);
+  put_optional(out, "temperature_shutdown_celsius", info.temperature_shutdown_celsius);
+  put_optional(out, "supports_fp64", info.supports_fp64);
+  put_optional(out, "supports_tensor_cores", info.supports_tensor_cores);
+  return out;
+}
+
+json samples_json(const std::map<std::string, std::vector<Sample>>& samples) {
+  json out = json::object();
+  for (const auto& [device_id, list] : samples) {
+    json& entries = out[device_id];
+    entries = json::array();
+    entries.get_ref<json::array_t&>().reserve(list.size());
+    for (const Sample& sample : list) {
+      json entry = json::object();
+      put_sample_fields(entry, sample, FieldNames::canonical);
+      entries.push_back(std::move(entry));
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string encode_report(const Report& report) {
+  json out{{"report", kReportFormat},
+           {"node", node_json(report.node)},
+           {"seq", report.seq},
+           {"sent_at", timestamp_json(report.sent_at)},
+           {"interval_ms", report.interval_ms},
+           {"inventory_version", report.inventory_version},
+           {"samples", samples_json(report.samples)}};
+  if (report.clock) {
+    out["clock"] = json{{"t0", timestamp_json(report.clock->t0)},
+                        {"r", timestamp_json(report.clock->r)},
+                        {"t", timestamp_json(report.clock->t)},
+                        {"t1", timestamp_json(report.clock->t1)}};
+  }
+  if (report.inventory) {
+    json& inventory = out["inventory"];
+    inventory = json::array();
+    for (const DeviceInfo& info : *report.inventory) inventory.push_back(device_json(info));
+  }
+  if (!report.unavailable.empty()) out["unavailable"] = report.unavailable;
+  if (!report.dropped.empty()) out["dropped"] = report.dropped;
+  if (report.leaving) out["leaving"] = true;
+  return dump(out);
+}
+
+std::string encode_report_ack(const ReportAck& ack) {
+  return dump(json{{"ack", ack.ack},
+                   {"coordinator", ack.coordinator},
+                   {"epoch", ack.epoch},
+                   {"interval_ms", ack.interval_ms},
+                   {"inventory_required", ack.inventory_required},
+                   {"host", ack.host},
+                   {"state", ack.state},
+                   {"accepted", ack.accepted},
+                   {"duplicates", ack.duplicates},
+                   {"rejected", ack.rejected},
+                   {"rejections", ack.rejections},
+                   {"received_at", timestamp_json(ack.received_at)},
+                   {"replied_at", timestamp_json(ack.replied_at)}});
+}
+
+}  // namespace gpucluster::agent
