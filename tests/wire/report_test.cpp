@@ -283,6 +283,29 @@ TEST(ReportExamples, ParseAndRoundTrip) {
   EXPECT_EQ(parse_report_ack(encode_report_ack(ack)), ack);
 }
 
+TEST(ReportExamples, DocsExamplesParse) {
+  // The json blocks of docs/protocol.md's "Reports (v2)": a report or an ack each.
+  std::ifstream in(std::string(GPUCLUSTER_SOURCE_DIR) + "/docs/protocol.md");
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string doc = text.str();
+  const std::size_t start = doc.find("\n## Reports (v2)\n");
+  ASSERT_NE(start, std::string::npos);
+  const std::size_t end = doc.find("\n## ", start + 1);
+  int blocks = 0;
+  for (std::size_t at = doc.find("```json\n", start); at < end; at = doc.find("```json\n", at + 1)) {
+    const std::size_t body = at + 8;
+    const std::string block = doc.substr(body, doc.find("```", body) - body);
+    if (block.find("\"report\": 2") != std::string::npos) {
+      EXPECT_NO_THROW(parse_report(block)) << block;
+    } else {
+      EXPECT_NO_THROW(parse_report_ack(block)) << block;
+    }
+    ++blocks;
+  }
+  EXPECT_EQ(blocks, 2);
+}
+
 TEST(ReportExamples, NeverThrowsAnythingButProtocolError) {
   // Every prefix of every example and single-byte edits of them: parsed or refused, nothing else.
   for (const char* name : {"first.json", "steady.json", "ack.json"}) {

@@ -26,7 +26,7 @@ inline constexpr int kReportFormat = 2;
 // sample limit) before anything is stored. The body itself is bounded by
 // ProtocolLimits (1 MiB, depth 16, strings 256).
 struct ReportLimits {
-  std::size_t max_devices = 256;  // inventory entries (and keys of samples/unavailable)
+  std::size_t max_devices = 256;  // inventory entries (and keys of samples/unavailable/dropped)
   std::size_t max_samples_per_device = 600;
   std::size_t max_samples = 8192;  // over every device of one report
 };
