@@ -753,8 +753,10 @@ void Agent::Impl::handle_report(const HttpRequest& req, HttpResponse& res) {
   try {
     report = parse_report(req.body, config.limits);
   } catch (const ProtocolError& e) {
-    coordinator.count_rejected(e.kind() == ProtocolError::Kind::malformed ? "malformed" : "invalid_value");
-    throw;
+    const ReportErrorCode code = report_error_code(e);
+    coordinator.count_rejected(to_string(code));
+    const bool malformed = code == ReportErrorCode::malformed || code == ReportErrorCode::unsupported_version;
+    throw HttpError(malformed ? 400 : 422, to_string(code), e.what(), e.field(), e.value(), e.rule());
   }
   write_json(res, 200, json::parse(encode_report_ack(coordinator.ingest(report, receipt))));
 }

@@ -168,11 +168,11 @@ TEST_F(CoordinatorTest, EveryRefusalChangesNothingAndIsCounted) {
   // The coordinator's own id.
   EXPECT_EQ(refusal(report("00000000-0000-4000-8000-000000000001", 1)), "409 identity_conflict");
   // Samples of a device that is not in the inventory.
-  Report unknown = report(kNodeA, 8, {});
+  Report unknown = report(kNodeA, 8, {}, 2);
   unknown.samples["cuda:9"] = {sample_at(wall)};
   EXPECT_EQ(refusal(unknown), "422 unknown_device");
   // A changed inventory_version without the inventory.
-  Report changed = report(kNodeA, 8, {});
+  Report changed = report(kNodeA, 8, {}, 2);
   changed.inventory_version = 2;
   EXPECT_EQ(refusal(changed), "409 inventory_required");
 
@@ -227,7 +227,12 @@ TEST_F(CoordinatorTest, SilentNodeIsSuspectThenDownThenForgotten) {
   EXPECT_FALSE(device.available);
   EXPECT_NE(device.unavailable_reason.find("node gpu-a is down"), std::string::npos) << device.unavailable_reason;
   // Down devices leave select and the totals at once.
-  for (const RankedDevice& ranked : manager->rank()) EXPECT_NE(ranked.key.host, "gpu-a");
+  for (const RankedDevice& ranked : manager->rank()) {
+    if (ranked.key.host == "gpu-a") {
+      EXPECT_EQ(ranked.eligibility, Eligibility::unavailable);
+    }
+  }
+  EXPECT_FALSE(manager->select().device.has_value());
   EXPECT_EQ(coordinator->down_hosts(), std::unordered_set<std::string>{"gpu-a"});
   EXPECT_EQ(coordinator->counts().down, 1U);
   // Forgotten after forget_after spent down: devices unregistered.
@@ -344,10 +349,12 @@ TEST(Liveness, SettingsAreCheckedAgainstTheInterval) {
 TEST(Liveness, DownIsKeptUntilForgotten) {
   const LivenessConfig config;
   const steady_clock::time_point t0{};
-  LivenessInput input{t0 + std::chrono::hours{1}, t0, t0 + seconds{11}, NodeState::down};
+  LivenessInput input{t0 + seconds{11} + std::chrono::minutes{5}, t0, t0 + seconds{11}, NodeState::down};
   EXPECT_EQ(next_state(input, config).state, NodeState::down);
   EXPECT_FALSE(next_state(input, config).forget);
-  input.now = t0 + seconds{11} + std::chrono::minutes{10} + std::chrono::nanoseconds{1};
+  input.now = t0 + seconds{11} + std::chrono::minutes{10};
+  EXPECT_FALSE(next_state(input, config).forget);
+  input.now += std::chrono::nanoseconds{1};
   EXPECT_TRUE(next_state(input, config).forget);
 }
 
