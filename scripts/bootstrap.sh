@@ -11,7 +11,7 @@ packages=(
   clang-format python3 python3-pytest python3-pytest-asyncio python3-dev pybind11-dev python3-pybind11 python3-setuptools python3-pip python3-venv
   prometheus wrk curl clang-14 libclang-rt-14-dev patchelf systemd
   librocm-smi64-1 librocm-smi-dev
-  faketime
+  faketime etcd-server
 )
 
 missing=()

@@ -72,6 +72,8 @@ void write_json(HttpResponse& res, int status, const json& body) {
   res.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
+json push_json(const PushLinkStatus& link);  // GET /v1/push, /healthz "push"
+
 // Constant-time comparison: the time taken does not depend on where the
 // strings first differ (only on the presented length).
 bool same_secret(std::string_view presented, std::string_view expected) {
@@ -307,6 +309,7 @@ struct Agent::Impl {
   ClusterMembership membership{manager,
                                MembershipLimits{config.max_hosts + (config.coordinator ? config.cluster.max_nodes : 0),
                                                 std::max(config.max_devices_per_host, config.cluster.max_devices_per_node)}};
+  std::atomic<const Pusher*> pusher{nullptr};
   // The node table: this node, and with --coordinator the nodes that report to it.
   Coordinator coordinator{manager, membership, config.cluster, config.node};
 
@@ -341,7 +344,11 @@ struct Agent::Impl {
   void handle_select(const HttpRequest& req, HttpResponse& res) const;
   void handle_plan(const HttpRequest& req, HttpResponse& res) const;
   void handle_telemetry(const HttpRequest& req, HttpResponse& res);
-  void handle_metrics(HttpResponse& res) const;
+  void handle_metrics(const HttpRequest& req, HttpResponse& res) const;
+  void handle_push(HttpResponse& res) const;
+  void handle_service_discovery(HttpResponse& res) const;
+  std::vector<PushLinkStatus> push_status() const;
+  std::string base_url() const;
   void handle_report(const HttpRequest& req, HttpResponse& res);
   void handle_nodes(HttpResponse& res) const;
   void handle_node(std::string_view id, HttpResponse& res) const;
@@ -398,9 +405,12 @@ bool Agent::stop() {
   return self.serve_done.wait_for(lock, self.config.drain_timeout, [&] { return !self.serving; });
 }
 
-std::string Agent::base_url() const {
-  ListenAddress shown = impl_->config.listen;
-  if (impl_->port > 0) shown.port = impl_->port;
+std::string Agent::base_url() const { return impl_->base_url(); }
+
+std::string Agent::Impl::base_url() const {
+  if (config.advertise_url) return *config.advertise_url;
+  ListenAddress shown = config.listen;
+  if (port > 0) shown.port = port;
   return "http://" + shown.str();
 }
 
@@ -491,6 +501,7 @@ const char* allowed_methods(std::string_view path) {
   if (path.size() > kNodes.size() && path.substr(0, kNodes.size()) == kNodes) return "GET, HEAD, DELETE";
   constexpr std::string_view kDevices = "/v1/devices/";
   if (path == "/healthz" || path == "/metrics" || path == "/v1/devices" || path == "/v1/cluster" || path == "/v1/nodes" ||
+      path == "/v1/push" || path == "/v1/sd/prometheus" ||
       (path.size() > kDevices.size() && path.substr(0, kDevices.size()) == kDevices)) {
     return "GET, HEAD";
   }
@@ -515,7 +526,11 @@ void Agent::Impl::route(const HttpRequest& req, HttpResponse& res) {
     }
   } else if (req.method == "GET") {  // HEAD too
     if (path == "/healthz") return answer("/healthz", Access::health, req, res, [&] { handle_health(res); });
-    if (path == "/metrics") return answer("/metrics", Access::open, req, res, [&] { handle_metrics(res); });
+    if (path == "/metrics") return answer("/metrics", Access::open, req, res, [&] { handle_metrics(req, res); });
+    if (path == "/v1/push") return answer("/v1/push", Access::open, req, res, [&] { handle_push(res); });
+    if (path == "/v1/sd/prometheus") {
+      return answer("/v1/sd/prometheus", Access::open, req, res, [&] { handle_service_discovery(res); });
+    }
     if (path == "/v1/devices") return answer("/v1/devices", Access::open, req, res, [&] { handle_devices(res); });
     if (path == "/v1/cluster") return answer("/v1/cluster", Access::open, req, res, [&] { handle_cluster(res); });
     if (path == "/v1/nodes") return answer("/v1/nodes", Access::open, req, res, [&] { handle_nodes(res); });
@@ -566,6 +581,11 @@ void Agent::Impl::handle_health(HttpResponse& res) const {
   // agent unhealthy, but a client must be able to see it: /v1/devices stays a
   // bare array of devices for compatibility.
   if (ok) body["backends"] = backends_to_json(manager.backend_reports());
+  if (const std::vector<PushLinkStatus> links = push_status(); !links.empty()) {
+    json push = json::array();
+    for (const PushLinkStatus& link : links) push.push_back(push_json(link));
+    body["push"] = std::move(push);
+  }
   write_json(res, ok ? 200 : 503, body);
 }
 
@@ -787,9 +807,93 @@ void Agent::Impl::handle_forget_node(std::string_view id, HttpResponse& res) {
   write_json(res, 200, json{{"forgotten", node.id}, {"name", node.name}, {"devices", std::move(devices)}});
 }
 
-void Agent::Impl::handle_metrics(HttpResponse& res) const {
+void Agent::attach_pusher(const Pusher* pusher) { impl_->pusher.store(pusher); }
+
+std::vector<PushLinkStatus> Agent::Impl::push_status() const {
+  const Pusher* attached = pusher.load();
+  return attached == nullptr ? std::vector<PushLinkStatus>{} : attached->status();
+}
+
+namespace {
+
+json push_json(const PushLinkStatus& link) {
+  const auto text_or_null = [](const std::string& text) { return text.empty() ? json(nullptr) : json(text); };
+  return json{{"url", link.url},
+              {"coordinator", text_or_null(link.coordinator)},
+              {"epoch", text_or_null(link.epoch)},
+              {"host", text_or_null(link.host)},
+              {"state", link.state},
+              {"last_ack_age_seconds", link.last_ack_age_seconds ? json(*link.last_ack_age_seconds) : json(nullptr)},
+              {"interval_ms", link.interval_ms == 0 ? json(nullptr) : json(link.interval_ms)},
+              {"reports", link.reports},
+              {"failures", link.failures},
+              {"backlog_samples", link.backlog_samples},
+              {"dropped_samples", link.dropped_samples},
+              {"last_error", text_or_null(link.last_error)}};
+}
+
+}  // namespace
+
+void Agent::Impl::handle_push(HttpResponse& res) const {
+  json links = json::array();
+  for (const PushLinkStatus& link : push_status()) links.push_back(push_json(link));
+  write_json(res, 200, links);
+}
+
+namespace {
+
+// "HOST:PORT" of an http:// URL, or "" when it is not one.
+std::string url_authority(const std::string& url) {
+  constexpr std::string_view kScheme = "http://";
+  if (url.rfind(kScheme, 0) != 0) return {};
+  std::string rest = url.substr(kScheme.size());
+  return rest.substr(0, rest.find('/'));
+}
+
+}  // namespace
+
+// Prometheus http_sd (docs/cluster.md): every known node's own /metrics,
+// scope=local so that a coordinator's remote devices are not scraped twice.
+void Agent::Impl::handle_service_discovery(HttpResponse& res) const {
+  json targets = json::array();
+  for (const NodeView& node : coordinator.nodes()) {
+    std::string address = node.kind == "self" ? url_authority(base_url()) : url_authority(node.address);
+    if (address.empty()) continue;
+    targets.push_back(json{{"targets", json::array({address})},
+                           {"labels",
+                            {{"node", node.name},
+                             {"node_id", node.id},
+                             {"host", node.host},
+                             {"state", to_string(node.state)},
+                             {"__param_scope", "local"}}}});
+  }
+  write_json(res, 200, targets);
+}
+
+void Agent::Impl::handle_metrics(const HttpRequest& req, HttpResponse& res) const {
+  bool local_only = false;
+  if (const std::string* scope = req.query_value("scope")) {
+    if (*scope != "local" && *scope != "all") throw bad_request("scope", *scope, "must be local or all");
+    local_only = *scope == "local";
+  }
   ExpositionSnapshot snapshot;
   snapshot.devices = manager.devices();
+  if (local_only) {
+    std::erase_if(snapshot.devices, [](const DeviceState& device) { return device.info->backend == "remote"; });
+  } else {
+    for (const NodeView& node : coordinator.nodes()) {
+      snapshot.nodes.push_back(NodeRow{node.id, node.name, node.host, to_string(node.state),
+                                       node.last_report_age_seconds, node.clock_offset_seconds, node.reports,
+                                       node.devices});
+    }
+    snapshot.coordinator = config.coordinator;
+    snapshot.reports_accepted = coordinator.reports_accepted();
+    snapshot.reports_rejected = coordinator.reports_rejected();
+  }
+  for (const PushLinkStatus& link : push_status()) {
+    snapshot.push.push_back(
+        PushRow{link.url, link.state == "ok", link.reports, link.failures, link.backlog_samples, link.dropped_samples});
+  }
   snapshot.ranked = manager.rank();
   snapshot.rejected_samples = manager.rejected_samples();
   snapshot.duplicate_samples = manager.duplicate_samples();

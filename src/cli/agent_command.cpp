@@ -90,6 +90,7 @@ agent::AgentConfig agent_config(const AgentOptions& options) {
   }
   config.worker_threads = options.threads > 0 ? options.threads : std::max(1U, std::thread::hardware_concurrency());
   config.coordinator = options.coordinator;
+  if (!options.advertise.empty()) config.advertise_url = parse_http_url(options.advertise, "--advertise").str();
   config.cluster.report_interval = parse_timeout(options.report_interval, "--report-interval");
   config.cluster.liveness.suspect_after = parse_timeout(options.suspect_after, "--suspect-after");
   config.cluster.liveness.evict_after = parse_timeout(options.evict_after, "--evict-after");
@@ -124,7 +125,7 @@ PusherOptions pusher_options(const AgentOptions& options, const agent::AgentConf
   }
   push.outbox_samples = options.outbox;
   push.agent_version = GPUCLUSTER_VERSION;
-  if (!options.advertise.empty()) push.url = parse_http_url(options.advertise, "--advertise").str();
+  if (!options.advertise.empty()) push.url = config.advertise_url;
   validate_pusher_options(push);
   for (const std::string& url : push.coordinators) {
     const HttpUrl parsed = parse_http_url(url, "--join");
@@ -383,11 +384,12 @@ int run_agent(const AgentOptions& options, std::vector<BackendPtr> backends, Man
     if (push) {  // once the devices are known: the first report carries them
       pusher.emplace(manager, node, *push);
       pusher->start();
+      agent.attach_pusher(&*pusher);
     }
   }
   spdlog::info("{} received: draining in-flight requests", received == SIGTERM ? "SIGTERM" : "SIGINT");
   // Coordinators hear that this node leaves (it is down at once there) before it stops answering.
-  if (pusher) pusher->stop(/*leaving=*/true);
+  if (pusher) pusher->stop(/*leaving=*/true);  // its status stays readable until the agent is stopped
   const bool drained = agent.stop();
   if (!drained) {
     spdlog::error("in-flight requests did not finish within {}; exiting without waiting for them",
@@ -396,6 +398,7 @@ int run_agent(const AgentOptions& options, std::vector<BackendPtr> backends, Man
     std::_Exit(1);  // the manager cannot be shut down under requests still using it
   }
   server.join();
+  agent.attach_pusher(nullptr);
   if (starter.joinable()) starter.join();  // SIGTERM during discovery: it ends within --discovery-timeout
   manager.shutdown();
   spdlog::info("agent stopped");

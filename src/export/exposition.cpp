@@ -151,7 +151,99 @@ struct DeviceRow {
   const Sample* live() const { return state->available && state->latest ? &*state->latest : nullptr; }
 };
 
+// The node families (a coordinator's view of its nodes) and the push
+// families (an agent that joined). A node's devices carry host="<its host>",
+// the same value as the host label here, so the two join on it.
+void append_cluster(std::string& out, const ExpositionSnapshot& snapshot) {
+  const auto node_labels = [&](const NodeRow& node) {
+    std::string labels;
+    bool first = true;
+    append_label(labels, "node", node.name, first);
+    append_label(labels, "node_id", node.id, first);
+    append_label(labels, "host", node.host, first);
+    return labels;
+  };
+  if (!snapshot.nodes.empty()) {
+    constexpr std::string_view kUp = "gpucluster_node_up";
+    append_header(out, kUp, "gauge", "1 while the node is alive or suspect, 0 once it is down (state label).");
+    for (const NodeRow& node : snapshot.nodes) {
+      std::string labels = node_labels(node);
+      bool first = false;
+      append_label(labels, "state", node.state, first);
+      append_series_start(out, kUp, labels);
+      out += node.state == "down" ? "0\n" : "1\n";
+    }
+    constexpr std::string_view kAge = "gpucluster_node_last_report_age_seconds";
+    append_header(out, kAge, "gauge", "Seconds since the node's last accepted report, on the coordinator's clock.");
+    for (const NodeRow& node : snapshot.nodes) {
+      if (!node.last_report_age_seconds) continue;
+      append_series_start(out, kAge, node_labels(node));
+      fmt::format_to(Out(out), "{}\n", *node.last_report_age_seconds);
+    }
+    constexpr std::string_view kOffset = "gpucluster_node_clock_offset_seconds";
+    append_header(out, kOffset, "gauge",
+                  "The coordinator's wall clock minus the node's, estimated from report exchanges; the node's samples "
+                  "are stored corrected by it.");
+    for (const NodeRow& node : snapshot.nodes) {
+      if (!node.clock_offset_seconds) continue;
+      append_series_start(out, kOffset, node_labels(node));
+      fmt::format_to(Out(out), "{}\n", *node.clock_offset_seconds);
+    }
+    constexpr std::string_view kReports = "gpucluster_node_reports_total";
+    append_header(out, kReports, "counter", "Reports accepted from the node (this incarnation of the coordinator).");
+    for (const NodeRow& node : snapshot.nodes) {
+      if (!node.last_report_age_seconds) continue;
+      append_series_start(out, kReports, node_labels(node));
+      fmt::format_to(Out(out), "{}\n", node.reports);
+    }
+    constexpr std::string_view kDevices = "gpucluster_node_devices";
+    append_header(out, kDevices, "gauge", "Devices of the node.");
+    for (const NodeRow& node : snapshot.nodes) {
+      append_series_start(out, kDevices, node_labels(node));
+      fmt::format_to(Out(out), "{}\n", node.devices);
+    }
+  }
+  if (snapshot.coordinator) {
+    constexpr std::string_view kAccepted = "gpucluster_reports_received_total";
+    append_header(out, kAccepted, "counter", "Reports (POST /v2/report) accepted.");
+    fmt::format_to(Out(out), "{} {}\n", kAccepted, snapshot.reports_accepted);
+    constexpr std::string_view kRejected = "gpucluster_reports_rejected_total";
+    append_header(out, kRejected, "counter", "Reports refused (nothing of them was applied), by reason.");
+    for (const auto& [reason, count] : snapshot.reports_rejected) {
+      out += kRejected;
+      out += "{reason=\"";
+      append_label_value(out, reason);
+      fmt::format_to(Out(out), "\"}} {}\n", count);
+    }
+  }
+  if (!snapshot.push.empty()) {
+    const auto push_family = [&](std::string_view name, std::string_view type, std::string_view help,
+                                 auto value_of) {
+      append_header(out, name, type, help);
+      for (const PushRow& row : snapshot.push) {
+        out += name;
+        out += "{coordinator=\"";
+        append_label_value(out, row.coordinator);
+        fmt::format_to(Out(out), "\"}} {}\n", value_of(row));
+      }
+    };
+    push_family("gpucluster_push_up", "gauge", "1 when the last report to the coordinator was acknowledged.",
+                [](const PushRow& row) { return row.ok ? 1 : 0; });
+    push_family("gpucluster_push_reports_total", "counter", "Reports the coordinator acknowledged.",
+                [](const PushRow& row) { return row.reports; });
+    push_family("gpucluster_push_failures_total", "counter",
+                "Reports that failed (unreachable, timed out or refused); each is retried after a back-off.",
+                [](const PushRow& row) { return row.failures; });
+    push_family("gpucluster_push_backlog_samples", "gauge", "Samples waiting for the coordinator's acknowledgement.",
+                [](const PushRow& row) { return row.backlog_samples; });
+    push_family("gpucluster_push_dropped_samples_total", "counter",
+                "Samples the coordinator never got: the outbox (--outbox) was full and dropped the oldest.",
+                [](const PushRow& row) { return row.dropped_samples; });
+  }
+}
+
 }  // namespace
+
 
 std::string render_exposition(const ExpositionSnapshot& snapshot) {
   // Each device's label set is rendered once and reused by every family.
@@ -346,6 +438,7 @@ std::string render_exposition(const ExpositionSnapshot& snapshot) {
                 "Failed accepts of HTTP connections (open-files limit or memory exhausted); each is retried after a "
                 "back-off.");
   fmt::format_to(Out(out), "{} {}\n", kAcceptErrors, snapshot.http_accept_errors);
+  append_cluster(out, snapshot);
   return out;
 }
 

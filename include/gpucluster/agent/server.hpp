@@ -10,6 +10,7 @@
 
 #include "gpucluster/cluster/coordinator.hpp"
 #include "gpucluster/cluster/identity.hpp"
+#include "gpucluster/cluster/pusher.hpp"
 #include "gpucluster/node/manager.hpp"
 #include "gpucluster/wire/protocol.hpp"
 
@@ -54,7 +55,10 @@ struct AgentConfig {
   // Accept the reports of agents that joined (POST /v2/report; docs/cluster.md).
   // Without it the node table (GET /v1/nodes) lists this node and seed hosts only.
   bool coordinator = false;
-  CoordinatorOptions cluster;  // liveness timings, the report interval, node limits
+  CoordinatorOptions cluster;
+  // Where others reach this agent (--advertise): base_url() and the Prometheus
+  // service discovery's target for this node. Unset: the listening address.
+  std::optional<std::string> advertise_url;  // liveness timings, the report interval, node limits
 };
 
 // Refuses (InputError) a non-loopback address without a token, an empty
@@ -81,6 +85,10 @@ class Agent {
   void refuse_new_requests();
 
   std::string base_url() const;
+
+  // The pusher of an agent that joined coordinators (--join), for GET
+  // /v1/push, /healthz and /metrics; nullptr detaches it (before it is destroyed).
+  void attach_pusher(const Pusher* pusher);
 
  private:
   struct Impl;
