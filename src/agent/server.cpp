@@ -363,7 +363,7 @@ struct Agent::Impl {
 Agent::Agent(Manager& manager, AgentConfig config) {
   validate_agent_config(config);
   impl_ = std::make_unique<Impl>(manager, std::move(config));
-  if (impl_->config.coordinator) impl_->coordinator.start();
+  impl_->coordinator.start();  // liveness of reporting nodes and of seed hosts
 }
 
 Agent::~Agent() = default;
@@ -715,8 +715,10 @@ void Agent::Impl::handle_telemetry(const HttpRequest& req, HttpResponse& res) {
   if (const auto* registration = std::get_if<DeviceRegistration>(&message)) {
     key = registration->info.key;
     register_remote(*registration);
+    coordinator.note_seed_message(key.host, req.head_received);
   } else if (const auto* heartbeat = std::get_if<Heartbeat>(&message)) {
     key = sample_device(heartbeat->device_id, heartbeat->hostname, heartbeat->sample.has_value());
+    coordinator.note_seed_message(key.host, req.head_received);
     // validates first: a bad sample changes nothing, availability included
     if (heartbeat->sample) outcome = manager.record(key, *heartbeat->sample);
     manager.set_availability(key, heartbeat->is_available,
@@ -725,6 +727,7 @@ void Agent::Impl::handle_telemetry(const HttpRequest& req, HttpResponse& res) {
   } else {
     const auto& metrics = std::get<MetricsReport>(message);
     key = sample_device(metrics.device_id, metrics.hostname, true);
+    coordinator.note_seed_message(key.host, req.head_received);
     outcome = manager.record(key, metrics.sample);
     if (outcome == RecordOutcome::stored) note_sample(key, metrics.sample.timestamp);
   }

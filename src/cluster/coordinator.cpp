@@ -66,6 +66,14 @@ struct NodeRecord {
   std::uint64_t reports = 0, samples = 0, duplicates = 0, rejected_samples = 0, dropped_by_agent = 0;
 };
 
+// A host of the seed protocol: no id, no clock exchange; alive while its messages arrive.
+struct SeedHost {
+  steady_clock::time_point last_message, state_since;
+  NodeState state = NodeState::alive;
+  std::string down_reason;
+  std::uint64_t messages = 0;
+};
+
 ReportRefused refused(int status, std::string code, const std::string& message, const std::string& field,
                       const std::string& value, const std::string& rule, std::optional<int> retry_after = {}) {
   return ReportRefused(status, std::move(code), message, field, value, rule, retry_after);
@@ -106,6 +114,7 @@ struct Coordinator::Impl {
   mutable std::mutex mutex;  // the node table and counters; before membership and the manager
   std::unordered_map<std::string, NodeRecord> nodes;         // id →
   std::unordered_map<std::string, std::string> id_by_host;   // key host → id
+  std::unordered_map<std::string, SeedHost> seed_hosts;      // host →
   std::uint64_t accepted = 0;
   std::map<std::string, std::uint64_t> rejected;
 
@@ -122,6 +131,8 @@ struct Coordinator::Impl {
   void mark_down(NodeRecord& node, steady_clock::time_point now, const std::string& reason);
   NodeView view(const NodeRecord& node, steady_clock::time_point now) const;
   NodeView self_view(steady_clock::time_point now) const;
+  NodeView seed_view(const std::string& host, const SeedHost& seed, steady_clock::time_point now) const;
+  void set_seed_availability(const std::string& host, const SeedHost& seed);
   const NodeRecord* find(std::string_view id_or_name) const;
   void erase(const std::string& id, HostRemoval how);
 };
@@ -403,6 +414,71 @@ void Coordinator::tick(steady_clock::time_point now) {
                  seconds(self.options.liveness.forget_after));
     self.erase(id, HostRemoval::expired);
   }
+  for (auto it = self.seed_hosts.begin(); it != self.seed_hosts.end();) {
+    auto& [host, seed] = *it;
+    const LivenessStep step =
+        next_state(LivenessInput{now, seed.last_message, seed.state_since, seed.state}, self.options.liveness);
+    if (step.forget) {
+      spdlog::info("seed host {} forgotten after {:.0f} s down; its slot is free", host,
+                   seconds(self.options.liveness.forget_after));
+      self.membership.expire_host(host);
+      it = self.seed_hosts.erase(it);
+      continue;
+    }
+    if (step.state != seed.state) {
+      seed.state = step.state;
+      seed.state_since = now;
+      if (step.state == NodeState::down) {
+        seed.down_reason = step.reason;
+        self.set_seed_availability(host, seed);
+        spdlog::warn("seed host {} is down: {}", host, step.reason);
+      }
+    }
+    ++it;
+  }
+}
+
+void Coordinator::Impl::set_seed_availability(const std::string& host, const SeedHost& seed) {
+  const bool down = seed.state == NodeState::down;
+  for (const DeviceKey& key : membership.devices_of(host)) {
+    manager.set_availability(key, !down, down ? fmt::format("host {} is down: {}", host, seed.down_reason) : "");
+  }
+}
+
+void Coordinator::note_seed_message(const std::string& host, steady_clock::time_point received) {
+  Impl& self = *impl_;
+  std::lock_guard lock(self.mutex);
+  auto [it, added] = self.seed_hosts.try_emplace(host);
+  SeedHost& seed = it->second;
+  if (added) seed.state_since = received;
+  seed.last_message = std::max(seed.last_message, received);
+  ++seed.messages;
+  if (seed.state == NodeState::alive) return;
+  const bool was_down = seed.state == NodeState::down;
+  seed.state = NodeState::alive;
+  seed.state_since = received;
+  seed.down_reason.clear();
+  // Back from down: its devices are available again (a heartbeat that says
+  // otherwise is applied after this).
+  if (was_down) {
+    self.set_seed_availability(host, seed);
+    spdlog::info("seed host {} is alive again", host);
+  }
+}
+
+NodeView Coordinator::Impl::seed_view(const std::string& host, const SeedHost& seed, steady_clock::time_point now) const {
+  NodeView out;
+  out.name = host;
+  out.host = host;
+  out.kind = "seed";
+  out.state = seed.state;
+  out.state_since_seconds = seconds(now - seed.state_since);
+  out.last_report_age_seconds = seconds(now - seed.last_message);
+  out.down_reason = seed.down_reason;
+  out.reports = seed.messages;
+  out.device_keys = membership.devices_of(host);
+  out.devices = out.device_keys.size();
+  return out;
 }
 
 void Coordinator::Impl::erase(const std::string& id, HostRemoval how) {
@@ -507,6 +583,7 @@ std::vector<NodeView> Coordinator::nodes() const {
   std::lock_guard lock(self.mutex);
   out.reserve(self.nodes.size() + 1);
   for (const auto& [id, node] : self.nodes) out.push_back(self.view(node, now));
+  for (const auto& [host, seed] : self.seed_hosts) out.push_back(self.seed_view(host, seed, now));
   std::sort(out.begin() + 1, out.end(),
             [](const NodeView& a, const NodeView& b) { return std::tie(a.name, a.id) < std::tie(b.name, b.id); });
   return out;
@@ -519,6 +596,9 @@ std::optional<NodeView> Coordinator::node(std::string_view id_or_name) const {
   {
     std::lock_guard lock(self.mutex);
     if (const NodeRecord* node = self.find(id_or_name)) return self.view(*node, now);
+    if (const auto seed = self.seed_hosts.find(std::string(id_or_name)); seed != self.seed_hosts.end()) {
+      return self.seed_view(seed->first, seed->second, now);
+    }
   }
   if ((!self.self.id.empty() && id_or_name == self.self.id) || id_or_name == self_name ||
       id_or_name == self.manager.host()) {
@@ -533,6 +613,13 @@ NodeView Coordinator::forget(std::string_view id_or_name) {
   std::lock_guard lock(self.mutex);
   const NodeRecord* node = self.find(id_or_name);
   if (node == nullptr) {
+    if (const auto seed = self.seed_hosts.find(std::string(id_or_name)); seed != self.seed_hosts.end()) {
+      NodeView view = self.seed_view(seed->first, seed->second, now);
+      spdlog::info("seed host {} forgotten on request", seed->first);
+      self.membership.remove_host(seed->first);
+      self.seed_hosts.erase(seed);
+      return view;
+    }
     const std::string self_name = self.self.name.empty() ? self.manager.host() : self.self.name;
     if ((!self.self.id.empty() && id_or_name == self.self.id) || id_or_name == self_name) {
       throw refused(409, "self", "a coordinator cannot forget itself", "id", std::string(id_or_name),
@@ -551,13 +638,15 @@ NodeCounts Coordinator::counts() const {
   std::lock_guard lock(impl_->mutex);
   NodeCounts counts;
   counts.alive = 1;  // self
-  for (const auto& [id, node] : impl_->nodes) {
-    switch (node.state) {
+  const auto count = [&](NodeState state) {
+    switch (state) {
       case NodeState::alive: ++counts.alive; break;
       case NodeState::suspect: ++counts.suspect; break;
       case NodeState::down: ++counts.down; break;
     }
-  }
+  };
+  for (const auto& [id, node] : impl_->nodes) count(node.state);
+  for (const auto& [host, seed] : impl_->seed_hosts) count(seed.state);
   return counts;
 }
 
@@ -566,6 +655,9 @@ std::unordered_set<std::string> Coordinator::down_hosts() const {
   std::unordered_set<std::string> hosts;
   for (const auto& [id, node] : impl_->nodes) {
     if (node.state == NodeState::down) hosts.insert(node.key_host);
+  }
+  for (const auto& [host, seed] : impl_->seed_hosts) {
+    if (seed.state == NodeState::down) hosts.insert(host);
   }
   return hosts;
 }

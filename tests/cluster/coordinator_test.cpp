@@ -329,6 +329,52 @@ TEST_F(CoordinatorTest, ForgetRefusesSelfAndUnknownNodes) {
   }
 }
 
+TEST_F(CoordinatorTest, SeedHostsAreDownWhenSilentAndForgottenWhichFreesTheirSlot) {
+  CoordinatorOptions options;
+  options.liveness = {seconds{3}, seconds{10}, seconds{60}};
+  rebuild(options);
+  // A membership with room for two remote hosts, as the agent's 1,024 in small.
+  ClusterMembership small(*manager, MembershipLimits{2, 8});
+  Coordinator coordinator_small(*manager, small, options, NodeIdentity{}, [this] { return now; });
+  const auto seed_device = [](const std::string& host) {
+    DeviceInfo info = gpu("cuda:0");
+    info.key.host = host;
+    info.backend = "remote";
+    return info;
+  };
+  for (const std::string host : {"seed-1", "seed-2"}) {
+    small.register_device(seed_device(host));
+    coordinator_small.note_seed_message(host, now);
+  }
+  EXPECT_THROW(small.register_device(seed_device("seed-3")), MembershipError);  // the limit holds
+  // seed-1 keeps talking, seed-2 goes silent.
+  now += seconds{8};
+  coordinator_small.note_seed_message("seed-1", now);
+  now += seconds{3};
+  coordinator_small.tick(now);
+  EXPECT_EQ(coordinator_small.node("seed-2")->state, NodeState::down);
+  EXPECT_EQ(coordinator_small.node("seed-2")->kind, "seed");
+  EXPECT_EQ(coordinator_small.node("seed-1")->state, NodeState::alive);
+  const DeviceState down = manager->device(DeviceKey{"seed-2", "cuda:0"});
+  EXPECT_FALSE(down.available);
+  EXPECT_NE(down.unavailable_reason.find("host seed-2 is down"), std::string::npos) << down.unavailable_reason;
+  // Forgotten after forget_after down: the slot is free, not a permanent 422.
+  now += seconds{61};
+  coordinator_small.note_seed_message("seed-1", now);
+  coordinator_small.tick(now);
+  EXPECT_FALSE(coordinator_small.node("seed-2").has_value());
+  EXPECT_EQ(small.hosts(), std::vector<std::string>{"seed-1"});
+  EXPECT_NO_THROW(small.register_device(seed_device("seed-3")));
+  // A host that talks again after being down is alive with its devices available.
+  coordinator_small.note_seed_message("seed-3", now);
+  now += seconds{11};
+  coordinator_small.tick(now);
+  ASSERT_EQ(coordinator_small.node("seed-3")->state, NodeState::down);
+  coordinator_small.note_seed_message("seed-3", now);
+  EXPECT_EQ(coordinator_small.node("seed-3")->state, NodeState::alive);
+  EXPECT_TRUE(manager->device(DeviceKey{"seed-3", "cuda:0"}).available);
+}
+
 TEST(Liveness, SettingsAreCheckedAgainstTheInterval) {
   LivenessConfig config;
   EXPECT_NO_THROW(validate_liveness(config, seconds{1}));

@@ -75,7 +75,7 @@ struct NodeView {
   std::string id;  // empty: the coordinator itself without a persisted id
   std::string name;
   std::string host;  // the host part of its devices' keys
-  std::string kind;  // "self" or "report"
+  std::string kind;  // "self", "report" or "seed"
   std::string address;  // "http://host:port" when known
   NodeState state = NodeState::alive;
   double state_since_seconds = 0;                      // how long it has been in that state
@@ -135,6 +135,11 @@ class Coordinator {
   std::unordered_set<std::string> down_hosts() const;
   // True when `host` is a reporting node's: the seed protocol may not register devices there.
   bool owns_host(const std::string& host) const;
+  // A message of the seed protocol (POST /v1/telemetry) from `host` arrived:
+  // seed hosts have the same liveness as reporting nodes (listed with kind
+  // "seed"), so a host that went away is down after evict_after and forgotten
+  // after forget_after, which frees its slot under the host limit.
+  void note_seed_message(const std::string& host, std::chrono::steady_clock::time_point received);
 
   std::uint64_t reports_accepted() const;
   // Refused reports by code ("stale_sequence", …), sorted by code.
