@@ -9,6 +9,9 @@ The C++ core (``gpucluster._native``, built with pybind11) behind a Pythonic API
         plan = manager.plan("capacity", items=len(jobs))          # Plan: ranges per device
         parts = plan.apply(jobs)                                  # {device id: [jobs...]}
 
+``gpucluster.Client`` (and ``AsyncClient``) talks to a running agent or coordinator over
+HTTP: ``gpucluster.Client("http://127.0.0.1:9420").devices()``.
+
 ``gpucluster.exo_compat`` is a drop-in replacement for the seed project's clustering
 API. Errors are the classes of ``gpucluster.errors`` (``ValidationError`` is a
 ``ValueError`` carrying device, field, value and rule). Every object is safe to use
@@ -17,14 +20,22 @@ from several threads; calls that scan, wait or ingest in bulk release the GIL.
 
 from . import errors
 from .errors import (
+    AgentError,
+    AgentUnreachableError,
     BackendUnavailableError,
+    BadResponseError,
+    ConflictError,
     Error,
     InputError,
     InsufficientMemoryError,
+    InvalidRequestError,
     MemoryShortfall,
+    NotFoundError,
     PlanError,
     ProtocolError,
     ShutDownError,
+    UnauthorizedError,
+    UnavailableError,
     UnknownDeviceError,
     UnplacedItemsError,
     UnregisteredDeviceError,
@@ -64,6 +75,7 @@ from ._native import (
     validate_sample,
 )
 from . import backends
+from .client import AsyncClient, Client
 
 if HAVE_PROTOCOL:
     from ._native import (  # noqa: F401
@@ -82,6 +94,8 @@ __all__ = [
     "Error", "InputError", "ValidationError", "UnknownDeviceError", "UnregisteredDeviceError", "PlanError",
     "InsufficientMemoryError", "MemoryShortfall", "UnplacedItemsError", "ShutDownError", "ProtocolError",
     "BackendUnavailableError",
+    "AgentUnreachableError", "AgentError", "UnauthorizedError", "NotFoundError", "ConflictError",
+    "InvalidRequestError", "UnavailableError", "BadResponseError", "Client", "AsyncClient",
     "Assignment", "Backend", "BackendReport", "ClusterAggregate", "Device", "DeviceInfo", "DeviceKey",
     "DeviceKind", "Eligibility", "Fleet", "FleetDevice", "Manager", "ManagerState", "Plan", "RankedDevice",
     "RejectReason", "Sample", "ScoreBreakdown", "Selection", "Strategy", "WindowStats", "apportion",

@@ -23,6 +23,19 @@ caller can report it without parsing the message:
 * ``ShutDownError(RuntimeError)``: the manager is shut down.
 * ``ProtocolError(InputError)``: a telemetry protocol message was refused; ``kind``
   is ``"malformed"`` or ``"invalid"``.
+
+From ``gpucluster.Client`` / ``AsyncClient`` (a running agent or coordinator over HTTP):
+
+* ``AgentUnreachableError(Error, ConnectionError)``: no answer: the connection was
+  refused, timed out, or was lost mid-answer; ``url`` and ``reason``.
+* ``AgentError(Error)``: the agent answered with an error status; ``status`` (HTTP),
+  ``code``, ``message``, ``field``, ``value``, ``rule`` (its ``{"error": {...}}`` body),
+  ``method``, ``path``. By status: ``UnauthorizedError`` (401), ``NotFoundError``
+  (404, also a ``LookupError``), ``ConflictError`` (409), ``InvalidRequestError``
+  (400, 413, 422; also a ``ValueError``), ``UnavailableError`` (503; ``retry_after``
+  seconds from the ``Retry-After`` header, or ``None``). Other statuses are ``AgentError``.
+* ``BadResponseError(Error)``: what came back is not an answer a gpucluster agent gives
+  (not HTTP/1.x, no ``Content-Length``, not JSON): the URL points at something else.
 """
 
 from __future__ import annotations
@@ -42,6 +55,14 @@ __all__ = [
     "BackendUnavailableError",
     "ShutDownError",
     "ProtocolError",
+    "AgentUnreachableError",
+    "AgentError",
+    "UnauthorizedError",
+    "NotFoundError",
+    "ConflictError",
+    "InvalidRequestError",
+    "UnavailableError",
+    "BadResponseError",
 ]
 
 
@@ -143,3 +164,63 @@ class ProtocolError(InputError):
     def __init__(self, message: str, field: str = "", value: str = "", rule: str = "", kind: str = "malformed") -> None:
         super().__init__(message, field, value, rule)
         self.kind = kind
+
+
+class AgentUnreachableError(Error, ConnectionError):
+    """No answer from the agent at ``url``: ``reason`` says why (refused, timed out, closed)."""
+
+    def __init__(self, message: str, url: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.url = url
+        self.reason = reason
+
+
+class AgentError(Error):
+    """The agent answered ``method path`` with the error ``status``; its body's fields as attributes."""
+
+    def __init__(self, message: str, status: int = 0, code: str = "", field: Optional[str] = None,
+                 value: Optional[str] = None, rule: Optional[str] = None, method: str = "", path: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.value = value
+        self.rule = rule
+        self.method = method
+        self.path = path
+
+
+class UnauthorizedError(AgentError):
+    """401: the route needs ``Authorization: Bearer <token>`` (``Client(token=...)``) and got none or another."""
+
+
+class NotFoundError(AgentError, LookupError):
+    """404: no such device, node or route (``code`` says which: ``unknown_device``, ``unknown_node``, ...)."""
+
+
+class ConflictError(AgentError):
+    """409: the request clashes with what the agent holds, or the agent is shutting down."""
+
+
+class InvalidRequestError(AgentError, ValueError):
+    """400, 413 or 422: the request broke a rule; ``field``, ``value`` and ``rule`` say which."""
+
+
+class UnavailableError(AgentError):
+    """503: the agent cannot answer now; ``retry_after`` is the seconds it asked to wait, or None."""
+
+    def __init__(self, message: str, status: int = 503, code: str = "", field: Optional[str] = None,
+                 value: Optional[str] = None, rule: Optional[str] = None, method: str = "", path: str = "",
+                 retry_after: Optional[float] = None) -> None:
+        super().__init__(message, status, code, field, value, rule, method, path)
+        self.retry_after = retry_after
+
+
+class BadResponseError(Error):
+    """The answer is not one a gpucluster agent gives (not HTTP/1.x, no Content-Length, not JSON)."""
+
+    def __init__(self, message: str, url: str = "", status: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status

@@ -20,7 +20,7 @@ that line; `{{number}}` matches one number.
 Markers: one or more HTML comments on the lines right before a fence,
   <!-- doc-test: OPTION OPTION=VALUE OPTION="VALUE WITH SPACES" -->
   skip reason="..."     not run here (counted and listed with the reason); reason required
-  agent args="..."      start an agent for this block with these arguments
+  agent args="..."      start an agent for this block with these arguments (console, sh, python)
   exit=N                every command of the block must exit N (default 0)
   vary="KEY,KEY"        the numbers of these JSON keys vary: expected values match any number
   setup="..."           python: code run before the block; console/sh: a command run first
@@ -29,7 +29,8 @@ Markers: one or more HTML comments on the lines right before a fence,
 Everything runs from the repository root; `build/release/` in commands is rewritten
 to --build-dir. Agents listen on 127.0.0.1:0 (port read from the banner
 "gpucluster agent on http://127.0.0.1:PORT"); `localhost:9420` and `127.0.0.1:9420`
-in commands are rewritten to that address, and the port back to 9420 in outputs.
+in commands and python blocks are rewritten to that address, and the port back to
+9420 in outputs.
 Agents get SIGTERM at the end of their block (must exit 0), SIGKILL after 15 s.
 Details: tests/docs/README.md.
 """
@@ -123,7 +124,7 @@ def parse_marker(text: str, where: str) -> dict[str, str]:
 
 
 # Which options make sense for which kinds of block (the others always do).
-OPTION_KINDS = {"agent": ("console", "sh"), "exit": ("console", "sh", "python"), "vary": ("console",),
+OPTION_KINDS = {"agent": ("console", "sh", "python"), "exit": ("console", "sh", "python"), "vary": ("console",),
                 "setup": ("console", "sh", "python")}
 
 
@@ -491,7 +492,9 @@ class Runner:
                                "missing (target gpucluster_python)")
         script = self.workdir / f"block-{block.line}.py"
         setup = block.markers.get("setup", "")
-        script.write_text((setup + "\n" if setup else "") + "\n".join(block.lines) + "\n", encoding="utf-8")
+        # With an `agent` marker, the script's localhost:9420 is that agent (as in commands).
+        text = self.rewrite((setup + "\n" if setup else "") + "\n".join(block.lines) + "\n")
+        script.write_text(text, encoding="utf-8")
         status, output = self.shell(shlex.join([sys.executable, str(script)]))
         if status != self.expected_status(block):
             raise BlockFailure(f"the script exited {status}, expected {self.expected_status(block)}; output:\n"

@@ -226,6 +226,25 @@ class EndToEnd(unittest.TestCase):
         self.assertIn("AssertionError", wrong.stdout)
         self.assertCounts(self.run_doc(block.replace("jobs = list(range(10))", "pass")), 1, 0, 1, 0)
 
+    def test_python_block_with_an_agent_marker_talks_to_that_agent(self) -> None:
+        block = """\
+            <!-- doc-test: agent args="--fleet examples/fleet-home.json --node-name TOKEN" -->
+            ```python
+            import json, urllib.request
+            with urllib.request.urlopen("http://localhost:9420/healthz") as answer:
+                assert json.load(answer)["node"]["name"] == EXPECTED
+            ```
+            """
+        self.assertCounts(self.run_doc(block.replace("EXPECTED", '"TOKEN"')), 1, 1, 0, 0)
+        self.assertEqual(processes_mentioning(self.token), [])
+        wrong = self.run_doc(block.replace("EXPECTED", '"someone-else"'))
+        self.assertCounts(wrong, 1, 0, 1, 0)
+        self.assertIn("AssertionError", wrong.stdout)
+        self.assertEqual(processes_mentioning(self.token), [])
+        without = self.run_doc(textwrap.dedent(block).split("\n", 1)[1].replace("EXPECTED", '"TOKEN"'))
+        self.assertCounts(without, 1, 0, 1, 0)
+        self.assertIn("none runs for this block", without.stdout)
+
     def test_check_marker_runs_the_command_on_the_block(self) -> None:
         fleet = """\
             <!-- doc-test: check="build/release/gpucluster devices --fleet {file}" -->
