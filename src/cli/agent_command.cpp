@@ -37,21 +37,23 @@ namespace {
 // A token is one word; the file is read no further than this.
 constexpr std::size_t kMaxTokenFileBytes = 4096;
 
-std::string read_token(const std::string& path) {
+}  // namespace
+
+std::string read_token(const std::string& path, const char* option) {
   std::ifstream file(path, std::ios::binary);
-  if (!file) throw InputError("--token-file", path, "must be a readable file holding the token");
+  if (!file) throw InputError(option, path, "must be a readable file holding the token");
   std::string token(kMaxTokenFileBytes + 1, '\0');
   file.read(token.data(), static_cast<std::streamsize>(token.size()));
   token.resize(static_cast<std::size_t>(file.gcount()));
   if (token.size() > kMaxTokenFileBytes) {
-    throw InputError("--token-file", path, fmt::format("must be at most {} bytes", kMaxTokenFileBytes));
+    throw InputError(option, path, fmt::format("must be at most {} bytes", kMaxTokenFileBytes));
   }
   const auto first = token.find_first_not_of(" \t\r\n");
   const auto last = token.find_last_not_of(" \t\r\n");
   token = first == std::string::npos ? std::string{} : token.substr(first, last - first + 1);
-  if (token.empty()) throw InputError("--token-file", path, "the file holds no token");
+  if (token.empty()) throw InputError(option, path, "the file holds no token");
   if (token.find_first_of(" \t\r\n") != std::string::npos) {
-    throw InputError("--token-file", path, "the token must be one word (no spaces or line breaks)");
+    throw InputError(option, path, "the token must be one word (no spaces or line breaks)");
   }
   struct stat info {};
   if (::stat(path.c_str(), &info) == 0 && (info.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
@@ -59,6 +61,8 @@ std::string read_token(const std::string& path) {
   }
   return token;
 }
+
+namespace {
 
 // A duration from 1 ms (the agent's timers count milliseconds) to 24 h
 // (deadlines are steady_clock time points: far larger ones would overflow).
@@ -73,7 +77,7 @@ std::chrono::milliseconds parse_timeout(const std::string& text, const char* opt
 agent::AgentConfig agent_config(const AgentOptions& options) {
   agent::AgentConfig config;
   config.listen = agent::parse_listen_address(options.listen);
-  if (!options.token_file.empty()) config.token = read_token(options.token_file);
+  if (!options.token_file.empty()) config.token = read_token(options.token_file, "--token-file");
   config.drain_timeout = parse_timeout(options.drain_timeout, "--drain-timeout");
   config.head_timeout = parse_timeout(options.head_timeout, "--head-timeout");
   config.body_timeout = parse_timeout(options.body_timeout, "--body-timeout");
@@ -119,7 +123,7 @@ PusherOptions pusher_options(const AgentOptions& options, const agent::AgentConf
   push.coordinators = split_list(options.join);
   if (push.coordinators.empty()) throw InputError("--join", options.join, "must name at least one URL");
   if (!options.join_token_file.empty()) {
-    push.token = read_token(options.join_token_file);
+    push.token = read_token(options.join_token_file, "--join-token-file");
   } else {
     push.token = config.token;
   }

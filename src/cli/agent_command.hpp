@@ -42,6 +42,10 @@ struct AgentOptions {
   std::size_t max_nodes = 10'000;
 };
 
+// The Bearer token in a file (one word, at most 4 KiB; a warning when group or
+// others may read it). Throws InputError naming `option`.
+std::string read_token(const std::string& path, const char* option);
+
 // Serves until SIGTERM/SIGINT, then drains in-flight requests within the
 // drain timeout, shuts the manager down and returns 0 (1 when the drain ran
 // out of time). Throws InputError for bad options before binding anything, and

@@ -26,6 +26,7 @@
 #include "gpucluster/node/backend_registry.hpp"
 #include "gpucluster/node/manager.hpp"
 #include "output.hpp"
+#include "remote.hpp"
 
 namespace gpucluster::cli {
 namespace {
@@ -139,7 +140,31 @@ nlohmann::json devices_json(const Manager& manager) {
   return devices_to_json(manager.devices(), manager.rank());
 }
 
-int run_devices(const CommonOptions& options) {
+// --agent asks a running agent; --fleet, --backend and --sysfs-root describe this machine.
+void check_remote(const CommonOptions& options, const RemoteOptions& remote) {
+  if (remote.agent.empty()) {
+    if (!remote.token_file.empty()) throw InputError("--token-file", remote.token_file, "is for --agent URL");
+    return;
+  }
+  if (!options.fleet_path.empty() || !options.backends.empty() || !options.sysfs_root.empty()) {
+    throw InputError("--agent", remote.agent,
+                     "asks a running agent about its devices; --fleet, --backend and --sysfs-root describe this "
+                     "machine's: give one or the other");
+  }
+}
+
+int run_devices(const CommonOptions& options, const RemoteOptions& remote) {
+  check_remote(options, remote);
+  if (!remote.agent.empty()) {
+    const nlohmann::json devices = ask_agent(remote, "GET", "/v1/devices");
+    if (options.json) {
+      print_json(devices);
+    } else {
+      const DeviceViews views = devices_from_json(devices);
+      std::cout << devices_table(views.devices, views.ranked);
+    }
+    return kExitOk;
+  }
   const auto manager = start_manager(options);
   if (options.json) {
     print_json(devices_json(*manager));
@@ -149,8 +174,34 @@ int run_devices(const CommonOptions& options) {
   return kExitOk;
 }
 
-int run_select(const CommonOptions& options, const std::string& min_memory, bool explain) {
+void print_selection(const Selection& selection) {
+  if (selection.device) {
+    std::cout << fmt::format("{} (score {:.3f}): {}\n", selection.device->str(), selection.score, selection.reason);
+  } else {
+    std::cout << fmt::format("no device: {}\n", selection.reason);
+  }
+}
+
+int run_select(const CommonOptions& options, const RemoteOptions& remote, const std::string& min_memory,
+               bool explain) {
+  check_remote(options, remote);
   const std::uint64_t min_free = min_memory.empty() ? 0 : parse_size_bytes(min_memory, "--min-memory");
+  if (!remote.agent.empty()) {
+    if (explain) {
+      throw InputError("--explain", "true",
+                       "ranks this machine's devices; with --agent, `gpucluster devices --agent URL` shows each "
+                       "device's score and eligibility");
+    }
+    const nlohmann::json answer =
+        ask_agent(remote, "POST", "/v1/select", nlohmann::json{{"min_memory_bytes", min_free}}.dump());
+    const Selection selection = selection_from_json(answer);
+    if (options.json) {
+      print_json(answer);
+    } else {
+      print_selection(selection);
+    }
+    return selection.device ? kExitOk : kExitNoDevice;
+  }
   const auto manager = start_manager(options);
   const Selection selection = manager->select(min_free);
   if (options.json) {
@@ -162,11 +213,7 @@ int run_select(const CommonOptions& options, const std::string& min_memory, bool
     print_json(out);
   } else {
     if (explain) std::cout << ranking_table(manager->rank(min_free)) << '\n';
-    if (selection.device) {
-      std::cout << fmt::format("{} (score {:.3f}): {}\n", selection.device->str(), selection.score, selection.reason);
-    } else {
-      std::cout << fmt::format("no device: {}\n", selection.reason);
-    }
+    print_selection(selection);
   }
   return selection.device ? kExitOk : kExitNoDevice;
 }
@@ -185,7 +232,22 @@ std::pair<std::string, double> parse_weight(const std::string& text) {
   return {text.substr(0, equals), weight};
 }
 
-int run_plan(const CommonOptions& options, const PlanOptions& plan_options) {
+// The plan request as POST /v1/plan takes it (the same field names as the rules use).
+nlohmann::json plan_request_json(const PlanRequest& request) {
+  nlohmann::json body{{"strategy", std::string(to_string(request.strategy))}};
+  if (request.items) body["items"] = *request.items;
+  if (request.max_per_device) body["max_per_device"] = *request.max_per_device;
+  if (request.layers) body["layers"] = *request.layers;
+  if (request.layer_bytes) body["layer_bytes"] = *request.layer_bytes;
+  if (!request.weights.empty()) {
+    body["weights"] = nlohmann::json::object();
+    for (const auto& [id, weight] : request.weights) body["weights"][id] = weight;
+  }
+  return body;
+}
+
+int run_plan(const CommonOptions& options, const RemoteOptions& remote, const PlanOptions& plan_options) {
+  check_remote(options, remote);
   PlanRequest request;
   try {
     request.strategy = plan_strategy(plan_options.strategy);
@@ -203,12 +265,31 @@ int run_plan(const CommonOptions& options, const PlanOptions& plan_options) {
     std::replace(option.begin(), option.end(), '_', '-');
     throw InputError(option, e.value(), e.rule());
   }
+  if (!remote.agent.empty()) {
+    const nlohmann::json answer = ask_agent(remote, "POST", "/v1/plan", plan_request_json(request).dump());
+    if (options.json) {
+      print_json(answer);
+    } else {
+      std::cout << plan_table(plan_from_json(answer));
+    }
+    return kExitOk;
+  }
   const auto manager = start_manager(options);
   const Plan plan = manager->plan(request);
   if (options.json) {
     print_json(to_json(plan));
   } else {
     std::cout << plan_table(plan);
+  }
+  return kExitOk;
+}
+
+int run_nodes(const CommonOptions& options, const RemoteOptions& remote) {
+  const nlohmann::json answer = ask_agent(remote, "GET", "/v1/nodes");
+  if (options.json) {
+    print_json(answer);
+  } else {
+    std::cout << nodes_table(answer);
   }
   return kExitOk;
 }
@@ -306,16 +387,27 @@ int run(int argc, char** argv) {
   std::string min_memory, duration = "1s";
   bool explain = false;
 
+  RemoteOptions remote;
+  const auto add_remote_options = [&remote](CLI::App& command) {
+    command.add_option("--agent", remote.agent,
+                       "Ask the running agent or coordinator at this URL (http://HOST:PORT) instead of this "
+                       "machine's devices");
+    command.add_option("--token-file", remote.token_file, "File with the agent's Bearer token (POST routes)");
+  };
+
   auto* devices = app.add_subcommand("devices", "List devices and their latest telemetry");
   add_common_options(*devices, common);
+  add_remote_options(*devices);
 
   auto* select = app.add_subcommand("select", "Pick the best device (exit 3 when none qualifies)");
   add_common_options(*select, common);
+  add_remote_options(*select);
   select->add_option("--min-memory", min_memory, "Free memory the job needs: 8GiB, 8G, 8000000000");
   select->add_flag("--explain", explain, "Show every device's score and why it was or was not chosen");
 
   auto* plan = app.add_subcommand("plan", "Split work items (or a model's layers) across devices");
   add_common_options(*plan, common);
+  add_remote_options(*plan);
   plan->add_option("--items", plan_options.items, "Number of work items N (items are 0..N-1)")->check(kCount);
   plan->add_option("--strategy", plan_options.strategy, "uniform, capacity or memory")
       ->check(CLI::IsMember({"uniform", "capacity", "memory"}));
@@ -334,6 +426,14 @@ int run(int argc, char** argv) {
   watch->add_option("--interval", interval, "Sampling interval (default 1s)");
   watch->add_option("--duration", watch_duration, "Stop after this long (default: until interrupted)");
   watch->add_flag("--quiet", quiet, "Print only the closing summary (for measuring the sampler's cost)");
+
+  auto* nodes = app.add_subcommand(
+      "nodes", "List the nodes of a cluster as a coordinator sees them (state, last report, devices, clock offset)");
+  RemoteOptions nodes_remote{"http://127.0.0.1:9420", ""};
+  nodes->add_option("--agent", nodes_remote.agent, "The coordinator (or agent) to ask (default http://127.0.0.1:9420)");
+  nodes->add_flag("--json", common.json, "Machine-readable JSON output (GET /v1/nodes as the agent answers)");
+  nodes->add_option("--log-level", common.log_level, "trace, debug, info, warn, error or off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
 
   auto* status = app.add_subcommand("status", "Discover this machine's devices, sample them and summarise");
   add_common_options(*status, common);
@@ -427,9 +527,10 @@ int run(int argc, char** argv) {
   configure_logging(*agent && !log_level_given ? "info" : common.log_level);
 
   try {
-    if (*devices) return run_devices(common);
-    if (*select) return run_select(common, min_memory, explain);
-    if (*plan) return run_plan(common, plan_options);
+    if (*devices) return run_devices(common, remote);
+    if (*select) return run_select(common, remote, min_memory, explain);
+    if (*plan) return run_plan(common, remote, plan_options);
+    if (*nodes) return run_nodes(common, nodes_remote);
     if (*status) return run_status(common, duration);
     if (*watch) return run_watch(common, interval, watch_duration, quiet);
     if (*agent) {

@@ -144,4 +144,29 @@ std::string backends_lines(const std::vector<BackendReport>& reports) {
   return out;
 }
 
+std::string nodes_table(const nlohmann::json& answer) {
+  const nlohmann::json& nodes = answer.at("nodes");
+  const auto text = [](const nlohmann::json& value) {
+    return value.is_string() ? value.get<std::string>() : std::string(kUnavailable);
+  };
+  const auto seconds = [](const nlohmann::json& value, const char* format) {
+    return value.is_number() ? fmt::format(fmt::runtime(format), value.get<double>()) : std::string("-");
+  };
+  std::size_t name_width = 4;
+  for (const nlohmann::json& node : nodes) name_width = std::max(name_width, text(node["host"]).size());
+  std::string out = fmt::format("{:<{}}  {:<7}  {:<7}  {:>11}  {:>7}  {:>11}  {:>5}  {}\n", "NODE", name_width, "KIND",
+                                "STATE", "LAST REPORT", "DEVICES", "CLOCK OFF", "INC", "ADDRESS / WHY DOWN");
+  for (const nlohmann::json& node : nodes) {
+    const std::string state = text(node["state"]);
+    const std::string address = state == "down" && node["down_reason"].is_string()
+                                    ? node["down_reason"].get<std::string>()
+                                    : (node["address"].is_string() ? node["address"].get<std::string>() : "");
+    out += fmt::format("{:<{}}  {:<7}  {:<7}  {:>11}  {:>7}  {:>11}  {:>5}  {}\n", text(node["host"]), name_width,
+                       text(node["kind"]), state, seconds(node["last_report_age_seconds"], "{:.1f} s ago"),
+                       node["devices"].dump(), seconds(node["clock_offset_seconds"], "{:+.3f} s"),
+                       node["incarnation"].is_number() ? node["incarnation"].dump() : "-", address);
+  }
+  return out;
+}
+
 }  // namespace gpucluster::cli

@@ -30,4 +30,15 @@ nlohmann::json to_json(const Plan& plan);
 nlohmann::json to_json(const BackendReport& report);
 nlohmann::json backends_to_json(const std::vector<BackendReport>& reports);
 
+// Reading the views back (the CLI's --agent shows an agent's answers in the
+// same tables as its own): GET /v1/devices, POST /v1/select, POST /v1/plan.
+// Throws InputError naming the field of a shape these views never have.
+struct DeviceViews {
+  std::vector<DeviceState> devices;
+  std::vector<RankedDevice> ranked;  // score and eligibility as the agent ranked them
+};
+DeviceViews devices_from_json(const nlohmann::json& devices);
+Selection selection_from_json(const nlohmann::json& selection);
+Plan plan_from_json(const nlohmann::json& plan);
+
 }  // namespace gpucluster
