@@ -145,6 +145,19 @@ class PrometheusProcess {
   // Prometheus answers /-/ready.
   PrometheusProcess(int target_port, std::string job = "gpucluster",
                     std::chrono::seconds startup = std::chrono::seconds{60})
+      : PrometheusProcess(ScrapeConfigs{"  - job_name: " + job +
+                                        "\n"
+                                        "    static_configs:\n"
+                                        "      - targets: ['127.0.0.1:" +
+                                        std::to_string(target_port) + "']\n"},
+                          job, startup) {}
+
+  // The scrape_configs section as YAML (its entries, indented by two spaces).
+  struct ScrapeConfigs {
+    std::string yaml;
+  };
+  PrometheusProcess(const ScrapeConfigs& scrape_configs, std::string job,
+                    std::chrono::seconds startup = std::chrono::seconds{60})
       : dir_("gpucluster-prometheus"), job_(std::move(job)) {
     config_path_ = dir_.path() / "prometheus.yml";
     log_path_ = dir_.path() / "prometheus.log";
@@ -153,12 +166,7 @@ class PrometheusProcess {
                                    "  scrape_timeout: 1s\n"
                                    "  evaluation_interval: 1s\n"
                                    "scrape_configs:\n"
-                                   "  - job_name: "
-                                << job_
-                                << "\n"
-                                   "    static_configs:\n"
-                                   "      - targets: ['127.0.0.1:"
-                                << target_port << "']\n";
+                                << scrape_configs.yaml;
     const auto deadline = std::chrono::steady_clock::now() + startup;
     // The free port can be taken between our probe and Prometheus's bind: retry on a new one.
     for (int attempt = 0;; ++attempt) {
@@ -179,6 +187,7 @@ class PrometheusProcess {
 
   int port() const { return port_; }
   const std::string& job() const { return job_; }
+  const std::filesystem::path& config_path() const { return config_path_; }
   std::string log_text() const { return read_text(log_path_); }
   std::string log_tail() const { return tail_of(log_text()); }
 
