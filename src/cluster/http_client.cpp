@@ -1,11 +1,15 @@
 #include "cluster/http_client.hpp"
 
+#include <array>
 #include <charconv>
+#include <limits>
 
 #include <fmt/format.h>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/read.hpp>
@@ -177,6 +181,140 @@ HttpClientResponse HttpClient::request(std::string_view method, std::string_view
                                      timed_out ? fmt::format("no answer within {} ms", timeout.count())
                                                : failure.message()));
   }
+  return out;
+}
+
+namespace {
+
+// Runs one asynchronous step on the caller's thread and returns its error.
+template <class Start>
+beast::error_code run_step(net::io_context& io, Start&& start) {
+  beast::error_code result;
+  io.restart();
+  start([&result](beast::error_code ec, auto&&...) { result = ec; });
+  io.run();
+  return result;
+}
+
+bool timed_out(const beast::error_code& ec) {
+  return ec == beast::error::timeout || ec == net::error::timed_out;
+}
+
+}  // namespace
+
+HttpStreamResult HttpClient::stream(std::string_view method, std::string_view target, std::string_view body,
+                                    const std::optional<std::string>& token, const HttpStreamOptions& options,
+                                    const MessageFramer::Handler& on_message, std::stop_token stop) {
+  Impl& self = *impl_;
+  const std::string where = fmt::format("{} {}{}", method, self.url.str(), target);
+  close();
+  HttpStreamResult out;
+  if (stop.stop_requested()) {
+    out.end = HttpStreamEnd::stop_requested;
+    return out;
+  }
+  // The posted cancel may run after this call returned (it was queued late):
+  // `active` turns it into a no-op for whatever request comes next.
+  auto active = std::make_shared<bool>(true);
+  std::stop_callback on_stop(stop, [&self, active] {
+    net::post(self.io, [&self, active] {
+      if (*active && self.stream) self.stream->cancel();
+    });
+  });
+  struct Finish {
+    HttpClient* client;
+    std::shared_ptr<bool> active;
+    ~Finish() {
+      *active = false;
+      client->close();
+    }
+  } finish{this, active};
+
+  const auto header_deadline = std::chrono::steady_clock::now() + options.header_timeout;
+  const auto fail = [&](const char* step, const beast::error_code& ec,
+                        std::chrono::milliseconds limit) -> HttpStreamResult {
+    if (stop.stop_requested()) {
+      out.end = HttpStreamEnd::stop_requested;
+      return out;
+    }
+    throw TransportError(
+        fmt::format("{}: {} failed: {}", where, step,
+                    timed_out(ec) ? fmt::format("nothing within {} ms", limit.count()) : ec.message()));
+  };
+
+  tcp::resolver resolver(self.io);
+  tcp::resolver::results_type endpoints;
+  beast::error_code ec = run_step(self.io, [&](auto handler) {
+    resolver.async_resolve(self.url.host, std::to_string(self.url.port),
+                           [&endpoints, handler](beast::error_code e, tcp::resolver::results_type results) mutable {
+                             endpoints = std::move(results);
+                             handler(e);
+                           });
+  });
+  if (ec) return fail("resolve", ec, options.header_timeout);
+  self.stream.emplace(self.io);
+  self.stream->expires_at(header_deadline);
+  ec = run_step(self.io, [&](auto handler) { self.stream->async_connect(endpoints, handler); });
+  if (ec) return fail("connect", ec, options.header_timeout);
+  beast::error_code ignored;
+  self.stream->socket().set_option(tcp::no_delay(true), ignored);
+
+  http::request<http::string_body> req{http::string_to_verb(beast::string_view(method.data(), method.size())),
+                                       beast::string_view(target.data(), target.size()), 11};
+  req.set(http::field::host, fmt::format("{}:{}", self.url.host, self.url.port));
+  req.set(http::field::user_agent, "gpucluster");
+  if (token) req.set(http::field::authorization, "Bearer " + *token);
+  if (!body.empty() || method == "POST") {
+    req.set(http::field::content_type, "application/json");
+    req.body() = std::string(body);
+    req.prepare_payload();
+  }
+  self.stream->expires_at(header_deadline);
+  ec = run_step(self.io, [&](auto handler) { http::async_write(*self.stream, req, handler); });
+  if (ec) return fail("write", ec, options.header_timeout);
+
+  http::response_parser<http::buffer_body> parser;
+  parser.body_limit(std::numeric_limits<std::uint64_t>::max());  // bounded per message instead
+  self.stream->expires_at(header_deadline);
+  ec = run_step(self.io, [&](auto handler) { http::async_read_header(*self.stream, self.buffer, parser, handler); });
+  if (ec) return fail("reading the response header", ec, options.header_timeout);
+  out.status = static_cast<int>(parser.get().result_int());
+  const bool success = out.status >= 200 && out.status < 300;
+
+  MessageFramer framer(options.framing, options.max_message_bytes);
+  std::array<char, 16 * 1024> piece{};
+  while (!parser.is_done()) {
+    if (stop.stop_requested()) {
+      out.end = HttpStreamEnd::stop_requested;
+      return out;
+    }
+    parser.get().body().data = piece.data();
+    parser.get().body().size = piece.size();
+    self.stream->expires_after(options.idle_timeout);
+    ec = run_step(self.io, [&](auto handler) { http::async_read_some(*self.stream, self.buffer, parser, handler); });
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) {
+      return fail(success ? "reading the stream" : "reading the error body", ec, options.idle_timeout);
+    }
+    const std::string_view bytes(piece.data(), piece.size() - parser.get().body().size);
+    if (!success) {
+      if (out.body.size() + bytes.size() > self.max_response_bytes) {
+        throw TransportError(
+            fmt::format("{}: the {} answer is longer than {} bytes", where, out.status, self.max_response_bytes));
+      }
+      out.body.append(bytes);
+      continue;
+    }
+    if (!bytes.empty() && !framer.feed(bytes, on_message)) {
+      out.end = HttpStreamEnd::handler_stopped;
+      return out;
+    }
+  }
+  if (success && framer.pending_bytes() > 0) {
+    throw TransportError(
+        fmt::format("{}: the stream ended inside a message ({} bytes of it came)", where, framer.pending_bytes()));
+  }
+  out.end = HttpStreamEnd::finished;
   return out;
 }
 
