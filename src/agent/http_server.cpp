@@ -259,8 +259,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
                             ? net::ip::make_address_v4(net::ip::v4_mapped, address.to_v6()).to_string()
                             : address.to_string();
     }
-    buffer_.reserve(4096);                             // a request (head + a heartbeat's body) in one read
-    phase_ = Phase::head;                              // the head timeout runs from the accept
+    buffer_.reserve(4096);  // a request (head + a heartbeat's body) in one read
+    phase_ = Phase::head;   // the head timeout runs from the accept
     set_deadline(server_->options.head_timeout);
     next_request();
   }
@@ -520,7 +520,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   boost::beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   HttpRequest request_;
-  std::string out_;  // the answer being written
+  std::string out_;             // the answer being written
   std::string remote_address_;  // the peer, for every request of this connection
   bool keep_alive_ = true;
   bool http_1_0_ = false;

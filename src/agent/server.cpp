@@ -7,8 +7,8 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
-#include <unordered_set>
 #include <new>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -19,8 +19,8 @@
 #include "agent/http_server.hpp"
 #include "cluster/membership.hpp"
 #include "gpucluster/export/exposition.hpp"
-#include "gpucluster/wire/report.hpp"
 #include "gpucluster/export/json.hpp"
+#include "gpucluster/wire/report.hpp"
 #include "wire/json_reader.hpp"
 
 namespace gpucluster::agent {
@@ -306,9 +306,9 @@ struct Agent::Impl {
 
   // The remote hosts and their devices, registered through the protocol.
   // Seed hosts count against max_hosts; reporting nodes against the coordinator's max_nodes.
-  ClusterMembership membership{manager,
-                               MembershipLimits{config.max_hosts + (config.coordinator ? config.cluster.max_nodes : 0),
-                                                std::max(config.max_devices_per_host, config.cluster.max_devices_per_node)}};
+  ClusterMembership membership{
+      manager, MembershipLimits{config.max_hosts + (config.coordinator ? config.cluster.max_nodes : 0),
+                                std::max(config.max_devices_per_host, config.cluster.max_devices_per_node)}};
   std::atomic<const Pusher*> pusher{nullptr};
   // The node table: this node, and with --coordinator the nodes that report to it.
   Coordinator coordinator{manager, membership, config.cluster, config.node};
@@ -405,7 +405,9 @@ bool Agent::stop() {
   return self.serve_done.wait_for(lock, self.config.drain_timeout, [&] { return !self.serving; });
 }
 
-std::string Agent::base_url() const { return impl_->base_url(); }
+std::string Agent::base_url() const {
+  return impl_->base_url();
+}
 
 std::string Agent::Impl::base_url() const {
   if (config.advertise_url) return *config.advertise_url;
@@ -500,8 +502,8 @@ const char* allowed_methods(std::string_view path) {
   constexpr std::string_view kNodes = "/v1/nodes/";
   if (path.size() > kNodes.size() && path.substr(0, kNodes.size()) == kNodes) return "GET, HEAD, DELETE";
   constexpr std::string_view kDevices = "/v1/devices/";
-  if (path == "/healthz" || path == "/metrics" || path == "/v1/devices" || path == "/v1/cluster" || path == "/v1/nodes" ||
-      path == "/v1/push" || path == "/v1/sd/prometheus" ||
+  if (path == "/healthz" || path == "/metrics" || path == "/v1/devices" || path == "/v1/cluster" ||
+      path == "/v1/nodes" || path == "/v1/push" || path == "/v1/sd/prometheus" ||
       (path.size() > kDevices.size() && path.substr(0, kDevices.size()) == kDevices)) {
     return "GET, HEAD";
   }
@@ -810,7 +812,9 @@ void Agent::Impl::handle_forget_node(std::string_view id, HttpResponse& res) {
   write_json(res, 200, json{{"forgotten", node.id}, {"name", node.name}, {"devices", std::move(devices)}});
 }
 
-void Agent::attach_pusher(const Pusher* pusher) { impl_->pusher.store(pusher); }
+void Agent::attach_pusher(const Pusher* pusher) {
+  impl_->pusher.store(pusher);
+}
 
 std::vector<PushLinkStatus> Agent::Impl::push_status() const {
   const Pusher* attached = pusher.load();

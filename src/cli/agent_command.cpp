@@ -20,11 +20,11 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/http_server.hpp"
+#include "cluster/http_client.hpp"
 #include "gpucluster/agent/server.hpp"
 #include "gpucluster/backends/backend.hpp"
-#include "gpucluster/cluster/identity.hpp"
-#include "cluster/http_client.hpp"
 #include "gpucluster/cluster/coordinator.hpp"
+#include "gpucluster/cluster/identity.hpp"
 #include "gpucluster/cluster/pusher.hpp"
 #include "gpucluster/export/json.hpp"
 #include "gpucluster/model/device.hpp"
@@ -308,9 +308,9 @@ int run_agent(const AgentOptions& options, std::vector<BackendPtr> backends, Man
   // A node of a cluster needs an id that survives restarts: without
   // --state-dir it is kept in the default state directory.
   const bool in_cluster = options.coordinator || push.has_value();
-  const std::filesystem::path state_dir =
-      !options.state_dir.empty() ? std::filesystem::path(options.state_dir)
-                                 : (in_cluster ? default_state_dir() : std::filesystem::path{});
+  const std::filesystem::path state_dir = !options.state_dir.empty()
+                                              ? std::filesystem::path(options.state_dir)
+                                              : (in_cluster ? default_state_dir() : std::filesystem::path{});
   std::optional<StateDirLock> state_lock;
   if (!state_dir.empty()) {
     state_lock.emplace(state_dir);

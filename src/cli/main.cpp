@@ -182,8 +182,7 @@ void print_selection(const Selection& selection) {
   }
 }
 
-int run_select(const CommonOptions& options, const RemoteOptions& remote, const std::string& min_memory,
-               bool explain) {
+int run_select(const CommonOptions& options, const RemoteOptions& remote, const std::string& min_memory, bool explain) {
   check_remote(options, remote);
   const std::uint64_t min_free = min_memory.empty() ? 0 : parse_size_bytes(min_memory, "--min-memory");
   if (!remote.agent.empty()) {
@@ -493,9 +492,10 @@ int run(int argc, char** argv) {
   agent->add_option("--advertise", agent_options.advertise,
                     "URL at which coordinators and Prometheus reach this agent (default: the --listen address, or "
                     "the address the coordinator sees with the --listen port when listening on all addresses)");
-  agent->add_option("--outbox", agent_options.outbox,
-                    "Samples per device kept for a coordinator that does not answer (default 300; the oldest are "
-                    "dropped first and counted)")
+  agent
+      ->add_option("--outbox", agent_options.outbox,
+                   "Samples per device kept for a coordinator that does not answer (default 300; the oldest are "
+                   "dropped first and counted)")
       ->check(kCount);
   agent->add_option("--report-interval", agent_options.report_interval,
                     "Coordinator: the report interval asked of every node (default 1s; 100ms to 60s)");
@@ -506,8 +506,9 @@ int run(int argc, char** argv) {
                     "and the totals (default 10s)");
   agent->add_option("--forget-after", agent_options.forget_after,
                     "Coordinator: a node down for this long is forgotten and its slot freed (default 10m)");
-  agent->add_option("--max-nodes", agent_options.max_nodes,
-                    "Coordinator: nodes held at once, down ones included until forgotten (default 10000)")
+  agent
+      ->add_option("--max-nodes", agent_options.max_nodes,
+                   "Coordinator: nodes held at once, down ones included until forgotten (default 10000)")
       ->check(kCount);
 
   try {

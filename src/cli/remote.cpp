@@ -36,8 +36,8 @@ nlohmann::json ask_agent(const RemoteOptions& options, std::string_view method, 
                                  response.status, field_text("code"), message),
                      field_text("field"), field_text("value"), field_text("rule"));
   }
-  throw AgentUnreachable(
-      fmt::format("the agent at {} answered {} {} with HTTP {}: {}", url.str(), method, path, response.status, message));
+  throw AgentUnreachable(fmt::format("the agent at {} answered {} {} with HTTP {}: {}", url.str(), method, path,
+                                     response.status, message));
 }
 
 }  // namespace gpucluster::cli

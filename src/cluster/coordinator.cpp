@@ -42,14 +42,16 @@ namespace {
 constexpr std::size_t kMaxRejectionsListed = 16;
 constexpr std::size_t kKeyHostIdChars = 8;  // name~<first 8 hex digits of the node id>
 
-double seconds(std::chrono::nanoseconds duration) { return std::chrono::duration<double>(duration).count(); }
+double seconds(std::chrono::nanoseconds duration) {
+  return std::chrono::duration<double>(duration).count();
+}
 
 // What the coordinator knows of one device of a node.
 struct DeviceTrack {
   Timestamp last_raw{};        // newest sample time as the node sent it (dedupe runs on these)
   Timestamp last_corrected{};  // newest stored time (corrected; never goes backwards)
   bool reported_available = true;
-  std::string reason;           // why the node says it is unavailable
+  std::string reason;             // why the node says it is unavailable
   bool applied_available = true;  // what the manager was last told
   std::string applied_reason;
 };
@@ -111,10 +113,10 @@ struct Coordinator::Impl {
   const std::string epoch;
   const steady_clock::time_point started;
 
-  mutable std::mutex mutex;  // the node table and counters; before membership and the manager
-  std::unordered_map<std::string, NodeRecord> nodes;         // id →
-  std::unordered_map<std::string, std::string> id_by_host;   // key host → id
-  std::unordered_map<std::string, SeedHost> seed_hosts;      // host →
+  mutable std::mutex mutex;                           // the node table and counters; before membership and the manager
+  std::unordered_map<std::string, NodeRecord> nodes;  // id →
+  std::unordered_map<std::string, std::string> id_by_host;  // key host → id
+  std::unordered_map<std::string, SeedHost> seed_hosts;     // host →
   std::uint64_t accepted = 0;
   std::map<std::string, std::uint64_t> rejected;
 
@@ -137,19 +139,25 @@ struct Coordinator::Impl {
   void erase(const std::string& id, HostRemoval how);
 };
 
-Coordinator::Coordinator(Manager& manager, ClusterMembership& membership, CoordinatorOptions options,
-                         NodeIdentity self, SteadyClock steady)
+Coordinator::Coordinator(Manager& manager, ClusterMembership& membership, CoordinatorOptions options, NodeIdentity self,
+                         SteadyClock steady)
     : impl_(std::make_unique<Impl>(manager, membership, options, std::move(self), std::move(steady))) {}
 
-Coordinator::~Coordinator() { stop(); }
+Coordinator::~Coordinator() {
+  stop();
+}
 
-const CoordinatorOptions& Coordinator::options() const noexcept { return impl_->options; }
-const std::string& Coordinator::epoch() const noexcept { return impl_->epoch; }
+const CoordinatorOptions& Coordinator::options() const noexcept {
+  return impl_->options;
+}
+const std::string& Coordinator::epoch() const noexcept {
+  return impl_->epoch;
+}
 
 std::string Coordinator::Impl::choose_key_host(const std::string& name, const std::string& id) const {
   const std::vector<std::string> members = membership.hosts();  // seed hosts and reporting nodes
-  const bool taken = name == manager.host() || id_by_host.contains(name) ||
-                     std::binary_search(members.begin(), members.end(), name);
+  const bool taken =
+      name == manager.host() || id_by_host.contains(name) || std::binary_search(members.begin(), members.end(), name);
   if (!taken) return name;
   return name + "~" + id.substr(0, kKeyHostIdChars);
 }
@@ -198,16 +206,16 @@ ReportAck Coordinator::ingest(const Report& report, const Receipt& receipt) {
   }
   if (known != nullptr && !new_incarnation) {
     if (report.seq <= known->last_seq) {
-      self.refuse(refused(409, "stale_sequence",
-                          fmt::format("report {} of node {} was already received (last {})", report.seq, sender.id,
-                                      known->last_seq),
-                          "seq", std::to_string(report.seq), fmt::format("must be greater than {}", known->last_seq)));
+      self.refuse(refused(
+          409, "stale_sequence",
+          fmt::format("report {} of node {} was already received (last {})", report.seq, sender.id, known->last_seq),
+          "seq", std::to_string(report.seq), fmt::format("must be greater than {}", known->last_seq)));
     }
     if (sender.name != known->name) {
-      self.refuse(refused(409, "identity_conflict",
-                          fmt::format("node {} is named {}; another process sends its id as {}", sender.id,
-                                      known->name, sender.name),
-                          "node.name", sender.name, fmt::format("must be {} for this incarnation", known->name)));
+      self.refuse(refused(
+          409, "identity_conflict",
+          fmt::format("node {} is named {}; another process sends its id as {}", sender.id, known->name, sender.name),
+          "node.name", sender.name, fmt::format("must be {} for this incarnation", known->name)));
     }
   }
   const bool inventory_changed = new_incarnation || report.inventory_version != known->inventory_version;
@@ -228,9 +236,8 @@ ReportAck Coordinator::ingest(const Report& report, const Receipt& receipt) {
   std::set<std::string> ids;
   if (report.inventory) {
     if (report.inventory->size() > self.options.max_devices_per_node) {
-      self.refuse(refused(422, "device_limit",
-                          fmt::format("the inventory lists {} devices", report.inventory->size()), "inventory",
-                          std::to_string(report.inventory->size()),
+      self.refuse(refused(422, "device_limit", fmt::format("the inventory lists {} devices", report.inventory->size()),
+                          "inventory", std::to_string(report.inventory->size()),
                           fmt::format("at most {} devices per node", self.options.max_devices_per_node)));
     }
     for (const DeviceInfo& info : *report.inventory) ids.insert(info.key.local_id);
@@ -239,8 +246,7 @@ ReportAck Coordinator::ingest(const Report& report, const Receipt& receipt) {
   }
   const auto check_known = [&](const std::string& local_id, const char* what) {
     if (!ids.contains(local_id)) {
-      self.refuse(refused(422, "unknown_device",
-                          fmt::format("{}.{} is not in the node's inventory", what, local_id),
+      self.refuse(refused(422, "unknown_device", fmt::format("{}.{} is not in the node's inventory", what, local_id),
                           std::string(what) + "." + local_id, local_id, "must be a device of the inventory"));
     }
   };
@@ -339,8 +345,8 @@ ReportAck Coordinator::ingest(const Report& report, const Receipt& receipt) {
       }
       track.last_raw = raw.timestamp;
       Sample corrected = raw;
-      corrected.timestamp = std::min(std::max(raw.timestamp + offset, track.last_corrected + std::chrono::nanoseconds{1}),
-                                     receipt.wall);
+      corrected.timestamp =
+          std::min(std::max(raw.timestamp + offset, track.last_corrected + std::chrono::nanoseconds{1}), receipt.wall);
       if (corrected.timestamp <= track.last_corrected) {  // only if the coordinator's own clock stepped back
         ++ack.duplicates;
         continue;
@@ -387,7 +393,9 @@ ReportAck Coordinator::ingest(const Report& report, const Receipt& receipt) {
   return ack;
 }
 
-void Coordinator::tick() { tick(impl_->steady()); }
+void Coordinator::tick() {
+  tick(impl_->steady());
+}
 
 void Coordinator::tick(steady_clock::time_point now) {
   Impl& self = *impl_;
@@ -466,7 +474,8 @@ void Coordinator::note_seed_message(const std::string& host, steady_clock::time_
   }
 }
 
-NodeView Coordinator::Impl::seed_view(const std::string& host, const SeedHost& seed, steady_clock::time_point now) const {
+NodeView Coordinator::Impl::seed_view(const std::string& host, const SeedHost& seed,
+                                      steady_clock::time_point now) const {
   NodeView out;
   out.name = host;
   out.host = host;
@@ -496,8 +505,8 @@ void Coordinator::Impl::erase(const std::string& id, HostRemoval how) {
 void Coordinator::start() {
   Impl& self = *impl_;
   if (self.reaper.joinable()) return;
-  const auto period = std::min<std::chrono::nanoseconds>(std::chrono::milliseconds{100},
-                                                         self.options.liveness.suspect_after / 10);
+  const auto period =
+      std::min<std::chrono::nanoseconds>(std::chrono::milliseconds{100}, self.options.liveness.suspect_after / 10);
   self.reaper = std::jthread([this, period](std::stop_token stop) {
     Impl& impl = *impl_;
     std::unique_lock lock(impl.reaper_mutex);

@@ -9,9 +9,9 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
@@ -39,7 +39,8 @@ HttpUrl parse_http_url(std::string_view text, const char* field) {
   if (text.rfind(kScheme, 0) != 0) throw InputError(field, shown, "must be a URL http://HOST:PORT");
   std::string_view rest = text.substr(kScheme.size());
   if (const std::size_t slash = rest.find('/'); slash != std::string_view::npos) {
-    if (rest.substr(slash) != "/") throw InputError(field, shown, "must be a base URL http://HOST:PORT, without a path");
+    if (rest.substr(slash) != "/")
+      throw InputError(field, shown, "must be a base URL http://HOST:PORT, without a path");
     rest = rest.substr(0, slash);
   }
   if (rest.find_first_of("@?#") != std::string_view::npos) {
@@ -82,7 +83,9 @@ HttpClient::HttpClient(HttpUrl url, std::size_t max_response_bytes)
     : impl_(std::make_unique<Impl>(std::move(url), max_response_bytes)) {}
 HttpClient::~HttpClient() = default;
 
-const HttpUrl& HttpClient::url() const noexcept { return impl_->url; }
+const HttpUrl& HttpClient::url() const noexcept {
+  return impl_->url;
+}
 
 void HttpClient::close() {
   if (!impl_->stream) return;
@@ -158,13 +161,13 @@ HttpClientResponse HttpClient::request(std::string_view method, std::string_view
                                 return fail("resolve", net::error::timed_out);
                               }
                               self.stream->expires_at(deadline);
-                              self.stream->async_connect(results, [&](beast::error_code connect_error,
-                                                                      const tcp::endpoint&) {
-                                if (connect_error) return fail("connect", connect_error);
-                                beast::error_code ignored;
-                                self.stream->socket().set_option(tcp::no_delay(true), ignored);
-                                write_request();
-                              });
+                              self.stream->async_connect(
+                                  results, [&](beast::error_code connect_error, const tcp::endpoint&) {
+                                    if (connect_error) return fail("connect", connect_error);
+                                    beast::error_code ignored;
+                                    self.stream->socket().set_option(tcp::no_delay(true), ignored);
+                                    write_request();
+                                  });
                             });
   }
   self.io.run();
@@ -174,12 +177,13 @@ HttpClientResponse HttpClient::request(std::string_view method, std::string_view
     // timeout) fails on first use: once, on a new connection.
     const bool closed_by_peer = failure == http::error::end_of_stream || failure == net::error::eof ||
                                 failure == net::error::connection_reset || failure == net::error::broken_pipe;
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (reused && closed_by_peer && left.count() > 0) return request(method, target, body, token, left);
     const bool timed_out = failure == beast::error::timeout || failure == net::error::timed_out;
-    throw TransportError(fmt::format("{} {}: {} failed: {}", method, self.url.str() + std::string(target), step,
-                                     timed_out ? fmt::format("no answer within {} ms", timeout.count())
-                                               : failure.message()));
+    throw TransportError(
+        fmt::format("{} {}: {} failed: {}", method, self.url.str() + std::string(target), step,
+                    timed_out ? fmt::format("no answer within {} ms", timeout.count()) : failure.message()));
   }
   return out;
 }

@@ -210,7 +210,9 @@ std::string paths_text(const std::vector<fs::path>& paths) {
 
 }  // namespace
 
-std::string random_uuid() { return boost::uuids::to_string(boost::uuids::random_generator()()); }
+std::string random_uuid() {
+  return boost::uuids::to_string(boost::uuids::random_generator()());
+}
 
 bool is_uuid(const std::string& text) {
   if (text.size() != 36) return false;

@@ -12,8 +12,8 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 #include "cluster/backoff.hpp"
 #include "cluster/http_client.hpp"
@@ -39,7 +39,7 @@ void validate_pusher_options(const PusherOptions& options) {
 
 namespace {
 
-constexpr std::size_t kMaxSamplesPerDevice = 600;  // ReportLimits
+constexpr std::size_t kMaxSamplesPerDevice = 600;   // ReportLimits
 constexpr std::size_t kMaxSamplesPerReport = 4096;  // half of ReportLimits::max_samples: stays far below 1 MiB
 constexpr std::size_t kRecentSamples = 64;          // read per device and tick; more only after a gap
 constexpr milliseconds kMinInterval{100};
@@ -117,7 +117,9 @@ struct Pusher::Impl {
 Pusher::Pusher(Manager& manager, NodeIdentity node, PusherOptions options)
     : impl_(std::make_unique<Impl>(manager, std::move(node), std::move(options))) {}
 
-Pusher::~Pusher() { stop(false); }
+Pusher::~Pusher() {
+  stop(false);
+}
 
 void Pusher::Impl::collect() {
   std::vector<DeviceInfo> current;

@@ -217,8 +217,7 @@ void append_cluster(std::string& out, const ExpositionSnapshot& snapshot) {
     }
   }
   if (!snapshot.push.empty()) {
-    const auto push_family = [&](std::string_view name, std::string_view type, std::string_view help,
-                                 auto value_of) {
+    const auto push_family = [&](std::string_view name, std::string_view type, std::string_view help, auto value_of) {
       append_header(out, name, type, help);
       for (const PushRow& row : snapshot.push) {
         out += name;
@@ -243,7 +242,6 @@ void append_cluster(std::string& out, const ExpositionSnapshot& snapshot) {
 }
 
 }  // namespace
-
 
 std::string render_exposition(const ExpositionSnapshot& snapshot) {
   // Each device's label set is rendered once and reused by every family.

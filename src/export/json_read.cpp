@@ -16,9 +16,9 @@ namespace {
 using nlohmann::json;
 
 [[noreturn]] void unexpected(const std::string& field, const json& value, const char* expected) {
-  throw InputError(fmt::format("the agent's answer has {} = {} (expected {})", field, value.dump().substr(0, 80),
-                               expected),
-                   field, value.dump().substr(0, 80), std::string("must be ") + expected);
+  throw InputError(
+      fmt::format("the agent's answer has {} = {} (expected {})", field, value.dump().substr(0, 80), expected), field,
+      value.dump().substr(0, 80), std::string("must be ") + expected);
 }
 
 const json& member(const json& object, const char* key, const std::string& where) {
@@ -48,7 +48,9 @@ std::optional<T> optional_value(const json& object, const char* key) {
   return it->get<T>();
 }
 
-DeviceKey key_of(const std::string& id) { return parse_device_key(id, ""); }
+DeviceKey key_of(const std::string& id) {
+  return parse_device_key(id, "");
+}
 
 Sample sample_from_json(const json& metrics, const std::string& where) {
   Sample sample;

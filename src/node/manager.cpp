@@ -369,7 +369,9 @@ WindowStats Manager::window_stats(const DeviceKey& key) const {
   return store_.window_stats(key);
 }
 
-ClusterAggregate Manager::aggregate() const { return aggregate({}); }
+ClusterAggregate Manager::aggregate() const {
+  return aggregate({});
+}
 
 ClusterAggregate Manager::aggregate(const std::function<bool(const DeviceKey&)>& include) const {
   const InFlightGuard guard = enter("aggregate");

@@ -417,7 +417,9 @@ WindowStats TelemetryStore::window_stats(const DeviceKey& key) const {
   return stats;
 }
 
-ClusterAggregate TelemetryStore::aggregate() const { return aggregate({}); }
+ClusterAggregate TelemetryStore::aggregate() const {
+  return aggregate({});
+}
 
 ClusterAggregate TelemetryStore::aggregate(const std::function<bool(const DeviceKey&)>& include) const {
   ClusterAggregate aggregate;

@@ -64,7 +64,8 @@ class ReportEndpoint : public ::testing::Test {
     dir_ = std::filesystem::temp_directory_path() / fmt::format("gpucluster-report-endpoint-{}", ::getpid());
     std::filesystem::create_directories(dir_);
     std::ofstream(dir_ / "token") << kToken << "\n";
-    std::filesystem::permissions(dir_ / "token", std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+    std::filesystem::permissions(dir_ / "token",
+                                 std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
     coordinator_ = new AgentProcess({"--coordinator", "--state-dir", (dir_ / "state").string(), "--node-name", "coord",
                                      "--token-file", (dir_ / "token").string(), "--fleet",
                                      source_path("examples/fleet-home.json")});
@@ -145,7 +146,8 @@ TEST_F(ReportEndpoint, WithoutTheTokenIsUnauthorized) {
 TEST_F(ReportEndpoint, WrongTypesNameTheField) {
   json body = json::parse(agent::encode_report(base_report(kNodeB, 1, 1, 1, "gpu-b")));
   body["node"]["incarnation"] = "one";
-  expect_refused(body.dump(), 400, "malformed", "node.incarnation", "gpucluster_reports_rejected_total{reason=\"malformed\"}");
+  expect_refused(body.dump(), 400, "malformed", "node.incarnation",
+                 "gpucluster_reports_rejected_total{reason=\"malformed\"}");
   body = json::parse(agent::encode_report(base_report(kNodeB, 1, 1, 1, "gpu-b")));
   body["samples"] = json{{"cuda:0", json::array({json{{"timestamp", "now"}}})}};
   expect_refused(body.dump(), 400, "malformed", "samples.cuda:0[0].timestamp",
@@ -163,9 +165,10 @@ TEST_F(ReportEndpoint, HugeInventoriesAndBodiesAreRefused) {
   // A 2 MiB body is refused on its head (Content-Length), before a byte of it is read.
   const json before = state();
   LoopbackConnection connection(coordinator_->port());
-  ASSERT_TRUE(connection.send(fmt::format("POST /v2/report HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n"
-                                          "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                                          kToken, 2 * 1024 * 1024)));
+  ASSERT_TRUE(
+      connection.send(fmt::format("POST /v2/report HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n"
+                                  "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                                  kToken, 2 * 1024 * 1024)));
   const std::string answer = connection.read_all();
   EXPECT_EQ(answer.rfind("HTTP/1.1 413", 0), 0U) << answer;
   EXPECT_NE(answer.find("payload_too_large"), std::string::npos) << answer;
@@ -178,8 +181,8 @@ TEST_F(ReportEndpoint, SequenceGoingBackwardsIsStale) {
 }
 
 TEST_F(ReportEndpoint, AnotherNodesIdWithAnotherNameIsAConflict) {
-  expect_refused(agent::encode_report(base_report(kNodeA, 11, 2, 0, "impostor")), 409, "identity_conflict",
-                 "node.name", "gpucluster_reports_rejected_total{reason=\"identity_conflict\"}");
+  expect_refused(agent::encode_report(base_report(kNodeA, 11, 2, 0, "impostor")), 409, "identity_conflict", "node.name",
+                 "gpucluster_reports_rejected_total{reason=\"identity_conflict\"}");
 }
 
 TEST_F(ReportEndpoint, AReplayedOldIncarnationIsStale) {

@@ -119,8 +119,8 @@ TEST_F(CliAgent, WithoutTheTokenThePostRoutesAreRefusedWithExitTwo) {
 }
 
 TEST_F(CliAgent, TheAgentsRefusalOfABadPlanIsExitTwoNamingTheField) {
-  const CliResult result = cli("plan --strategy capacity --items 10 --weight nowhere/cuda:0=1 " + agent_flag() + " " +
-                               token_flag());
+  const CliResult result =
+      cli("plan --strategy capacity --items 10 --weight nowhere/cuda:0=1 " + agent_flag() + " " + token_flag());
   EXPECT_EQ(result.exit_code, 2) << result.out;
   EXPECT_NE(result.err.find("refused POST /v1/plan"), std::string::npos) << result.err;
 }

@@ -49,8 +49,7 @@ class TempDir {
  public:
   TempDir() {
     static int counter = 0;
-    path_ = std::filesystem::temp_directory_path() /
-            fmt::format("gpucluster-cluster-{}-{}", ::getpid(), counter++);
+    path_ = std::filesystem::temp_directory_path() / fmt::format("gpucluster-cluster-{}-{}", ::getpid(), counter++);
     std::filesystem::create_directories(path_);
   }
   ~TempDir() {
@@ -118,17 +117,25 @@ class Cluster {
   }
 
   void start_coordinator() {
-    std::vector<std::string> args{"--coordinator", "--listen", fmt::format("127.0.0.1:{}", coordinator_port_),
-                                  "--state-dir", dir_ / "coordinator", "--node-name", "coord", "--fleet",
+    std::vector<std::string> args{"--coordinator",
+                                  "--listen",
+                                  fmt::format("127.0.0.1:{}", coordinator_port_),
+                                  "--state-dir",
+                                  dir_ / "coordinator",
+                                  "--node-name",
+                                  "coord",
+                                  "--fleet",
                                   source_path("examples/fleet-home.json")};
     args.insert(args.end(), kFastTimings.begin(), kFastTimings.end());
     coordinator_ = std::make_unique<AgentProcess>(args);
   }
 
   std::vector<std::string> agent_args(int index) const {
-    return {"--state-dir", dir_ / fmt::format("n{}", index), "--node-name", fmt::format("n{}", index), "--fleet",
-            source_path("examples/fleet-8x-h100.json"), "--interval", "200ms", "--join",
-            fmt::format("http://127.0.0.1:{}", coordinator_port_)};
+    return {"--state-dir", dir_ / fmt::format("n{}", index),
+            "--node-name", fmt::format("n{}", index),
+            "--fleet",     source_path("examples/fleet-8x-h100.json"),
+            "--interval",  "200ms",
+            "--join",      fmt::format("http://127.0.0.1:{}", coordinator_port_)};
   }
 
   AgentProcess& add_agent(AgentLaunch launch = {}) {
@@ -244,8 +251,8 @@ TEST(ClusterProcess, AStoppedAgentIsSuspectThenDownAndAliveAgainWithTheSameIncar
   Cluster cluster(1);
   ASSERT_TRUE(cluster.converged(seconds{5} + kSlack));
   ::kill(cluster.agent(0).pid(), SIGSTOP);
-  EXPECT_TRUE(wait_until([&] { return state_of(cluster.port(), "n0") == "suspect"; },
-                         kSuspectAfter + kInterval + kSlack));
+  EXPECT_TRUE(
+      wait_until([&] { return state_of(cluster.port(), "n0") == "suspect"; }, kSuspectAfter + kInterval + kSlack));
   EXPECT_TRUE(wait_until([&] { return state_of(cluster.port(), "n0") == "down"; }, kEvictAfter + kSlack));
   const json down_device = get_json(cluster.port(), "/v1/devices/n0/cuda:0");
   EXPECT_EQ(down_device["available"], false) << down_device.dump();

@@ -287,8 +287,7 @@ TEST_F(CoordinatorTest, ASecondNodeWithTheSameNameGetsADistinctHost) {
   EXPECT_EQ(ack.host, "gpu-a~9d0e1f2a");
   EXPECT_EQ(device_ids(), (std::vector<std::string>{"gpu-a/cuda:0", "gpu-a/cuda:1", "gpu-a~9d0e1f2a/cuda:0"}));
   // And a node named like the coordinator's own host.
-  EXPECT_EQ(ingest(report("11111111-2222-4333-8444-555555555555", 1, {"cuda:0"}, 1, "coord")).host,
-            "coord~11111111");
+  EXPECT_EQ(ingest(report("11111111-2222-4333-8444-555555555555", 1, {"cuda:0"}, 1, "coord")).host, "coord~11111111");
 }
 
 TEST_F(CoordinatorTest, ANodeAnHourAheadIsStoredOnTheCoordinatorsTime) {

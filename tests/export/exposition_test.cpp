@@ -631,14 +631,14 @@ TEST_F(PromtoolCheck, FanSpeedAndEnergyPassWithoutLintProblems) {
   EXPECT_EQ(output, "") << "promtool complained:\n" << output << "\n--- input ---\n" << text;
 }
 
-
 // The cluster families: a coordinator's nodes and an agent's links to its coordinators.
 ExpositionSnapshot cluster_snapshot() {
   ExpositionSnapshot snapshot;
   snapshot.coordinator = true;
-  snapshot.nodes = {NodeRow{"", "coord", "coord", "alive", std::nullopt, std::nullopt, 0, 2},
-                    NodeRow{"3f1c2a9b-0c1d-4e5f-8a9b-0c1d2e3f4a5b", "gpu-a", "gpu-a", "alive", 0.25, -3600.5, 42, 8},
-                    NodeRow{"9d0e1f2a-3b4c-4d5e-8f6a-7b8c9d0e1f2a", "gpu-b", "gpu-b~9d0e1f2a", "down", 11.5, 0.001, 7, 4}};
+  snapshot.nodes = {
+      NodeRow{"", "coord", "coord", "alive", std::nullopt, std::nullopt, 0, 2},
+      NodeRow{"3f1c2a9b-0c1d-4e5f-8a9b-0c1d2e3f4a5b", "gpu-a", "gpu-a", "alive", 0.25, -3600.5, 42, 8},
+      NodeRow{"9d0e1f2a-3b4c-4d5e-8f6a-7b8c9d0e1f2a", "gpu-b", "gpu-b~9d0e1f2a", "down", 11.5, 0.001, 7, 4}};
   snapshot.reports_accepted = 49;
   snapshot.reports_rejected = {{"stale_sequence", 2}, {"unknown_device", 1}};
   snapshot.push = {PushRow{"http://10.0.0.1:9420", true, 100, 3, 8, 12}};
@@ -649,9 +649,10 @@ TEST(Exposition, NodesAreUpUntilDownWithTheirAgeOffsetAndReports) {
   const std::string text = render_exposition(cluster_snapshot());
   const auto up = series(text, "gpucluster_node_up");
   ASSERT_EQ(up.size(), 3U) << text;
-  EXPECT_NE(text.find("gpucluster_node_up{node=\"gpu-a\",node_id=\"3f1c2a9b-0c1d-4e5f-8a9b-0c1d2e3f4a5b\",host=\"gpu-a\","
-                      "state=\"alive\"} 1\n"),
-            std::string::npos)
+  EXPECT_NE(
+      text.find("gpucluster_node_up{node=\"gpu-a\",node_id=\"3f1c2a9b-0c1d-4e5f-8a9b-0c1d2e3f4a5b\",host=\"gpu-a\","
+                "state=\"alive\"} 1\n"),
+      std::string::npos)
       << text;
   EXPECT_NE(text.find("host=\"gpu-b~9d0e1f2a\",state=\"down\"} 0\n"), std::string::npos) << text;
   // The coordinator itself has no report age or offset.

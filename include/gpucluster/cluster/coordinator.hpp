@@ -38,7 +38,7 @@ class ClusterMembership;
 struct CoordinatorOptions {
   LivenessConfig liveness;
   std::chrono::milliseconds report_interval{1000};  // asked of every node in the ack
-  std::size_t max_nodes = 10'000;                    // nodes that report (down ones included until forgotten)
+  std::size_t max_nodes = 10'000;                   // nodes that report (down ones included until forgotten)
   std::size_t max_devices_per_node = 256;
 };
 
@@ -74,15 +74,15 @@ struct Receipt {
 struct NodeView {
   std::string id;  // empty: the coordinator itself without a persisted id
   std::string name;
-  std::string host;  // the host part of its devices' keys
-  std::string kind;  // "self", "report" or "seed"
+  std::string host;     // the host part of its devices' keys
+  std::string kind;     // "self", "report" or "seed"
   std::string address;  // "http://host:port" when known
   NodeState state = NodeState::alive;
-  double state_since_seconds = 0;                      // how long it has been in that state
-  std::optional<double> last_report_age_seconds;       // none for self
+  double state_since_seconds = 0;                 // how long it has been in that state
+  std::optional<double> last_report_age_seconds;  // none for self
   std::uint64_t incarnation = 0;
   std::size_t devices = 0;
-  std::optional<double> clock_offset_seconds;          // coordinator − node
+  std::optional<double> clock_offset_seconds;  // coordinator − node
   std::optional<double> clock_offset_error_seconds;
   std::string agent_version;
   std::string down_reason;

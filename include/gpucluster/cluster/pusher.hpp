@@ -41,7 +41,7 @@ struct PushLinkStatus {
   std::string url;
   std::string coordinator;  // its node id, once it answered
   std::string epoch;
-  std::string state;        // "connecting", "ok", "backoff"
+  std::string state;  // "connecting", "ok", "backoff"
   std::optional<double> last_ack_age_seconds;
   std::uint64_t reports = 0, failures = 0;
   std::uint64_t backlog_samples = 0, dropped_samples = 0;

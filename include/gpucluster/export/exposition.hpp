@@ -4,8 +4,8 @@
 #include <array>
 #include <cstdint>
 #include <optional>
-#include <utility>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gpucluster/backends/backend.hpp"
@@ -32,8 +32,8 @@ struct BackendImplausibleReadings {
 struct NodeRow {
   std::string id;  // empty for a node without a persisted id
   std::string name;
-  std::string host;   // the host label of its devices' series
-  std::string state;  // "alive", "suspect", "down"
+  std::string host;                               // the host label of its devices' series
+  std::string state;                              // "alive", "suspect", "down"
   std::optional<double> last_report_age_seconds;  // none for the node itself
   std::optional<double> clock_offset_seconds;     // coordinator − node
   std::uint64_t reports = 0;
