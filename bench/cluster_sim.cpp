@@ -752,7 +752,7 @@ int run(const Options& options) {
                            total.failed(), by_status.dump(), total.transport_errors, total.connect_errors,
                            total.bad_acks)
             << fmt::format("{:<34} {} {}\n", "failed views", views_failed_total, views_failed.dump())
-            << fmt::format("{:<34} {}\n", "late ticks (report still in flight)", total.late_ticks);
+            << fmt::format("{:<35} {}\n", "late ticks (report still in flight)", total.late_ticks);
   const bool ok = total.failed() == 0 && views_failed_total == 0 && total.ok > 0 && coordinator_exit == 0;
   if (!spawned.dir.empty()) {
     if (ok) {
@@ -792,7 +792,12 @@ int main(int argc, char** argv) {
   app.add_option("--views-rate", options.views_rate,
                  "GET /v1/cluster and POST /v1/select per second, alternating (default 20; 0: none)")
       ->check(CLI::Range(0.0, 10'000.0));
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);  // prints the help or the error
+    return code == 0 ? 0 : 2;
+  }
   try {
     options.interval = duration_option(interval, "--interval");
     options.duration = duration_option(duration, "--duration");

@@ -115,15 +115,18 @@ joined=$measured reports=$measured_reports
 # The pusher did run: the coordinator holds the joined agent's reports.
 ((reports > 0)) || { echo "push_cost: the coordinator received no report from the joined agent" >&2; exit 1; }
 
-python3 - "$alone" "$joined" "$seconds" "$reports" <<'EOF'
+python3 - "$alone" "$joined" "$seconds" "$reports" "$ticks" <<'EOF'
 import json, sys
-alone, joined, seconds, reports = map(float, sys.argv[1:5])
+alone, joined, seconds, reports, ticks = map(float, sys.argv[1:6])
 diff = joined - alone
+# /proc counts CPU in clock ticks: one tick over the run is the resolution of each figure.
+resolution = 100.0 / ticks / seconds
 print(json.dumps({"bench": "push_cost", "seconds": seconds, "agent_cpu_percent_alone": alone,
                   "agent_cpu_percent_joined": joined, "push_cost_percent_of_core": diff,
-                  "reports_received": int(reports), "target_percent": 0.2, "within_target": diff <= 0.2}))
+                  "reports_received": int(reports), "resolution_percent": resolution, "target_percent": 0.2, "within_target": diff <= 0.2}))
 print(f"agent CPU without --join: {alone:.3f} % of one core")
 print(f"agent CPU with --join:    {joined:.3f} % of one core ({int(reports)} reports received)")
 print(f"cost of pushing:          {diff:+.3f} % of one core ({diff * 10:+.2f} ms CPU/s; target <= 0.2 %: "
       f"{'yes' if diff <= 0.2 else 'NO'})")
+print(f"resolution:               {resolution:.3f} % of one core (one {1000 / ticks:.0f} ms clock tick over {seconds:.0f} s)")
 EOF
