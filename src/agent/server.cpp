@@ -214,6 +214,7 @@ void validate_agent_config(const AgentConfig& config) {
   positive(config.max_devices_per_host, "max_devices_per_host");
   positive(config.max_hosts, "max_hosts");
   positive(config.worker_threads, "worker_threads");
+  positive(config.max_connections, "--max-connections");
   const auto positive_duration = [](std::chrono::milliseconds value, const char* field) {
     if (value.count() <= 0) throw InputError(field, fmt::format("{} ms", value.count()), "must be positive");
   };
@@ -275,6 +276,7 @@ struct Agent::Impl {
             HttpServerOptions{.threads = config.worker_threads,
                               .max_body_bytes = config.limits.max_body_bytes,
                               .max_body_memory_bytes = config.max_body_memory_bytes,
+                              .max_connections = config.max_connections,
                               .head_timeout = config.head_timeout,
                               .body_timeout = config.body_timeout,
                               .write_timeout = config.write_timeout,
@@ -783,7 +785,9 @@ void Agent::Impl::handle_report(const HttpRequest& req, HttpResponse& res) {
     const bool malformed = code == ReportErrorCode::malformed || code == ReportErrorCode::unsupported_version;
     throw HttpError(malformed ? 400 : 422, to_string(code), e.what(), e.field(), e.value(), e.rule());
   }
-  write_json(res, 200, json::parse(encode_report_ack(coordinator.ingest(report, receipt))));
+  res.status = 200;
+  res.content_type = kJsonContentType;
+  res.body = encode_report_ack(coordinator.ingest(report, receipt));
 }
 
 void Agent::Impl::handle_nodes(HttpResponse& res) const {

@@ -101,6 +101,10 @@ agent::AgentConfig agent_config(const AgentOptions& options) {
   config.cluster.liveness.forget_after = parse_timeout(options.forget_after, "--forget-after");
   if (options.max_nodes == 0) throw InputError("--max-nodes", "0", "must be > 0");
   config.cluster.max_nodes = options.max_nodes;
+  // Every node that reports holds a kept-alive connection to its coordinator.
+  config.max_connections = options.max_connections > 0 ? options.max_connections
+                           : options.coordinator     ? std::max<std::size_t>(1024, options.max_nodes + 64)
+                                                     : 1024;
   validate_coordinator_options(config.cluster);
   agent::validate_agent_config(config);
   return config;
@@ -250,7 +254,7 @@ void print_ready(const Manager& manager, std::chrono::steady_clock::duration too
 // The open-files limit bounds the connections the agent can hold (one
 // descriptor each): the soft limit (often 1024) is raised to the hard one.
 // Returns what to log (once the agent is ready) and whether it is a warning.
-std::pair<std::string, bool> raise_open_files_limit() {
+std::pair<std::string, bool> raise_open_files_limit(std::size_t connections) {
   rlimit limit{};
   if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) {
     return {fmt::format("cannot read the open-files limit: {}", std::strerror(errno)), true};
@@ -273,7 +277,6 @@ std::pair<std::string, bool> raise_open_files_limit() {
   }
   // Descriptors besides the connections: the listening socket, event loops, backends, logs.
   constexpr rlim_t kOtherDescriptors = 64;
-  const std::size_t connections = agent::HttpServerOptions{}.max_connections;
   if (limit.rlim_cur < connections + kOtherDescriptors) {
     said += fmt::format(
         "; it is below the {} connections the agent accepts: accepts will fail (and back off) before that; raise it "
@@ -341,6 +344,7 @@ int run_agent(const AgentOptions& options, std::vector<BackendPtr> backends, Man
   // --discovery-timeout) delays readiness (/healthz 503 "starting"), not the
   // address, and SIGTERM is heard meanwhile.
   Manager manager(std::move(manager_settings), std::move(backends));
+  const std::size_t max_connections = config.max_connections;
   agent::Agent agent(manager, std::move(config));
   const int port = agent.bind();
   if (push && !push->url) {
@@ -352,7 +356,7 @@ int run_agent(const AgentOptions& options, std::vector<BackendPtr> backends, Man
     }
   }
   std::optional<Pusher> pusher;
-  const auto [open_files, open_files_warning] = raise_open_files_limit();  // before the first accept
+  const auto [open_files, open_files_warning] = raise_open_files_limit(max_connections);  // before the first accept
   std::thread server([&agent] { agent.serve(); });
   print_listening(agent, manager, node, as_json);
   const auto discovery_began = std::chrono::steady_clock::now();

@@ -40,6 +40,7 @@ struct AgentOptions {
   std::string evict_after = "10s";
   std::string forget_after = "10m";
   std::size_t max_nodes = 10'000;
+  std::size_t max_connections = 0;  // 0: 1024, or max(1024, max_nodes + 64) with --coordinator
 };
 
 // The Bearer token in a file (one word, at most 4 KiB; a warning when group or

@@ -506,6 +506,10 @@ int run(int argc, char** argv) {
                     "and the totals (default 10s)");
   agent->add_option("--forget-after", agent_options.forget_after,
                     "Coordinator: a node down for this long is forgotten and its slot freed (default 10m)");
+  agent->add_option("--max-connections", agent_options.max_connections,
+                    "HTTP connections held at once; more are closed at once (default 1024, or max(1024, --max-nodes "
+                    "+ 64) with --coordinator: every node keeps one open)")
+      ->check(kCount);
   agent
       ->add_option("--max-nodes", agent_options.max_nodes,
                    "Coordinator: nodes held at once, down ones included until forgotten (default 10000)")

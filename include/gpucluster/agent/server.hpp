@@ -38,6 +38,8 @@ struct AgentConfig {
   std::size_t max_devices_per_host = 256;  // remote registrations per host
   std::size_t max_hosts = 1024;            // distinct remote hosts
   std::chrono::milliseconds drain_timeout{10'000};
+  // Connections held at once; more are closed at once (a coordinator needs one per node).
+  std::size_t max_connections = 1024;
   // HTTP event-loop threads; each connection stays on one, handlers run on them.
   std::size_t worker_threads = 2;
   // Connection timeouts (docs/agent.md, "Connections"): from the accept or a
