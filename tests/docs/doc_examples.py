@@ -68,7 +68,9 @@ MARKER_RE = re.compile(r"^<!--\s*doc-test:(.*?)-->\s*$")
 BANNER_RE = re.compile(r"gpucluster agent on http://127\.0\.0\.1:([0-9]+)")
 READY_RE = re.compile(r"^ready: .*\n", re.M)
 NUMBER_RE = r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?"
-DOC_ADDRESS_RE = re.compile(r"\b(?:localhost|127\.0\.0\.1):" + str(DOC_AGENT_PORT) + r"\b")
+# Several agents in one block (a coordinator and the agents that join it): an agent
+# started with `--listen …:942N` owns doc port 942N; the others own 9420.
+DOC_ANY_ADDRESS_RE = re.compile(r"\b(?:localhost|127\.0\.0\.1):(942\d)\b")
 
 
 class MarkerError(Exception):
@@ -332,13 +334,17 @@ class Agent:
 
     def __init__(self, binary: str, args: list[str], workdir: Path):
         args = list(args)
+        self.doc_port = DOC_AGENT_PORT
         for i, arg in enumerate(args):
-            if arg == "--listen" and i + 1 < len(args):
-                del args[i : i + 2]
-                break
-            if arg.startswith("--listen="):
-                del args[i]
-                break
+            listen = args[i + 1] if arg == "--listen" and i + 1 < len(args) else (
+                arg.split("=", 1)[1] if arg.startswith("--listen=") else None)
+            if listen is None:
+                continue
+            port = listen.rsplit(":", 1)[-1]
+            if port.isdigit() and DOC_AGENT_PORT <= int(port) <= DOC_AGENT_PORT + 9:
+                self.doc_port = int(port)
+            del args[i : i + (2 if arg == "--listen" else 1)]
+            break
         self.argv = [binary, "agent", *args, "--listen", "127.0.0.1:0"]
         self.stdout_path = workdir / f"agent-{id(self)}.out"
         self.stderr_path = workdir / f"agent-{id(self)}.err"
@@ -391,17 +397,23 @@ class Runner:
     # -- helpers ---------------------------------------------------------------------
     def rewrite(self, command: str) -> str:
         command = re.sub(r"(?<![\w/.-])" + re.escape(DOC_BUILD_DIR) + r"/", str(self.build_dir) + "/", command)
-        if DOC_ADDRESS_RE.search(command):
-            if not self.agents:
-                raise BlockFailure(f"`{command}` talks to an agent on port {DOC_AGENT_PORT}, but none runs for this "
+
+        def real_address(match: re.Match) -> str:
+            doc_port = int(match.group(1))
+            owners = [agent for agent in self.agents if agent.doc_port == doc_port]
+            if not owners and doc_port == DOC_AGENT_PORT and self.agents:
+                owners = self.agents[-1:]
+            if not owners:
+                raise BlockFailure(f"`{command}` talks to an agent on port {doc_port}, but none runs for this "
                                    "block: start one with `$ build/release/gpucluster agent ... &` or a marker "
                                    '<!-- doc-test: agent args="..." -->')
-            command = DOC_ADDRESS_RE.sub(f"127.0.0.1:{self.agents[-1].port}", command)
-        return command
+            return f"127.0.0.1:{owners[-1].port}"
+
+        return DOC_ANY_ADDRESS_RE.sub(real_address, command)
 
     def unrewrite(self, output: str, agents: list[Agent] | None = None) -> str:
         for agent in self.agents if agents is None else agents:
-            output = output.replace(f"127.0.0.1:{agent.port}", f"127.0.0.1:{DOC_AGENT_PORT}")
+            output = output.replace(f"127.0.0.1:{agent.port}", f"127.0.0.1:{agent.doc_port}")
         return output
 
     def shell(self, command: str) -> tuple[int, str]:
@@ -459,7 +471,9 @@ class Runner:
             agent_invocation = agent_command(command.text)
             if agent_invocation is not None:
                 args, background = agent_invocation
-                agent = self.start_agent(args)
+                # Addresses of agents started before (--join URL) are rewritten; its own --listen is not.
+                agent = self.start_agent([arg if i > 0 and args[i - 1] == "--listen" or arg.startswith("--listen=")
+                                          else self.rewrite(arg) for i, arg in enumerate(args)])
                 if background and not command.expected:
                     continue  # the doc shows no banner for it: nothing to compare
                 if not background:  # it would run until Ctrl-C: its banner is what the doc shows

@@ -16,6 +16,9 @@ if grep -nE '^\s*Environment=.*\$\{?[A-Z_]+' "$unit" "$dropin"; then
   echo "FAIL: Environment= does not expand \$VARIABLES (use a specifier such as %d)" >&2
   failed=1
 fi
+# A node of a cluster keeps its id across restarts: in the directory systemd gives it.
+grep -q '^StateDirectory=gpucluster$' "$unit" ||
+  { echo "FAIL: the unit must give the agent a StateDirectory= for its node identity" >&2; failed=1; }
 grep -q '^Environment=GPUCLUSTER_AGENT_ARGS=--token-file=%d/token$' "$dropin" ||
   { echo "FAIL: the drop-in must name the token by the credentials directory (%d)" >&2; failed=1; }
 
