@@ -26,6 +26,7 @@
 #include "gpucluster/model/device.hpp"
 #include "gpucluster/model/errors.hpp"
 #include "gpucluster/model/time.hpp"
+#include "gpucluster/wire/report.hpp"
 
 namespace gpucluster {
 namespace {
@@ -214,17 +215,9 @@ std::string random_uuid() {
   return boost::uuids::to_string(boost::uuids::random_generator()());
 }
 
+// The one rule, the wire's.
 bool is_uuid(const std::string& text) {
-  if (text.size() != 36) return false;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (i == 8 || i == 13 || i == 18 || i == 23) {
-      if (c != '-') return false;
-    } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
-      return false;
-    }
-  }
-  return true;
+  return agent::is_uuid_text(text);
 }
 
 fs::path default_state_dir() {
