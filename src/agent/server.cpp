@@ -17,6 +17,7 @@
 #include <boost/beast/core/string.hpp>
 
 #include "agent/http_server.hpp"
+#include "cluster/http_client.hpp"
 #include "cluster/membership.hpp"
 #include "gpucluster/export/exposition.hpp"
 #include "gpucluster/export/json.hpp"
@@ -193,7 +194,7 @@ ListenAddress parse_listen_address(std::string_view text) {
 }
 
 bool is_loopback(std::string_view host) {
-  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+  return is_loopback_host(host);
 }
 
 void validate_agent_config(const AgentConfig& config) {
@@ -814,6 +815,10 @@ void Agent::Impl::handle_forget_node(std::string_view id, HttpResponse& res) {
   json devices = json::array();
   for (const DeviceKey& key : node.device_keys) devices.push_back(key.str());
   write_json(res, 200, json{{"forgotten", node.id}, {"name", node.name}, {"devices", std::move(devices)}});
+}
+
+Coordinator& Agent::coordinator() {
+  return impl_->coordinator;
 }
 
 void Agent::attach_pusher(const Pusher* pusher) {

@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/http_server.hpp"
+#include "cluster/etcd_registry.hpp"
 #include "cluster/http_client.hpp"
 #include "gpucluster/agent/server.hpp"
 #include "gpucluster/backends/backend.hpp"
@@ -103,8 +104,8 @@ agent::AgentConfig agent_config(const AgentOptions& options) {
   config.cluster.max_nodes = options.max_nodes;
   // Every node that reports holds a kept-alive connection to its coordinator.
   config.max_connections = options.max_connections > 0 ? options.max_connections
-                           : options.coordinator     ? std::max<std::size_t>(1024, options.max_nodes + 64)
-                                                     : 1024;
+                           : options.coordinator       ? std::max<std::size_t>(1024, options.max_nodes + 64)
+                                                       : 1024;
   validate_coordinator_options(config.cluster);
   agent::validate_agent_config(config);
   return config;
@@ -125,7 +126,9 @@ std::vector<std::string> split_list(const std::string& text) {
 PusherOptions pusher_options(const AgentOptions& options, const agent::AgentConfig& config) {
   PusherOptions push;
   push.coordinators = split_list(options.join);
-  if (push.coordinators.empty()) throw InputError("--join", options.join, "must name at least one URL");
+  if (push.coordinators.empty() && options.etcd.empty()) {
+    throw InputError("--join", options.join, "must name at least one URL");
+  }
   if (!options.join_token_file.empty()) {
     push.token = read_token(options.join_token_file, "--join-token-file");
   } else {
@@ -307,10 +310,20 @@ int run_agent(const AgentOptions& options, std::vector<BackendPtr> backends, Man
   // still names the fleet's devices).
   manager_settings.host = config.node.name;
   std::optional<PusherOptions> push;
-  if (!options.join.empty()) push = pusher_options(options, config);
+  // --etcd finds the coordinators (and registers a coordinator) in etcd; --join names them.
+  if (!options.join.empty() || !options.etcd.empty()) push = pusher_options(options, config);
+  std::optional<EtcdRegistryOptions> etcd;
+  if (!options.etcd.empty()) {
+    etcd.emplace();
+    etcd->endpoints = split_list(options.etcd);
+    etcd->prefix = options.etcd_prefix;
+    etcd->ttl = std::chrono::duration_cast<std::chrono::seconds>(parse_timeout(options.etcd_ttl, "--etcd-ttl"));
+    etcd->coordinator = options.coordinator;
+    validate_etcd_registry_options(*etcd);
+  }
   // A node of a cluster needs an id that survives restarts: without
   // --state-dir it is kept in the default state directory.
-  const bool in_cluster = options.coordinator || push.has_value();
+  const bool in_cluster = options.coordinator || push.has_value() || etcd.has_value();
   const std::filesystem::path state_dir = !options.state_dir.empty()
                                               ? std::filesystem::path(options.state_dir)
                                               : (in_cluster ? default_state_dir() : std::filesystem::path{});
@@ -356,6 +369,7 @@ int run_agent(const AgentOptions& options, std::vector<BackendPtr> backends, Man
     }
   }
   std::optional<Pusher> pusher;
+  std::optional<EtcdRegistry> registry;  // after the pusher: its hooks call the pusher
   const auto [open_files, open_files_warning] = raise_open_files_limit(max_connections);  // before the first accept
   std::thread server([&agent] { agent.serve(); });
   print_listening(agent, manager, node, as_json);
@@ -394,9 +408,22 @@ int run_agent(const AgentOptions& options, std::vector<BackendPtr> backends, Man
       pusher->start();
       agent.attach_pusher(&*pusher);
     }
+    if (etcd) {
+      etcd->url = agent.base_url();
+      EtcdRegistryHooks hooks;
+      hooks.coordinators = [&pusher](const std::vector<std::string>& urls) {
+        if (pusher) pusher->set_found_coordinators(urls);
+      };
+      if (options.coordinator) {
+        hooks.node_lease_lost = [&agent](const std::string& id) { agent.coordinator().node_lease_lost(id); };
+      }
+      registry.emplace(*etcd, node, std::move(hooks));
+      registry->start();
+    }
   }
   spdlog::info("{} received: draining in-flight requests", received == SIGTERM ? "SIGTERM" : "SIGINT");
   // Coordinators hear that this node leaves (it is down at once there) before it stops answering.
+  if (registry) registry->stop(/*revoke=*/true);
   if (pusher) pusher->stop(/*leaving=*/true);  // its status stays readable until the agent is stopped
   const bool drained = agent.stop();
   if (!drained) {

@@ -41,6 +41,9 @@ struct AgentOptions {
   std::string forget_after = "10m";
   std::size_t max_nodes = 10'000;
   std::size_t max_connections = 0;  // 0: 1024, or max(1024, max_nodes + 64) with --coordinator
+  std::string etcd;                 // URL[,URL...]: the etcd tier (docs/cluster.md "etcd")
+  std::string etcd_prefix = "/gpucluster/";
+  std::string etcd_ttl = "10s";
 };
 
 // The Bearer token in a file (one word, at most 4 KiB; a warning when group or

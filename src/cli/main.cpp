@@ -497,6 +497,13 @@ int run(int argc, char** argv) {
                    "Samples per device kept for a coordinator that does not answer (default 300; the oldest are "
                    "dropped first and counted)")
       ->check(kCount);
+  agent->add_option("--etcd", agent_options.etcd,
+                    "The etcd tier, URL[,URL...] (http://HOST:PORT): this node holds a lease there; coordinators "
+                    "register too and see a node down as soon as its lease expires; agents find the coordinators "
+                    "there (no --join needed)");
+  agent->add_option("--etcd-prefix", agent_options.etcd_prefix, "Keys under this prefix (default /gpucluster/)");
+  agent->add_option("--etcd-ttl", agent_options.etcd_ttl,
+                    "Lease TTL (default 10s, at least 2s); kept alive every TTL/3");
   agent->add_option("--report-interval", agent_options.report_interval,
                     "Coordinator: the report interval asked of every node (default 1s; 100ms to 60s)");
   agent->add_option("--suspect-after", agent_options.suspect_after,
@@ -506,9 +513,10 @@ int run(int argc, char** argv) {
                     "and the totals (default 10s)");
   agent->add_option("--forget-after", agent_options.forget_after,
                     "Coordinator: a node down for this long is forgotten and its slot freed (default 10m)");
-  agent->add_option("--max-connections", agent_options.max_connections,
-                    "HTTP connections held at once; more are closed at once (default 1024, or max(1024, --max-nodes "
-                    "+ 64) with --coordinator: every node keeps one open)")
+  agent
+      ->add_option("--max-connections", agent_options.max_connections,
+                   "HTTP connections held at once; more are closed at once (default 1024, or max(1024, --max-nodes "
+                   "+ 64) with --coordinator: every node keeps one open)")
       ->check(kCount);
   agent
       ->add_option("--max-nodes", agent_options.max_nodes,

@@ -453,6 +453,15 @@ void Coordinator::Impl::set_seed_availability(const std::string& host, const See
   }
 }
 
+void Coordinator::node_lease_lost(const std::string& node_id) {
+  Impl& self = *impl_;
+  const steady_clock::time_point now = self.steady();
+  std::lock_guard lock(self.mutex);
+  const auto it = self.nodes.find(node_id);
+  if (it == self.nodes.end() || it->second.state == NodeState::down) return;
+  self.mark_down(it->second, now, "etcd lease expired");
+}
+
 void Coordinator::note_seed_message(const std::string& host, steady_clock::time_point received) {
   Impl& self = *impl_;
   std::lock_guard lock(self.mutex);

@@ -28,6 +28,10 @@ std::string HttpUrl::str() const {
                                              : fmt::format("http://{}:{}", host, port);
 }
 
+bool is_loopback_host(std::string_view host) noexcept {
+  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
 HttpUrl parse_http_url(std::string_view text, const char* field) {
   const std::string shown(text.substr(0, 256));
   constexpr std::string_view kScheme = "http://";

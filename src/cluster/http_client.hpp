@@ -28,6 +28,9 @@ struct HttpUrl {
 };
 HttpUrl parse_http_url(std::string_view text, const char* field);
 
+// 127.0.0.0/8, ::1 and "localhost": where a token is not required.
+bool is_loopback_host(std::string_view host) noexcept;
+
 // The coordinator could not be reached or did not answer in time.
 class TransportError : public Error {
  public:

@@ -7,10 +7,21 @@ namespace gpucluster {
 Outbox::Outbox(std::size_t capacity_per_device, std::size_t links)
     : capacity_(std::max<std::size_t>(capacity_per_device, 1)), links_(links), dropped_(links, 0) {}
 
+std::size_t Outbox::add_link() {
+  std::lock_guard lock(mutex_);
+  dropped_.push_back(0);
+  return links_++;
+}
+
+std::uint64_t& Outbox::cursor(Ring& ring, std::size_t link) {
+  if (ring.cursors.size() <= link) ring.cursors.resize(link + 1, ring.first_index);
+  return ring.cursors[link];
+}
+
 void Outbox::append(const std::string& device, const std::vector<Sample>& samples) {
   std::lock_guard lock(mutex_);
   Ring& ring = rings_[device];
-  if (ring.cursors.size() != links_) ring.cursors.assign(links_, ring.first_index);
+  if (ring.cursors.size() < links_) ring.cursors.resize(links_, ring.first_index);
   for (const Sample& sample : samples) {
     if (!ring.samples.empty() && sample.timestamp <= ring.samples.back().timestamp) continue;
     ring.samples.push_back(sample);
@@ -31,12 +42,12 @@ Outbox::Batch Outbox::take(std::size_t link, std::size_t max_per_device, std::si
   std::lock_guard lock(mutex_);
   Batch batch;
   for (const auto& [device, ring] : rings_) {
-    const std::uint64_t cursor = ring.cursors.at(link);
-    const std::uint64_t start = std::max(cursor, ring.first_index);
+    const std::uint64_t position = link < ring.cursors.size() ? ring.cursors[link] : ring.first_index;
+    const std::uint64_t start = std::max(position, ring.first_index);
     const std::uint64_t end = ring.first_index + ring.samples.size();
-    if (start > cursor) batch.dropped[device] = start - cursor;
+    if (start > position) batch.dropped[device] = start - position;
     if (start >= end) {
-      if (start > cursor) batch.upto[device] = start;
+      if (start > position) batch.upto[device] = start;
       continue;
     }
     const std::size_t room = std::min(max_per_device, max_total - batch.count);
@@ -62,8 +73,8 @@ void Outbox::acknowledge(std::size_t link, const Batch& batch) {
   for (const auto& [device, upto] : batch.upto) {
     const auto it = rings_.find(device);
     if (it == rings_.end()) continue;
-    std::uint64_t& cursor = it->second.cursors.at(link);
-    cursor = std::max(cursor, upto);
+    std::uint64_t& at = cursor(it->second, link);
+    at = std::max(at, upto);
   }
   for (const auto& [device, count] : batch.dropped) dropped_.at(link) += count;
 }
@@ -73,7 +84,8 @@ std::uint64_t Outbox::backlog(std::size_t link) const {
   std::uint64_t total = 0;
   for (const auto& [device, ring] : rings_) {
     const std::uint64_t end = ring.first_index + ring.samples.size();
-    total += end - std::min(end, std::max(ring.cursors.at(link), ring.first_index));
+    const std::uint64_t at = link < ring.cursors.size() ? ring.cursors[link] : ring.first_index;
+    total += end - std::min(end, std::max(at, ring.first_index));
   }
   return total;
 }

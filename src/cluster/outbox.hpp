@@ -21,6 +21,10 @@ class Outbox {
  public:
   Outbox(std::size_t capacity_per_device, std::size_t links);
 
+  // A new link (a coordinator found later, e.g. in etcd): its index. It is
+  // owed every sample the rings still hold. Indices are never reused.
+  std::size_t add_link();
+
   // Appends the samples (oldest first) newer than the device's newest one.
   void append(const std::string& device, const std::vector<Sample>& samples);
   // The device's newest sample time (epoch when none yet).
@@ -45,8 +49,11 @@ class Outbox {
     std::uint64_t first_index = 0;  // index of samples.front()
     std::vector<std::uint64_t> cursors;
   };
+  // The cursor of `link` in `ring`, created at the ring's oldest sample for a link added later.
+  std::uint64_t& cursor(Ring& ring, std::size_t link);
+
   const std::size_t capacity_;
-  const std::size_t links_;
+  std::size_t links_;
   mutable std::mutex mutex_;
   std::map<std::string, Ring> rings_;
   std::vector<std::uint64_t> dropped_;

@@ -63,19 +63,15 @@ struct Pusher::Impl {
       : manager(manager_ref),
         node(std::move(identity)),
         options(std::move(pusher_options)),
-        outbox(options.outbox_samples, options.coordinators.size()) {
+        outbox(options.outbox_samples, 0) {
     validate_pusher_options(options);
-    for (const std::string& url : options.coordinators) {
-      auto link = std::make_unique<Link>();
-      link->url = parse_http_url(url, "--join");
-      link->status.url = link->url.str();
-      link->status.state = "connecting";
-      links.push_back(std::move(link));
-    }
+    for (const std::string& url : options.coordinators) add_link(parse_http_url(url, "--join"), /*found=*/false);
   }
 
   struct Link {
     HttpUrl url;
+    std::size_t outbox_link = 0;  // its index in the outbox
+    bool found = false;           // discovered (etcd), not named by --join: removed when it goes away
     std::uint64_t seq = 0;
     milliseconds interval{1000};
     bool need_inventory = true;
@@ -92,7 +88,9 @@ struct Pusher::Impl {
   const NodeIdentity node;
   const PusherOptions options;
   Outbox outbox;
+  mutable std::mutex links_mutex;  // the list; each link's state is its own thread's
   std::vector<std::unique_ptr<Link>> links;
+  bool started = false;
 
   std::mutex inventory_mutex;  // the inventory and its version
   std::vector<DeviceInfo> inventory;
@@ -107,11 +105,25 @@ struct Pusher::Impl {
   // Reads this node's own devices (never remote ones: no aggregating of
   // aggregators) into the inventory and the outbox.
   void collect();
-  Report build(Link& link, std::size_t index, Outbox::Batch& batch, bool is_leaving);
-  void run(std::stop_token stop, std::size_t index);
+  Report build(Link& link, Outbox::Batch& batch, bool is_leaving);
+  void run(std::stop_token stop, Link& link);
   // One report; returns how long to wait before the next one.
-  milliseconds push_once(std::size_t index, bool is_leaving, milliseconds timeout, HttpClient& client);
+  milliseconds push_once(Link& link, bool is_leaving, milliseconds timeout, HttpClient& client);
   void log_error(Link& link, const std::string& message);
+  // With links_mutex held (or before any thread runs).
+  Link& add_link(const HttpUrl& url, bool found) {
+    auto link = std::make_unique<Link>();
+    link->url = url;
+    link->found = found;
+    link->outbox_link = outbox.add_link();
+    link->status.url = url.str();
+    link->status.state = "connecting";
+    links.push_back(std::move(link));
+    return *links.back();
+  }
+  void start_link(Link& link) {
+    link.thread = std::jthread([this, &link](std::stop_token stop) { run(stop, link); });
+  }
 };
 
 Pusher::Pusher(Manager& manager, NodeIdentity node, PusherOptions options)
@@ -147,7 +159,7 @@ void Pusher::Impl::collect() {
   unavailable = std::move(down);
 }
 
-Report Pusher::Impl::build(Link& link, std::size_t index, Outbox::Batch& batch, bool is_leaving) {
+Report Pusher::Impl::build(Link& link, Outbox::Batch& batch, bool is_leaving) {
   Report report;
   report.node.id = node.id;
   report.node.incarnation = node.incarnation;
@@ -164,7 +176,7 @@ Report Pusher::Impl::build(Link& link, std::size_t index, Outbox::Batch& batch, 
     if (link.need_inventory || link.acked_inventory_version != inventory_version) report.inventory = inventory;
     report.unavailable = unavailable;
   }
-  batch = outbox.take(index, kMaxSamplesPerDevice, kMaxSamplesPerReport);
+  batch = outbox.take(link.outbox_link, kMaxSamplesPerDevice, kMaxSamplesPerReport);
   report.samples = batch.samples;
   report.dropped = batch.dropped;
   report.leaving = is_leaving;
@@ -185,8 +197,7 @@ void Pusher::Impl::log_error(Link& link, const std::string& message) {
   spdlog::warn("push to {}: {} (said at most once a minute; GET /v1/push shows the latest)", link.url.str(), message);
 }
 
-milliseconds Pusher::Impl::push_once(std::size_t index, bool is_leaving, milliseconds timeout, HttpClient& client) {
-  Link& link = *links[index];
+milliseconds Pusher::Impl::push_once(Link& link, bool is_leaving, milliseconds timeout, HttpClient& client) {
   const BackoffPolicy policy{options.backoff_base,
                              options.backoff_cap.count() > 0 ? options.backoff_cap : link.interval};
   thread_local std::minstd_rand random{std::random_device{}()};
@@ -200,7 +211,7 @@ milliseconds Pusher::Impl::push_once(std::size_t index, bool is_leaving, millise
   };
 
   Outbox::Batch batch;
-  Report report = build(link, index, batch, is_leaving);
+  Report report = build(link, batch, is_leaving);
   const bool sent_inventory = report.inventory.has_value();
   const Timestamp t0 = now_timestamp();
   report.sent_at = t0;
@@ -220,7 +231,7 @@ milliseconds Pusher::Impl::push_once(std::size_t index, bool is_leaving, millise
       log_error(link, fmt::format("the coordinator's answer is not an ack: {}", e.what()));
       return back_off();
     }
-    outbox.acknowledge(index, batch);
+    outbox.acknowledge(link.outbox_link, batch);
     if (sent_inventory) link.acked_inventory_version = report.inventory_version;
     link.need_inventory = ack.inventory_required;
     link.clock = agent::ClockExchange{t0, ack.received_at, ack.replied_at, t1};
@@ -264,20 +275,19 @@ milliseconds Pusher::Impl::push_once(std::size_t index, bool is_leaving, millise
     // A report the coordinator will never take: its samples are dropped (and
     // counted) so one bad sample cannot wedge the link.
     for (const auto& [device, samples] : batch.samples) batch.dropped[device] += samples.size();
-    outbox.acknowledge(index, batch);
+    outbox.acknowledge(link.outbox_link, batch);
   }
   return back_off(milliseconds{std::int64_t{1000} * response.retry_after_seconds.value_or(0)});
 }
 
-void Pusher::Impl::run(std::stop_token stop, std::size_t index) {
-  Link& link = *links[index];
+void Pusher::Impl::run(std::stop_token stop, Link& link) {
   HttpClient client(link.url, 1024 * 1024);
   while (!stop.stop_requested()) {
     milliseconds wait{0};
     try {
       collect();
       const milliseconds timeout = std::max(2 * link.interval, milliseconds{2000});
-      wait = push_once(index, false, timeout, client);
+      wait = push_once(link, false, timeout, client);
     } catch (const ShutDownError&) {
       return;  // the manager is going away
     } catch (const std::exception& e) {
@@ -286,8 +296,8 @@ void Pusher::Impl::run(std::stop_token stop, std::size_t index) {
     }
     {
       std::lock_guard lock(status_mutex);
-      link.status.backlog_samples = outbox.backlog(index);
-      link.status.dropped_samples = outbox.dropped(index);
+      link.status.backlog_samples = outbox.backlog(link.outbox_link);
+      link.status.dropped_samples = outbox.dropped(link.outbox_link);
     }
     if (wait.count() > 0) {
       std::unique_lock lock(wake_mutex);
@@ -299,7 +309,7 @@ void Pusher::Impl::run(std::stop_token stop, std::size_t index) {
   lock.unlock();
   try {
     collect();
-    push_once(index, true, options.leave_timeout, client);
+    push_once(link, true, options.leave_timeout, client);
   } catch (const std::exception& e) {
     spdlog::debug("push to {}: the last report failed: {}", link.url.str(), e.what());
   }
@@ -307,12 +317,56 @@ void Pusher::Impl::run(std::stop_token stop, std::size_t index) {
 
 void Pusher::start() {
   Impl& self = *impl_;
-  for (std::size_t i = 0; i < self.links.size(); ++i) {
-    if (self.links[i]->thread.joinable()) continue;
-    self.links[i]->thread = std::jthread([this, i](std::stop_token stop) { impl_->run(stop, i); });
+  std::lock_guard lock(self.links_mutex);
+  if (self.started) return;
+  self.started = true;
+  for (const auto& link : self.links) self.start_link(*link);
+  if (!self.links.empty()) {
+    spdlog::info("node {} reports to {} coordinator(s): {}", self.node.name, self.links.size(),
+                 fmt::join(self.options.coordinators, ", "));
   }
-  spdlog::info("node {} reports to {} coordinator(s): {}", self.node.name, self.links.size(),
-               fmt::join(self.options.coordinators, ", "));
+}
+
+void Pusher::set_found_coordinators(const std::vector<std::string>& urls) {
+  Impl& self = *impl_;
+  std::set<std::string> wanted;
+  for (const std::string& text : urls) {
+    try {
+      const HttpUrl url = parse_http_url(text, "coordinator url");
+      if (!self.options.token && !is_loopback_host(url.host)) {
+        spdlog::error(
+            "coordinator {} is on another machine and this agent has no token for it (--join-token-file "
+            "or --token-file): not reporting to it",
+            url.str());
+        continue;
+      }
+      wanted.insert(url.str());
+    } catch (const InputError& e) {
+      spdlog::warn("ignoring a coordinator found in etcd: {}", e.what());
+    }
+  }
+  std::vector<std::unique_ptr<Impl::Link>> stopping;
+  {
+    std::lock_guard lock(self.links_mutex);
+    for (auto it = self.links.begin(); it != self.links.end();) {
+      Impl::Link& link = **it;
+      if (link.found && !wanted.contains(link.url.str())) {
+        spdlog::info("coordinator {} is gone from etcd: no longer reporting to it", link.url.str());
+        link.thread.request_stop();
+        stopping.push_back(std::move(*it));
+        it = self.links.erase(it);
+        continue;
+      }
+      wanted.erase(link.url.str());  // already a link (found or --join)
+      ++it;
+    }
+    for (const std::string& url : wanted) {
+      Impl::Link& link = self.add_link(parse_http_url(url, "coordinator url"), /*found=*/true);
+      spdlog::info("coordinator {} found in etcd: reporting to it", url);
+      if (self.started) self.start_link(link);
+    }
+  }
+  stopping.clear();  // joins their threads, outside the lock (a report in flight ends within its deadline)
 }
 
 void Pusher::stop(bool leaving) {
@@ -321,6 +375,7 @@ void Pusher::stop(bool leaving) {
     std::lock_guard lock(self.wake_mutex);
     self.leaving = leaving;
   }
+  std::lock_guard lock(self.links_mutex);
   for (const auto& link : self.links) link->thread.request_stop();
   for (const auto& link : self.links) {
     if (link->thread.joinable()) link->thread.join();
@@ -328,6 +383,7 @@ void Pusher::stop(bool leaving) {
 }
 
 std::vector<PushLinkStatus> Pusher::status() const {
+  std::lock_guard links_lock(impl_->links_mutex);
   std::lock_guard lock(impl_->status_mutex);
   std::vector<PushLinkStatus> out;
   const auto now = steady_clock::now();

@@ -91,6 +91,8 @@ class Agent {
   // The pusher of an agent that joined coordinators (--join), for GET
   // /v1/push, /healthz and /metrics; nullptr detaches it (before it is destroyed).
   void attach_pusher(const Pusher* pusher);
+  // The node table (GET /v1/nodes): the etcd tier tells it of expired leases.
+  Coordinator& coordinator();
 
  private:
   struct Impl;

@@ -140,6 +140,10 @@ class Coordinator {
   // "seed"), so a host that went away is down after evict_after and forgotten
   // after forget_after, which frees its slot under the host limit.
   void note_seed_message(const std::string& host, std::chrono::steady_clock::time_point received);
+  // The node's etcd lease is gone (its key was deleted: the process is gone or
+  // frozen): it is down at once, whatever its last report. A report makes it
+  // alive again (docs/cluster.md "etcd").
+  void node_lease_lost(const std::string& node_id);
 
   std::uint64_t reports_accepted() const;
   // Refused reports by code ("stale_sequence", …), sorted by code.

@@ -20,11 +20,12 @@
 namespace gpucluster {
 
 struct PusherOptions {
-  std::vector<std::string> coordinators;  // base URLs, "http://HOST:PORT" (checked: InputError naming --join)
-  std::optional<std::string> token;       // Bearer token for the coordinators
-  std::optional<std::string> url;         // where this node's own API is reached (node.url)
-  std::optional<int> port;                // without url: the port it listens on (the coordinator adds the address)
-  std::size_t outbox_samples = 300;       // per device: 5 minutes at 1 Hz
+  std::vector<std::string>
+      coordinators;                  // base URLs, "http://HOST:PORT" (checked: InputError naming --join); may be empty
+  std::optional<std::string> token;  // Bearer token for the coordinators
+  std::optional<std::string> url;    // where this node's own API is reached (node.url)
+  std::optional<int> port;           // without url: the port it listens on (the coordinator adds the address)
+  std::size_t outbox_samples = 300;  // per device: 5 minutes at 1 Hz
   std::chrono::milliseconds backoff_base{100};
   // Longest wait between tries; 0: the coordinator's report interval.
   std::chrono::milliseconds backoff_cap{0};
@@ -63,6 +64,11 @@ class Pusher {
   // is leaving (within leave_timeout), so coordinators mark it down at once.
   void stop(bool leaving = true);
   std::vector<PushLinkStatus> status() const;
+  // The coordinators found (in etcd) besides those of options.coordinators:
+  // a link is added for each new URL and removed for each that is gone. A
+  // coordinator on another machine needs options.token (else it is skipped,
+  // with an error logged).
+  void set_found_coordinators(const std::vector<std::string>& urls);
 
  private:
   struct Impl;
