@@ -62,6 +62,7 @@ struct EtcdRegistry::Impl {
   std::mutex lease_mutex;
   std::int64_t lease = 0;  // the lease this node's keys hold (0: none)
   std::vector<std::jthread> threads;
+  std::mutex log_mutex;  // the lease and watch threads all log
   steady_clock::time_point last_error_log{};
 
   std::string identity_json() const {
@@ -73,6 +74,7 @@ struct EtcdRegistry::Impl {
         .dump();
   }
   void log_error(const std::string& what) {
+    std::lock_guard lock(log_mutex);
     const auto now = steady_clock::now();
     if (last_error_log != steady_clock::time_point{} && now - last_error_log < kErrorLogEvery) {
       spdlog::debug("etcd: {}", what);

@@ -278,8 +278,8 @@ TEST(ClusterProcess, ACoordinatorRestartIsRejoinedByEveryAgentWithNothingLostOrD
   ASSERT_TRUE(cluster.converged(seconds{5} + kSlack));
   cluster.kill_coordinator();
   std::this_thread::sleep_for(milliseconds{1500});  // the agents back off meanwhile
-  const auto restarted = Clock::now();
-  cluster.start_coordinator();  // same port, same state directory
+  cluster.start_coordinator();                      // same port, same state directory
+  const auto restarted = Clock::now();              // it has said "ready:" (AgentProcess waits for it)
   ASSERT_TRUE(cluster.converged(seconds{5} + kSlack)) << get_json(cluster.port(), "/v1/nodes").dump(1);
   const double took = std::chrono::duration<double>(Clock::now() - restarted).count();
   std::printf("coordinator ready -> all 3 agents re-registered: %.3f s\n", took);
@@ -306,12 +306,14 @@ TEST(ClusterProcess, AnAgentLeavingOnSigtermIsDownAtOnce) {
   const auto nodes = nodes_by_name(cluster.port());
   EXPECT_EQ(nodes.at("n0")["state"], "down");
   EXPECT_EQ(nodes.at("n0")["down_reason"], "left");
-  EXPECT_LT(Clock::now() - stopped, kEvictAfter);
+  EXPECT_LT(Clock::now() - stopped, kEvictAfter + kSlack);  // and the reason says it did not wait for eviction
 }
 
 TEST(ClusterProcess, AnAgentWhoseClockIsAnHourAheadStaysAliveWithCorrectedTimes) {
-#if defined(__SANITIZE_THREAD__)
-  GTEST_SKIP() << "libfaketime's LD_PRELOAD and ThreadSanitizer's interposition do not mix";
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+  // A sanitizer's runtime must come first in the library list; libfaketime is
+  // an LD_PRELOAD that comes before it. The release suite runs this test.
+  GTEST_SKIP() << "libfaketime's LD_PRELOAD and a sanitizer's interposition do not mix";
 #endif
   if (std::system("command -v faketime > /dev/null 2>&1") != 0) {
     GTEST_SKIP() << "faketime is not installed (apt-get install faketime; scripts/bootstrap.sh does)";
