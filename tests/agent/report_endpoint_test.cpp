@@ -102,7 +102,9 @@ class ReportEndpoint : public ::testing::Test {
       devices.push_back({device["id"], device["available"]});
     }
     json nodes = json::array();
-    for (const json& node : json::parse(client.Get("/v1/nodes")->body)["nodes"]) {
+    // Held in a variable: a range-for over a member of a temporary would read freed memory.
+    const json listed = json::parse(client.Get("/v1/nodes")->body);
+    for (const json& node : listed["nodes"]) {
       nodes.push_back({node["id"], node["name"], node["incarnation"], node["state"], node["devices"], node["reports"]});
     }
     return json{{"devices", devices}, {"nodes", nodes}};
