@@ -639,7 +639,7 @@ void Agent::Impl::handle_cluster(HttpResponse& res) const {
   // Devices of nodes that are down are listed but left out of the totals.
   const std::unordered_set<std::string> down = coordinator.down_hosts();
   json body = to_json(down.empty() ? manager.aggregate()
-                                   : manager.aggregate([&](const DeviceKey& key) { return !down.contains(key.host); }));
+                                   : manager.aggregate([&](const std::string& host) { return !down.contains(host); }));
   const NodeCounts counts = coordinator.counts();
   body["nodes"] = json{{"alive", counts.alive},
                        {"suspect", counts.suspect},

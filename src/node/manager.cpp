@@ -373,9 +373,9 @@ ClusterAggregate Manager::aggregate() const {
   return aggregate({});
 }
 
-ClusterAggregate Manager::aggregate(const std::function<bool(const DeviceKey&)>& include) const {
+ClusterAggregate Manager::aggregate(const std::function<bool(const std::string& host)>& include_host) const {
   const InFlightGuard guard = enter("aggregate");
-  return store_.aggregate(include);
+  return store_.aggregate(include_host);
 }
 
 std::vector<RankedDevice> Manager::rank(std::uint64_t min_free_memory_bytes) const {
@@ -386,8 +386,9 @@ std::vector<RankedDevice> Manager::rank(std::uint64_t min_free_memory_bytes) con
 
 Selection Manager::select(std::uint64_t min_free_memory_bytes) const {
   const InFlightGuard guard = enter("select a device");
-  const std::vector<DeviceState> states = store_.states();
-  return select_device(states, config_.scoring, now(), min_free_memory_bytes);
+  DeviceSelector selector(config_.scoring, now(), min_free_memory_bytes);
+  store_.visit_states([&selector](const DeviceStateRef& device) { selector.add(device); });
+  return selector.result();
 }
 
 DeviceKey Manager::resolve_key(std::string_view text) const {

@@ -31,25 +31,6 @@ void validate_scoring_config(const ScoringConfig& config) {
 
 namespace {
 
-// The config folded into shares and reciprocals once per call, so scoring a
-// device costs one division (free/total) on the selection hot path.
-struct ScoreFactors {
-  double memory_share_with_compute;   // w_mem / (w_mem + w_compute)
-  double compute_share_with_compute;  // w_compute / (w_mem + w_compute)
-  double memory_share_alone;          // 1 when w_mem > 0: utilization unavailable, memory decides
-  double inverse_thermal_span;
-  double min_thermal_penalty;
-  double default_threshold_celsius;
-
-  explicit ScoreFactors(const ScoringConfig& config) noexcept
-      : memory_share_with_compute(config.memory_weight / (config.memory_weight + config.compute_weight)),
-        compute_share_with_compute(config.compute_weight / (config.memory_weight + config.compute_weight)),
-        memory_share_alone(config.memory_weight > 0 ? 1.0 : 0.0),
-        inverse_thermal_span(1.0 / config.thermal_span_celsius),
-        min_thermal_penalty(config.min_thermal_penalty),
-        default_threshold_celsius(config.thermal_threshold_celsius) {}
-};
-
 ScoreBreakdown score_with(const DeviceInfo& info, const Sample& sample, const ScoreFactors& f) noexcept {
   ScoreBreakdown b;
   b.memory_free_ratio = sample.memory_total_bytes > 0 ? static_cast<double>(sample.memory_free_bytes()) /
@@ -96,15 +77,20 @@ namespace {
 
 // The one place that decides whether a device may be selected. Cheap filters
 // first; the score is computed only for devices that pass them.
-Eligibility filter(const DeviceState& state, const ScoringConfig& config, Timestamp now,
+Eligibility filter(bool available, const Sample* latest, std::chrono::nanoseconds staleness, Timestamp now,
                    std::uint64_t min_free_memory_bytes) noexcept {
-  if (!state.available) return Eligibility::unavailable;
-  if (!state.latest) return Eligibility::no_sample;
-  if (now - state.latest->timestamp > config.staleness) return Eligibility::stale;
-  if (static_cast<std::uint64_t>(state.latest->memory_free_bytes()) < min_free_memory_bytes) {
+  if (!available) return Eligibility::unavailable;
+  if (latest == nullptr) return Eligibility::no_sample;
+  if (now - latest->timestamp > staleness) return Eligibility::stale;
+  if (static_cast<std::uint64_t>(latest->memory_free_bytes()) < min_free_memory_bytes) {
     return Eligibility::insufficient_memory;
   }
   return Eligibility::eligible;
+}
+
+Eligibility filter(const DeviceState& state, const ScoringConfig& config, Timestamp now,
+                   std::uint64_t min_free_memory_bytes) noexcept {
+  return filter(state.available, state.latest ? &*state.latest : nullptr, config.staleness, now, min_free_memory_bytes);
 }
 
 std::string explain(const DeviceState& state, Eligibility eligibility, Timestamp now, std::uint64_t min_free) {
@@ -159,48 +145,58 @@ std::vector<RankedDevice> rank_devices(std::span<const DeviceState> devices, con
 
 Selection select_device(std::span<const DeviceState> devices, const ScoringConfig& config, Timestamp now,
                         std::uint64_t min_free_memory_bytes) {
-  const ScoreFactors factors(config);
-  const DeviceState* best = nullptr;
-  double best_score = 0;
-  std::array<std::size_t, 6> rejected{};
+  DeviceSelector selector(config, now, min_free_memory_bytes);
   for (const DeviceState& state : devices) {
-    const Eligibility eligibility = filter(state, config, now, min_free_memory_bytes);
-    if (eligibility != Eligibility::eligible) {
-      ++rejected[static_cast<std::size_t>(eligibility)];
-      continue;
-    }
-    const double score = score_with(*state.info, *state.latest, factors).score;
-    if (score <= 0) {
-      ++rejected[static_cast<std::size_t>(Eligibility::zero_score)];
-      continue;
-    }
-    if (best == nullptr || better(score, state.info->key, best_score, best->info->key)) {
-      best = &state;
-      best_score = score;
-    }
+    selector.add(DeviceStateRef{*state.info, state.available, state.unavailable_reason,
+                                state.latest ? &*state.latest : nullptr});
   }
+  return selector.result();
+}
+
+DeviceSelector::DeviceSelector(const ScoringConfig& config, Timestamp now, std::uint64_t min_free_memory_bytes)
+    : factors_(config), staleness_(config.staleness), now_(now), min_free_memory_bytes_(min_free_memory_bytes) {}
+
+void DeviceSelector::add(const DeviceStateRef& device) {
+  ++devices_;
+  const Eligibility eligibility = filter(device.available, device.latest, staleness_, now_, min_free_memory_bytes_);
+  if (eligibility != Eligibility::eligible) {
+    ++rejected_[static_cast<std::size_t>(eligibility)];
+    return;
+  }
+  const double score = score_with(device.info, *device.latest, factors_).score;
+  if (score <= 0) {
+    ++rejected_[static_cast<std::size_t>(Eligibility::zero_score)];
+    return;
+  }
+  if (!best_ || better(score, device.info.key, best_score_, *best_)) {
+    best_ = device.info.key;  // a copy: the device is only borrowed for this call
+    best_score_ = score;
+  }
+}
+
+Selection DeviceSelector::result() const {
   Selection selection;
-  if (best != nullptr) {
-    selection.device = best->info->key;
-    selection.score = best_score;
+  if (best_) {
+    selection.device = *best_;
+    selection.score = best_score_;
     // Integers only: the score is in selection.score, and float formatting would dominate small selections.
-    const std::size_t eligible = devices.size() - (rejected[1] + rejected[2] + rejected[3] + rejected[4] + rejected[5]);
-    selection.reason = fmt::format("highest score among {} eligible of {} devices", eligible, devices.size());
+    const std::size_t eligible = devices_ - (rejected_[1] + rejected_[2] + rejected_[3] + rejected_[4] + rejected_[5]);
+    selection.reason = fmt::format("highest score among {} eligible of {} devices", eligible, devices_);
     return selection;
   }
-  if (devices.empty()) {
+  if (devices_ == 0) {
     selection.reason = "no devices registered";
     return selection;
   }
   std::string parts;
-  for (std::size_t i = 1; i < rejected.size(); ++i) {
-    if (rejected[i] == 0) continue;
+  for (std::size_t i = 1; i < rejected_.size(); ++i) {
+    if (rejected_[i] == 0) continue;
     if (!parts.empty()) parts += ", ";
-    parts += fmt::format("{} {}", rejected[i], to_string(static_cast<Eligibility>(i)));
+    parts += fmt::format("{} {}", rejected_[i], to_string(static_cast<Eligibility>(i)));
   }
-  selection.reason = fmt::format("no device qualifies among {}: {}", devices.size(), parts);
-  if (rejected[static_cast<std::size_t>(Eligibility::insufficient_memory)] > 0) {
-    selection.reason += fmt::format(" (need {} free)", format_bytes(min_free_memory_bytes));
+  selection.reason = fmt::format("no device qualifies among {}: {}", devices_, parts);
+  if (rejected_[static_cast<std::size_t>(Eligibility::insufficient_memory)] > 0) {
+    selection.reason += fmt::format(" (need {} free)", format_bytes(min_free_memory_bytes_));
   }
   return selection;
 }

@@ -19,11 +19,15 @@ class TelemetryStore::DeviceSlot {
       : info(std::make_shared<const DeviceInfo>(std::move(device_info))), history(capacity) {}
 
   std::mutex mutex;
+  // history.back(), kept next to the mutex: views over thousands of devices
+  // (aggregate, select) then read one slot and never its history's storage.
+  std::optional<Sample> newest;
+  bool available = true;
+  bool removed = false;  // set on unregister; handles held elsewhere then fail
   std::shared_ptr<const DeviceInfo> info;  // replaced whole on update, so readers may keep a copy
   RingBuffer<Sample> history;
-  bool available = true;
   std::string unavailable_reason;
-  bool removed = false;  // set on unregister; handles held elsewhere then fail
+  std::size_t scan_index = 0;  // where the store's slots_ holds this slot
 };
 
 namespace {
@@ -122,8 +126,10 @@ std::optional<Timestamp> oldest_kept(Timestamp newest, const HistoryLimits& limi
 }
 
 // Appends one accepted sample and drops what max_age no longer keeps.
-void append(RingBuffer<Sample>& history, const Sample& sample, const HistoryLimits& limits) {
+void append(TelemetryStore::DeviceSlot& slot, const Sample& sample, const HistoryLimits& limits) {
+  RingBuffer<Sample>& history = slot.history;
   history.push(sample);
+  slot.newest = sample;
   if (const std::optional<Timestamp> oldest = oldest_kept(sample.timestamp, limits)) {
     while (history.size() > 1 && history.front().timestamp < *oldest) history.pop_front();
   }
@@ -139,6 +145,24 @@ void accumulate(FieldStats& stats, double value) {
   stats.mean += (value - stats.mean) / static_cast<double>(stats.count + 1);  // running mean, no overflow
   stats.last = value;
   ++stats.count;
+}
+
+// Calls visit(slot) for every slot, each under its lock. A view walks
+// thousands of slots that reports have pushed out of the cache: fetching the
+// ones a few steps ahead hides most of that wait.
+template <class Visit>
+void scan_slots(const std::vector<TelemetryStore::DeviceSlot*>& slots, Visit&& visit) {
+  constexpr std::size_t kAhead = 8;
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    if (i + kAhead < slots.size()) {
+      const char* ahead = reinterpret_cast<const char*>(slots[i + kAhead]);
+      __builtin_prefetch(ahead);
+      __builtin_prefetch(ahead + 64);
+      __builtin_prefetch(ahead + 128);
+    }
+    std::lock_guard slot_lock(slots[i]->mutex);
+    visit(*slots[i]);
+  }
 }
 
 }  // namespace
@@ -188,6 +212,8 @@ TelemetryStore::Handle TelemetryStore::add_device(DeviceInfo info) {
     }
   }
   auto slot = std::make_shared<DeviceSlot>(std::move(info), limits_.max_samples);
+  slot->scan_index = slots_.size();
+  slots_.push_back(slot.get());
   devices_.emplace(key, slot);
   return slot;
 }
@@ -200,10 +226,16 @@ bool TelemetryStore::remove_device(const DeviceKey& key) {
     if (it == devices_.end()) return false;
     slot = std::move(it->second);
     devices_.erase(it);
+    // Swap-remove from the scan list (its order does not matter).
+    DeviceSlot* last = slots_.back();
+    slots_[slot->scan_index] = last;
+    last->scan_index = slot->scan_index;
+    slots_.pop_back();
   }
   std::lock_guard slot_lock(slot->mutex);
   slot->removed = true;
   slot->history.clear();
+  slot->newest.reset();
   return true;
 }
 
@@ -242,7 +274,7 @@ RecordOutcome TelemetryStore::record(const Handle& slot, const Sample& sample) {
     if (sample.timestamp > limit)
       throw from_the_future(slot->info->key, sample.timestamp, current, validation_.max_future_skew);
   }
-  append(history, sample, limits_);
+  append(*slot, sample, limits_);
   return RecordOutcome::stored;
 }
 
@@ -327,7 +359,7 @@ TelemetryStore::BatchResult TelemetryStore::record_batch(const Handle& slot, std
   // trims relative to the newest, which only grows, so trimming after each of
   // them leaves what trimming after every sample would have left.
   const std::size_t first = fresh.size() > history.capacity() ? fresh.size() - history.capacity() : 0;
-  for (std::size_t i = first; i < fresh.size(); ++i) append(history, samples[fresh[i]], limits_);
+  for (std::size_t i = first; i < fresh.size(); ++i) append(*slot, samples[fresh[i]], limits_);
   result.accepted = accepted;
   return result;
 }
@@ -371,6 +403,15 @@ std::vector<DeviceState> TelemetryStore::states() const {
   result.reserve(devices_.size());
   for (const auto& [key, slot] : devices_) result.push_back(state_of(*slot));
   return result;
+}
+
+void TelemetryStore::visit_states(const std::function<void(const DeviceStateRef&)>& visit) const {
+  std::shared_lock map_lock(map_mutex_);
+  scan_slots(slots_, [&visit](const DeviceSlot& slot) {
+    const DeviceStateRef ref{*slot.info, slot.available, slot.unavailable_reason,
+                             slot.newest ? &*slot.newest : nullptr};
+    visit(ref);
+  });
 }
 
 std::optional<Sample> TelemetryStore::latest(const DeviceKey& key) const {
@@ -421,17 +462,26 @@ ClusterAggregate TelemetryStore::aggregate() const {
   return aggregate({});
 }
 
-ClusterAggregate TelemetryStore::aggregate(const std::function<bool(const DeviceKey&)>& include) const {
+ClusterAggregate TelemetryStore::aggregate(const std::function<bool(const std::string& host)>& include_host) const {
   ClusterAggregate aggregate;
   double utilization_sum = 0, temperature_sum = 0, power_sum = 0;
   std::size_t utilization_count = 0, temperature_count = 0, power_count = 0;
   std::shared_lock map_lock(map_mutex_);
   aggregate.device_count = devices_.size();
-  for (const auto& [key, slot] : devices_) {
-    if (include && !include(key)) continue;
-    std::lock_guard slot_lock(slot->mutex);
-    if (slot->history.empty()) continue;
-    const Sample& s = slot->history.back();
+  // A host's devices were mostly registered together: ask once per run of them.
+  const std::string* asked_host = nullptr;
+  bool host_included = true;
+  scan_slots(slots_, [&](const DeviceSlot& slot) {
+    if (!slot.newest) return;
+    if (include_host) {
+      const std::string& host = slot.info->key.host;
+      if (asked_host == nullptr || *asked_host != host) {
+        asked_host = &host;
+        host_included = include_host(host);
+      }
+      if (!host_included) return;
+    }
+    const Sample& s = *slot.newest;
     ++aggregate.devices_with_samples;
     aggregate.total_memory_bytes += static_cast<std::uint64_t>(s.memory_total_bytes);
     aggregate.used_memory_bytes += static_cast<std::uint64_t>(s.memory_used_bytes);
@@ -439,7 +489,7 @@ ClusterAggregate TelemetryStore::aggregate(const std::function<bool(const Device
     if (s.temperature_celsius) temperature_sum += *s.temperature_celsius, ++temperature_count;
     if (s.power_watts) power_sum += *s.power_watts, ++power_count;
     if (!aggregate.timestamp || s.timestamp > *aggregate.timestamp) aggregate.timestamp = s.timestamp;
-  }
+  });
   aggregate.available_memory_bytes = aggregate.total_memory_bytes - aggregate.used_memory_bytes;
   if (utilization_count > 0) aggregate.average_utilization_percent = utilization_sum / double(utilization_count);
   if (temperature_count > 0) aggregate.average_temperature_celsius = temperature_sum / double(temperature_count);
@@ -453,8 +503,10 @@ void TelemetryStore::clear() {
     std::lock_guard slot_lock(slot->mutex);
     slot->removed = true;
     slot->history.clear();
+    slot->newest.reset();
   }
   devices_.clear();
+  slots_.clear();
 }
 
 namespace {
@@ -464,7 +516,7 @@ DeviceState state_of(TelemetryStore::DeviceSlot& slot) {
   state.info = slot.info;
   state.available = slot.available;
   state.unavailable_reason = slot.unavailable_reason;
-  if (!slot.history.empty()) state.latest = slot.history.back();
+  state.latest = slot.newest;
   return state;
 }
 }  // namespace

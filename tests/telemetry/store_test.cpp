@@ -3,9 +3,11 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -343,6 +345,67 @@ TEST(TelemetryStore, HugeMaxAgeDoesNotOverflow) {
   EXPECT_EQ(store.history(kA).size(), 2u);
   store.record(kA, make_sample(1));  // now `early` is older than newest - max_age
   EXPECT_EQ(seconds_of(store.history(kA)), (std::vector<std::int64_t>{-100, 1}));
+}
+
+// Views read each device's newest sample from its slot, not its history: it
+// must follow every way the history changes (record, batches, a replaced
+// device), and visit_states must see each device exactly once.
+TEST(TelemetryStore, VisitStatesSeesEveryDeviceWithItsNewestSample) {
+  TelemetryStore store(HistoryLimits{3, seconds{100}, std::nullopt});
+  store.add_device(make_info("host-a", "cuda:0"));
+  store.add_device(make_info("host-a", "cuda:1"));
+  store.add_device(make_info("host-b", "cuda:0"));
+  store.record(kA, make_sample(1));
+  const std::vector<Sample> batch{make_sample(2), make_sample(3, 2000), make_sample(4, 3000)};
+  ASSERT_FALSE(store.record_batch(DeviceKey{"host-b", "cuda:0"}, batch).rejection);
+  store.set_availability(DeviceKey{"host-a", "cuda:1"}, false, "gone");
+  const auto seen = [&store] {
+    std::map<std::string, std::string> out;  // key → "available/used" or "no sample"
+    store.visit_states([&out](const DeviceStateRef& device) {
+      const std::string value =
+          device.latest == nullptr
+              ? std::string(device.available ? "no sample" : "unavailable: ") + std::string(device.unavailable_reason)
+              : std::to_string(device.latest->memory_used_bytes);
+      EXPECT_TRUE(out.emplace(device.info.key.str(), value).second) << device.info.key.str() << " seen twice";
+    });
+    return out;
+  };
+  EXPECT_EQ(seen(), (std::map<std::string, std::string>{
+                        {"host-a/cuda:0", "1000"}, {"host-a/cuda:1", "unavailable: gone"}, {"host-b/cuda:0", "3000"}}));
+  // Removed and registered again: no sample (the old one is gone with the history).
+  ASSERT_TRUE(store.remove_device(kA));
+  store.add_device(make_info("host-a", "cuda:0"));
+  EXPECT_EQ(seen().at("host-a/cuda:0"), "no sample");
+  EXPECT_FALSE(store.state(kA)->latest);
+  store.record(kA, make_sample(5, 4000));
+  EXPECT_EQ(seen().at("host-a/cuda:0"), "4000");
+  EXPECT_EQ(store.state(kA)->latest->memory_used_bytes, 4000);
+  store.clear();
+  EXPECT_TRUE(seen().empty());
+}
+
+// The coordinator's filter is asked about hosts (the devices of a down node
+// are left out), and the totals are those of the hosts it keeps.
+TEST(TelemetryStore, AggregateLeavesOutTheHostsTheFilterRefuses) {
+  TelemetryStore store;
+  for (const char* host : {"host-a", "host-b", "host-c"}) {
+    for (const char* id : {"cuda:0", "cuda:1"}) {
+      store.add_device(make_info(host, id));
+      store.record(DeviceKey{host, id}, make_sample(1, std::string_view(host) == "host-b" ? 5000 : 1000));
+    }
+  }
+  std::map<std::string, int> asked;
+  const ClusterAggregate without_b = store.aggregate([&asked](const std::string& host) {
+    ++asked[host];
+    return host != "host-b";
+  });
+  EXPECT_EQ(without_b.devices_with_samples, 4u);
+  EXPECT_EQ(without_b.device_count, 6u);  // every registered device is counted; the totals are over the kept ones
+  EXPECT_EQ(without_b.used_memory_bytes, 4000u);
+  EXPECT_EQ(without_b.total_memory_bytes, 40000u);
+  EXPECT_EQ(asked.size(), 3u);
+  const ClusterAggregate all = store.aggregate();
+  EXPECT_EQ(all.used_memory_bytes, 14000u);
 }
 
 TEST(TelemetryStore, InvalidSampleIsRejectedAndNothingStored) {

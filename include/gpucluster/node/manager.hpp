@@ -146,7 +146,8 @@ class Manager {
   std::vector<Sample> history(const DeviceKey& key, std::size_t limit = SIZE_MAX) const;
   WindowStats window_stats(const DeviceKey& key) const;
   ClusterAggregate aggregate() const;
-  ClusterAggregate aggregate(const std::function<bool(const DeviceKey&)>& include) const;  // TelemetryStore's
+  ClusterAggregate aggregate(
+      const std::function<bool(const std::string& host)>& include_host) const;  // TelemetryStore's
   std::vector<RankedDevice> rank(std::uint64_t min_free_memory_bytes = 0) const;
   Selection select(std::uint64_t min_free_memory_bytes = 0) const;
   Plan plan(const PlanRequest& request) const;

@@ -5,6 +5,7 @@
 // A gauge that is unavailable is left out and the remaining weights are
 // renormalised: unavailable is never read as 0 % busy or 0 °C.
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -70,5 +71,44 @@ struct Selection {
 // The best eligible device (ties by key), or the reason none qualifies. O(devices).
 Selection select_device(std::span<const DeviceState> devices, const ScoringConfig& config, Timestamp now,
                         std::uint64_t min_free_memory_bytes = 0);
+
+// The config folded into shares and reciprocals once per call, so scoring a
+// device costs one division (free/total) on the selection hot path.
+struct ScoreFactors {
+  double memory_share_with_compute;   // w_mem / (w_mem + w_compute)
+  double compute_share_with_compute;  // w_compute / (w_mem + w_compute)
+  double memory_share_alone;          // 1 when w_mem > 0: utilization unavailable, memory decides
+  double inverse_thermal_span;
+  double min_thermal_penalty;
+  double default_threshold_celsius;
+
+  explicit ScoreFactors(const ScoringConfig& config) noexcept
+      : memory_share_with_compute(config.memory_weight / (config.memory_weight + config.compute_weight)),
+        compute_share_with_compute(config.compute_weight / (config.memory_weight + config.compute_weight)),
+        memory_share_alone(config.memory_weight > 0 ? 1.0 : 0.0),
+        inverse_thermal_span(1.0 / config.thermal_span_celsius),
+        min_thermal_penalty(config.min_thermal_penalty),
+        default_threshold_celsius(config.thermal_threshold_celsius) {}
+};
+
+// select_device one device at a time, for callers that visit devices in place
+// (TelemetryStore::visit_states) instead of copying them: the same rules, the
+// same answer.
+class DeviceSelector {
+ public:
+  DeviceSelector(const ScoringConfig& config, Timestamp now, std::uint64_t min_free_memory_bytes = 0);
+  void add(const DeviceStateRef& device);
+  Selection result() const;
+
+ private:
+  ScoreFactors factors_;
+  std::chrono::nanoseconds staleness_;
+  Timestamp now_;
+  std::uint64_t min_free_memory_bytes_;
+  std::optional<DeviceKey> best_;
+  double best_score_ = 0;
+  std::size_t devices_ = 0;
+  std::array<std::size_t, 6> rejected_{};  // by Eligibility
+};
 
 }  // namespace gpucluster

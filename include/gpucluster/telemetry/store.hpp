@@ -18,6 +18,7 @@
 #include <shared_mutex>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "gpucluster/model/device.hpp"
@@ -55,6 +56,15 @@ struct DeviceState {
   bool available = true;
   std::string unavailable_reason;
   std::optional<Sample> latest;
+};
+
+// A device as seen now, without copies: valid only during a visit_states()
+// call (the device's lock is held), for views over thousands of devices.
+struct DeviceStateRef {
+  const DeviceInfo& info;
+  bool available;
+  std::string_view unavailable_reason;
+  const Sample* latest;  // nullptr without a sample
 };
 
 // min/mean/max/last of one field over a device's history; count = samples that reported it.
@@ -137,6 +147,9 @@ class TelemetryStore {
 
   std::optional<DeviceState> state(const DeviceKey& key) const;
   std::vector<DeviceState> states() const;  // sorted by key
+  // Calls visit for every device (in no particular order), each under its own
+  // lock, with nothing copied. visit must not call back into the store.
+  void visit_states(const std::function<void(const DeviceStateRef&)>& visit) const;
   std::optional<Sample> latest(const DeviceKey& key) const;
   // Chronological (oldest first), at most `limit` newest samples. Throws UnknownDeviceError.
   std::vector<Sample> history(const DeviceKey& key, std::size_t limit = SIZE_MAX) const;
@@ -145,10 +158,11 @@ class TelemetryStore {
   // arrive, up to limits().max_samples). Throws UnknownDeviceError.
   std::size_t history_slots(const DeviceKey& key) const;
   ClusterAggregate aggregate() const;
-  // Over the devices `include` accepts (a coordinator leaves out the devices of
-  // nodes that are down); `include` is called with the store's lock held and
-  // must not call back into the store.
-  ClusterAggregate aggregate(const std::function<bool(const DeviceKey&)>& include) const;
+  // Over the devices of the hosts `include_host` accepts (a coordinator leaves
+  // out the devices of nodes that are down). It is asked about each host at
+  // least once (usually once per host), with the store's lock held, and must
+  // not call back into the store.
+  ClusterAggregate aggregate(const std::function<bool(const std::string& host)>& include_host) const;
 
   // Drops every device and sample (shutdown).
   void clear();
@@ -166,6 +180,7 @@ class TelemetryStore {
   mutable std::atomic<std::int64_t> future_limit_ns_{std::numeric_limits<std::int64_t>::min()};
   mutable std::shared_mutex map_mutex_;
   std::map<DeviceKey, Handle> devices_;  // ordered: states() comes out sorted by key
+  std::vector<DeviceSlot*> slots_;       // devices_'s slots in no order, contiguous for scans
 };
 
 }  // namespace gpucluster
