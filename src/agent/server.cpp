@@ -637,10 +637,11 @@ void Agent::Impl::handle_history(std::string_view id, const HttpRequest& req, Ht
 
 void Agent::Impl::handle_cluster(HttpResponse& res) const {
   // Devices of nodes that are down are listed but left out of the totals.
-  const std::unordered_set<std::string> down = coordinator.down_hosts();
+  const NodeCounts counts = coordinator.counts();
+  const std::unordered_set<std::string> down =
+      counts.down == 0 ? std::unordered_set<std::string>{} : coordinator.down_hosts();
   json body = to_json(down.empty() ? manager.aggregate()
                                    : manager.aggregate([&](const std::string& host) { return !down.contains(host); }));
-  const NodeCounts counts = coordinator.counts();
   body["nodes"] = json{{"alive", counts.alive},
                        {"suspect", counts.suspect},
                        {"down", counts.down},
