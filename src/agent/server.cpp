@@ -8,6 +8,8 @@
 #include <map>
 #include <mutex>
 #include <new>
+#include <tuple>
+#include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -266,6 +268,34 @@ enum class Access {
   token,   // POST endpoints: the Bearer token when one is set; 409 once draining
   health,  // GET /healthz: no token; answered while draining (503 "draining", for load balancers)
 };
+
+// The node of each device, from one snapshot of the coordinator's node table,
+// so that a view joins the device list with it in one pass (no per-node
+// rescans: a coordinator may hold thousands of devices).
+struct DeviceNodes {
+  explicit DeviceNodes(const Coordinator& coordinator)
+      : self(coordinator.self_label()), by_host(coordinator.labels_by_host()) {}
+
+  // The agent's own devices are self's. nullptr for a remote device whose host
+  // the table does not list (a seed registration a moment before its message
+  // is noted): the views name it by its host, alive.
+  const NodeLabel* find(const DeviceState& device) const {
+    if (device.info->backend != "remote") return &self;
+    const auto it = by_host.find(device.info->key.host);
+    return it != by_host.end() ? &it->second : nullptr;
+  }
+
+  NodeLabel self;
+  std::unordered_map<std::string, NodeLabel> by_host;
+};
+
+// A device object of /v1/devices gains its node's name and state (the export
+// layer knows nothing of nodes).
+void add_node_fields(json& device_json, const DeviceState& device, const DeviceNodes& nodes) {
+  const NodeLabel* node = nodes.find(device);
+  device_json["node"] = node != nullptr ? node->name : device.info->key.host;
+  device_json["node_state"] = to_string(node != nullptr ? node->state : NodeState::alive);
+}
 
 }  // namespace
 
@@ -595,7 +625,11 @@ void Agent::Impl::handle_health(HttpResponse& res) const {
 }
 
 void Agent::Impl::handle_devices(HttpResponse& res) const {
-  write_json(res, 200, devices_to_json(manager.devices(), manager.rank()));
+  const std::vector<DeviceState> devices = manager.devices();
+  json body = devices_to_json(devices, manager.rank());  // one object per device, in order
+  const DeviceNodes nodes(coordinator);
+  for (std::size_t i = 0; i < devices.size(); ++i) add_node_fields(body[i], devices[i], nodes);
+  write_json(res, 200, body);
 }
 
 DeviceKey Agent::Impl::device_from_path(std::string_view text) const {
@@ -617,6 +651,7 @@ void Agent::Impl::handle_device(std::string_view id, HttpResponse& res) const {
     if (entry.key == key) ranked = std::move(entry);
   }
   json body = to_json(state, ranked);
+  add_node_fields(body, state, DeviceNodes(coordinator));
   body["window"] = to_json(manager.window_stats(key));
   write_json(res, 200, body);
 }
@@ -636,16 +671,73 @@ void Agent::Impl::handle_history(std::string_view id, const HttpRequest& req, Ht
 }
 
 void Agent::Impl::handle_cluster(HttpResponse& res) const {
-  // Devices of nodes that are down are listed but left out of the totals.
-  const NodeCounts counts = coordinator.counts();
-  const std::unordered_set<std::string> down =
-      counts.down == 0 ? std::unordered_set<std::string>{} : coordinator.down_hosts();
+  // One snapshot of the node table joined with the devices in one pass over
+  // them in place: the per-node and per-state counts, and the hosts of down
+  // nodes, whose devices are listed but left out of the totals.
+  struct Tally {
+    NodeLabel node;
+    std::size_t devices = 0, with_samples = 0;
+  };
+  const DeviceNodes nodes(coordinator);
+  Tally self{nodes.self, 0, 0};
+  std::unordered_map<std::string, Tally> remote;  // key host →
+  remote.reserve(nodes.by_host.size());
+  for (const auto& [host, node] : nodes.by_host) remote.emplace(host, Tally{node, 0, 0});
+  // A host's devices mostly come one after another: each run is looked up once.
+  const std::string* last_host = nullptr;
+  Tally* last = nullptr;
+  manager.visit_devices([&](const DeviceStateRef& device) {
+    Tally* tally = &self;
+    if (device.info.backend == "remote") {
+      const std::string& host = device.info.key.host;
+      if (last_host == nullptr || *last_host != host) {
+        const auto [it, added] = remote.try_emplace(host, Tally{NodeLabel{host, {}, NodeState::alive}, 0, 0});
+        last_host = &it->first;
+        last = &it->second;
+      }
+      tally = last;
+    }
+    ++tally->devices;
+    if (device.latest != nullptr) ++tally->with_samples;
+  });
+  std::vector<const Tally*> sorted{&self};
+  sorted.reserve(remote.size() + 1);
+  std::unordered_set<std::string> down;
+  for (const auto& [host, tally] : remote) {
+    sorted.push_back(&tally);
+    if (tally.node.state == NodeState::down) down.insert(host);
+  }
+  std::sort(sorted.begin(), sorted.end(), [](const Tally* a, const Tally* b) {
+    return std::tie(a->node.name, a->node.id) < std::tie(b->node.name, b->node.id);
+  });
+  const auto add = [](NodeCounts& to, NodeState state, std::size_t count) {
+    switch (state) {
+      case NodeState::alive: to.alive += count; break;
+      case NodeState::suspect: to.suspect += count; break;
+      case NodeState::down: to.down += count; break;
+    }
+  };
+  NodeCounts counts;
+  NodeCounts devices_by_state;
+  json per_node = json::array();
+  for (const Tally* tally : sorted) {
+    add(counts, tally->node.state, 1);
+    add(devices_by_state, tally->node.state, tally->devices);
+    per_node.push_back(json{{"node", tally->node.name},
+                            {"id", tally->node.id.empty() ? json(nullptr) : json(tally->node.id)},
+                            {"state", to_string(tally->node.state)},
+                            {"devices", tally->devices},
+                            {"devices_with_samples", tally->with_samples}});
+  }
   json body = to_json(down.empty() ? manager.aggregate()
                                    : manager.aggregate([&](const std::string& host) { return !down.contains(host); }));
   body["nodes"] = json{{"alive", counts.alive},
                        {"suspect", counts.suspect},
                        {"down", counts.down},
                        {"total", counts.alive + counts.suspect + counts.down}};
+  body["devices_by_state"] =
+      json{{"alive", devices_by_state.alive}, {"suspect", devices_by_state.suspect}, {"down", devices_by_state.down}};
+  body["per_node"] = std::move(per_node);
   body["backends"] = backends_to_json(manager.backend_reports());  // which local sources the aggregate lacks
   write_json(res, 200, body);
 }

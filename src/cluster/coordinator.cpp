@@ -680,6 +680,20 @@ std::unordered_set<std::string> Coordinator::down_hosts() const {
   return hosts;
 }
 
+std::unordered_map<std::string, NodeLabel> Coordinator::labels_by_host() const {
+  std::lock_guard lock(impl_->mutex);
+  std::unordered_map<std::string, NodeLabel> labels;
+  labels.reserve(impl_->nodes.size() + impl_->seed_hosts.size());
+  for (const auto& [id, node] : impl_->nodes) labels.emplace(node.key_host, NodeLabel{node.name, node.id, node.state});
+  for (const auto& [host, seed] : impl_->seed_hosts) labels.try_emplace(host, NodeLabel{host, {}, seed.state});
+  return labels;
+}
+
+NodeLabel Coordinator::self_label() const {
+  const Impl& self = *impl_;
+  return NodeLabel{self.self.name.empty() ? self.manager.host() : self.self.name, self.self.id, NodeState::alive};
+}
+
 bool Coordinator::owns_host(const std::string& host) const {
   std::lock_guard lock(impl_->mutex);
   return impl_->id_by_host.contains(host);

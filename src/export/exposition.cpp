@@ -1,6 +1,7 @@
 #include "gpucluster/export/exposition.hpp"
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <cmath>
 #include <iterator>
@@ -172,6 +173,28 @@ void append_cluster(std::string& out, const ExpositionSnapshot& snapshot) {
       append_label(labels, "state", node.state, first);
       append_series_start(out, kUp, labels);
       out += node.state == "down" ? "0\n" : "1\n";
+    }
+    // Enum style (one series per state, 1 for the current one): a state's
+    // series exists before the node enters it, so alerts and rates over it work.
+    constexpr std::array<std::string_view, 3> kStates{"alive", "suspect", "down"};
+    constexpr std::string_view kState = "gpucluster_node_state";
+    append_header(out, kState, "gauge", "1 for the node's current state (alive, suspect, down), 0 for the others.");
+    for (const NodeRow& node : snapshot.nodes) {
+      const std::string labels = node_labels(node);
+      for (const std::string_view state : kStates) {
+        std::string with_state = labels;
+        bool first = false;
+        append_label(with_state, "state", state, first);
+        append_series_start(out, kState, with_state);
+        out += node.state == state ? "1\n" : "0\n";
+      }
+    }
+    constexpr std::string_view kNodes = "gpucluster_nodes";
+    append_header(out, kNodes, "gauge", "Nodes by state (the node table of GET /v1/nodes).");
+    for (const std::string_view state : kStates) {
+      const auto count = std::count_if(snapshot.nodes.begin(), snapshot.nodes.end(),
+                                       [&](const NodeRow& node) { return node.state == state; });
+      fmt::format_to(Out(out), "{}{{state=\"{}\"}} {}\n", kNodes, state, count);
     }
     constexpr std::string_view kAge = "gpucluster_node_last_report_age_seconds";
     append_header(out, kAge, "gauge", "Seconds since the node's last accepted report, on the coordinator's clock.");

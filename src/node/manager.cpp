@@ -352,6 +352,11 @@ std::vector<DeviceState> Manager::devices() const {
   return store_.states();
 }
 
+void Manager::visit_devices(const std::function<void(const DeviceStateRef&)>& visit) const {
+  const InFlightGuard guard = enter("list devices");
+  store_.visit_states(visit);
+}
+
 DeviceState Manager::device(const DeviceKey& key) const {
   const InFlightGuard guard = enter("read a device");
   std::optional<DeviceState> state = store_.state(key);

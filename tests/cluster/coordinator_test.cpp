@@ -243,6 +243,36 @@ TEST_F(CoordinatorTest, SilentNodeIsSuspectThenDownThenForgotten) {
   EXPECT_EQ(device_ids(), std::vector<std::string>{});
 }
 
+// The views' join table: every reporting node and seed host by its key host, in its state.
+TEST_F(CoordinatorTest, LabelsByHostNameEveryNodeAndSeedHostInItsState) {
+  ingest(report(kNodeA, 1));                       // gpu-a: down below
+  coordinator->note_seed_message("seedbox", now);  // a seed host: down with it
+  now += seconds{8};
+  ingest(report(kNodeB, 1, {"cuda:0"}, 1, "gpu-a"));  // a second gpu-a: suspect below
+  now += seconds{4};
+  coordinator->tick(now);
+  const auto labels = coordinator->labels_by_host();
+  ASSERT_EQ(labels.size(), 3U);
+  const NodeLabel& a = labels.at("gpu-a");
+  EXPECT_EQ(a.name, "gpu-a");
+  EXPECT_EQ(a.id, kNodeA);
+  EXPECT_EQ(a.state, NodeState::down);
+  const NodeLabel& b = labels.at("gpu-a~9d0e1f2a");  // the same name: the host part is qualified
+  EXPECT_EQ(b.name, "gpu-a");
+  EXPECT_EQ(b.id, kNodeB);
+  EXPECT_EQ(b.state, NodeState::suspect);
+  const NodeLabel& seed = labels.at("seedbox");
+  EXPECT_EQ(seed.name, "seedbox");
+  EXPECT_EQ(seed.id, "");
+  EXPECT_EQ(seed.state, NodeState::down);
+  ingest(report(kNodeB, 2, {}, 1, "gpu-a"));
+  EXPECT_EQ(coordinator->labels_by_host().at("gpu-a~9d0e1f2a").state, NodeState::alive);
+  const NodeLabel self = coordinator->self_label();
+  EXPECT_EQ(self.name, "coord");
+  EXPECT_EQ(self.id, "00000000-0000-4000-8000-000000000001");
+  EXPECT_EQ(self.state, NodeState::alive);
+}
+
 TEST_F(CoordinatorTest, ADownNodeThatReportsAgainIsAliveWithItsDevicesAvailable) {
   ingest(report(kNodeA, 1));
   now += seconds{11};

@@ -667,9 +667,38 @@ TEST(Exposition, NodesAreUpUntilDownWithTheirAgeOffsetAndReports) {
   EXPECT_NE(text.find("# TYPE gpucluster_push_backlog_samples gauge\n"), std::string::npos);
 }
 
+TEST(Exposition, NodeStateIsAnEnumAndNodesAreCountedByState) {
+  ExpositionSnapshot snapshot = cluster_snapshot();
+  snapshot.nodes.push_back(NodeRow{"", "seedbox", "seedbox", "suspect", 4.0, std::nullopt, 3, 1});
+  const std::string text = render_exposition(snapshot);
+  // Three series per node, 1 only for its current state.
+  const auto state = series(text, "gpucluster_node_state");
+  ASSERT_EQ(state.size(), 12U) << text;
+  const std::string gpu_b =
+      "gpucluster_node_state{node=\"gpu-b\",node_id=\"9d0e1f2a-3b4c-4d5e-8f6a-7b8c9d0e1f2a\","
+      "host=\"gpu-b~9d0e1f2a\",state=";
+  EXPECT_NE(text.find(gpu_b + "\"alive\"} 0\n"), std::string::npos) << text;
+  EXPECT_NE(text.find(gpu_b + "\"suspect\"} 0\n"), std::string::npos) << text;
+  EXPECT_NE(text.find(gpu_b + "\"down\"} 1\n"), std::string::npos) << text;
+  const std::string seedbox = "gpucluster_node_state{node=\"seedbox\",node_id=\"\",host=\"seedbox\",state=";
+  EXPECT_NE(text.find(seedbox + "\"alive\"} 0\n"), std::string::npos) << text;
+  EXPECT_NE(text.find(seedbox + "\"suspect\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find(seedbox + "\"down\"} 0\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("# TYPE gpucluster_node_state gauge\n"), std::string::npos);
+  // Every state is listed, at 0 too.
+  EXPECT_NE(text.find("# TYPE gpucluster_nodes gauge\n"), std::string::npos);
+  EXPECT_NE(text.find("\ngpucluster_nodes{state=\"alive\"} 2\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("\ngpucluster_nodes{state=\"suspect\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("\ngpucluster_nodes{state=\"down\"} 1\n"), std::string::npos) << text;
+  snapshot.nodes.resize(1);  // the coordinator alone
+  const std::string alone = render_exposition(snapshot);
+  EXPECT_NE(alone.find("\ngpucluster_nodes{state=\"down\"} 0\n"), std::string::npos) << alone;
+}
+
 TEST(Exposition, APlainAgentHasNoClusterFamilies) {
   const std::string text = render_exposition(ExpositionSnapshot{});
   EXPECT_EQ(text.find("gpucluster_node_"), std::string::npos);
+  EXPECT_EQ(text.find("gpucluster_nodes"), std::string::npos);
   EXPECT_EQ(text.find("gpucluster_reports_"), std::string::npos);
   EXPECT_EQ(text.find("gpucluster_push_"), std::string::npos);
 }

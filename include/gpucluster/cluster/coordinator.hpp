@@ -19,6 +19,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -95,6 +96,13 @@ struct NodeCounts {
   std::size_t alive = 0, suspect = 0, down = 0;
 };
 
+// Which node a device belongs to, as the device views name it.
+struct NodeLabel {
+  std::string name;
+  std::string id;  // empty: a seed host, or self without a persisted id
+  NodeState state = NodeState::alive;
+};
+
 class Coordinator {
  public:
   using SteadyClock = std::function<std::chrono::steady_clock::time_point()>;
@@ -133,6 +141,11 @@ class Coordinator {
   NodeCounts counts() const;
   // The host parts of the devices of nodes that are down (for the totals).
   std::unordered_set<std::string> down_hosts() const;
+  // Every reporting node and seed host by the host part of its devices' keys,
+  // taken under one lock: the views join the device list with it in one pass
+  // (GET /v1/cluster, /v1/devices). The agent's own devices belong to self_label().
+  std::unordered_map<std::string, NodeLabel> labels_by_host() const;
+  NodeLabel self_label() const;  // always alive
   // True when `host` is a reporting node's: the seed protocol may not register devices there.
   bool owns_host(const std::string& host) const;
   // A message of the seed protocol (POST /v1/telemetry) from `host` arrived:

@@ -142,6 +142,9 @@ class Manager {
   void set_availability(const DeviceKey& key, bool available, std::string reason = {});
 
   std::vector<DeviceState> devices() const;
+  // Every device in place, nothing copied (TelemetryStore::visit_states): for
+  // views over thousands of devices. visit must not call back into the manager.
+  void visit_devices(const std::function<void(const DeviceStateRef&)>& visit) const;
   DeviceState device(const DeviceKey& key) const;  // throws UnknownDeviceError
   std::vector<Sample> history(const DeviceKey& key, std::size_t limit = SIZE_MAX) const;
   WindowStats window_stats(const DeviceKey& key) const;
