@@ -102,6 +102,7 @@ agent::AgentConfig agent_config(const AgentOptions& options) {
   config.cluster.liveness.forget_after = parse_timeout(options.forget_after, "--forget-after");
   if (options.max_nodes == 0) throw InputError("--max-nodes", "0", "must be > 0");
   config.cluster.max_nodes = options.max_nodes;
+  config.cluster.etcd = !options.etcd.empty();
   // Every node that reports holds a kept-alive connection to its coordinator.
   config.max_connections = options.max_connections > 0 ? options.max_connections
                            : options.coordinator       ? std::max<std::size_t>(1024, options.max_nodes + 64)
@@ -319,6 +320,7 @@ int run_agent(const AgentOptions& options, std::vector<BackendPtr> backends, Man
     etcd->prefix = options.etcd_prefix;
     etcd->ttl = std::chrono::duration_cast<std::chrono::seconds>(parse_timeout(options.etcd_ttl, "--etcd-ttl"));
     etcd->coordinator = options.coordinator;
+    etcd->relist_every = parse_timeout(options.etcd_relist_every, "--etcd-relist-every");
     validate_etcd_registry_options(*etcd);
   }
   // A node of a cluster needs an id that survives restarts: without
@@ -416,6 +418,9 @@ int run_agent(const AgentOptions& options, std::vector<BackendPtr> backends, Man
       };
       if (options.coordinator) {
         hooks.node_lease_lost = [&agent](const std::string& id) { agent.coordinator().node_lease_lost(id); };
+        hooks.node_lease_present = [&agent](const std::string& id, const std::string& name, std::int64_t revision) {
+          agent.coordinator().node_lease_present(id, name, revision);
+        };
       }
       registry.emplace(*etcd, node, std::move(hooks));
       registry->start();

@@ -44,6 +44,7 @@ struct AgentOptions {
   std::string etcd;                 // URL[,URL...]: the etcd tier (docs/cluster.md "etcd")
   std::string etcd_prefix = "/gpucluster/";
   std::string etcd_ttl = "10s";
+  std::string etcd_relist_every = "30s";  // hidden: the watches' safety re-list (tests shorten it)
 };
 
 // The Bearer token in a file (one word, at most 4 KiB; a warning when group or

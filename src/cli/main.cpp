@@ -504,6 +504,8 @@ int run(int argc, char** argv) {
   agent->add_option("--etcd-prefix", agent_options.etcd_prefix, "Keys under this prefix (default /gpucluster/)");
   agent->add_option("--etcd-ttl", agent_options.etcd_ttl,
                     "Lease TTL (default 10s, at least 2s); kept alive every TTL/3");
+  // Internal (tests): how often the etcd watches list again even when nothing broke.
+  agent->add_option("--etcd-relist-every", agent_options.etcd_relist_every)->group("");
   agent->add_option("--report-interval", agent_options.report_interval,
                     "Coordinator: the report interval asked of every node (default 1s; 100ms to 60s)");
   agent->add_option("--suspect-after", agent_options.suspect_after,

@@ -37,9 +37,19 @@ void validate_coordinator_options(const CoordinatorOptions& options) {
   if (options.max_devices_per_node == 0) throw InputError("--max-devices-per-node", "0", "must be > 0");
 }
 
+const char* to_string(LeaseState state) noexcept {
+  switch (state) {
+    case LeaseState::unknown: return "unknown";
+    case LeaseState::present: return "present";
+    case LeaseState::absent: return "absent";
+  }
+  return "unknown";
+}
+
 namespace {
 
 constexpr std::size_t kMaxRejectionsListed = 16;
+constexpr const char* kLeaseLost = "etcd lease expired";
 constexpr std::size_t kKeyHostIdChars = 8;  // name~<first 8 hex digits of the node id>
 
 double seconds(std::chrono::nanoseconds duration) {
@@ -61,6 +71,7 @@ struct NodeRecord {
   std::uint64_t incarnation = 0, last_seq = 0, inventory_version = 0;
   steady_clock::time_point last_report, state_since;
   NodeState state = NodeState::alive;
+  LeaseState lease = LeaseState::unknown;
   std::string down_reason;
   ClockOffset offset;
   bool offset_warned = false;
@@ -117,6 +128,11 @@ struct Coordinator::Impl {
   std::unordered_map<std::string, NodeRecord> nodes;  // id →
   std::unordered_map<std::string, std::string> id_by_host;  // key host → id
   std::unordered_map<std::string, SeedHost> seed_hosts;     // host →
+  struct EtcdKey {
+    std::string name;
+    std::int64_t create_revision = 0;
+  };
+  std::unordered_map<std::string, EtcdKey> etcd_keys;  // node id → its nodes/ key, reporting or not
   std::uint64_t accepted = 0;
   std::map<std::string, std::uint64_t> rejected;
 
@@ -158,8 +174,18 @@ std::string Coordinator::Impl::choose_key_host(const std::string& name, const st
   const std::vector<std::string> members = membership.hosts();  // seed hosts and reporting nodes
   const bool taken =
       name == manager.host() || id_by_host.contains(name) || std::binary_search(members.begin(), members.end(), name);
-  if (!taken) return name;
-  return name + "~" + id.substr(0, kKeyHostIdChars);
+  if (taken) return name + "~" + id.substr(0, kKeyHostIdChars);
+  // With etcd the plain name goes to the oldest key of that name, whichever
+  // node reported first here, so every coordinator chooses alike. A node not
+  // (yet) seen in etcd counts as newer than every key it has.
+  const auto own = etcd_keys.find(id);
+  for (const auto& [other, key] : etcd_keys) {
+    if (other == id || key.name != name) continue;
+    if (own == etcd_keys.end() || key.create_revision < own->second.create_revision) {
+      return name + "~" + id.substr(0, kKeyHostIdChars);
+    }
+  }
+  return name;
 }
 
 // Tells the manager each device's availability: down when the node is, else
@@ -261,6 +287,7 @@ ReportAck Coordinator::ingest(const Report& report, const Receipt& receipt) {
     record.name = sender.name;
     record.key_host = self.choose_key_host(sender.name, sender.id);
     record.state_since = receipt.received;
+    record.lease = self.etcd_keys.contains(sender.id) ? LeaseState::present : LeaseState::unknown;
     known = &self.nodes.emplace(sender.id, std::move(record)).first->second;
     self.id_by_host.emplace(known->key_host, sender.id);
     spdlog::info("node {} ({}) joined from {}: host {}, incarnation {}, {} devices", sender.name, sender.id,
@@ -271,6 +298,8 @@ ReportAck Coordinator::ingest(const Report& report, const Receipt& receipt) {
     known->devices.clear();
     known->last_seq = 0;
     known->offset = ClockOffset{};
+    // A restarted process may no longer use etcd: its lease is unknown until its key shows.
+    if (known->lease == LeaseState::absent) known->lease = LeaseState::unknown;
     spdlog::info("node {} ({}) restarted: incarnation {} → {}", sender.name, sender.id, known->incarnation,
                  sender.incarnation);
   }
@@ -380,6 +409,9 @@ ReportAck Coordinator::ingest(const Report& report, const Receipt& receipt) {
   node.last_report = receipt.received;
   if (report.leaving) {
     if (node.state != NodeState::down) self.mark_down(node, receipt.received, "left");
+  } else if (node.state == NodeState::down && node.lease == LeaseState::absent) {
+    // Down by its lease: alive again only once its key is back (a frozen
+    // process that thaws re-registers within a keepalive period).
   } else if (node.state != NodeState::alive) {
     if (node.state == NodeState::down) spdlog::info("node {} ({}) is alive again", node.name, node.id);
     node.state = NodeState::alive;
@@ -457,9 +489,25 @@ void Coordinator::node_lease_lost(const std::string& node_id) {
   Impl& self = *impl_;
   const steady_clock::time_point now = self.steady();
   std::lock_guard lock(self.mutex);
+  self.etcd_keys.erase(node_id);
   const auto it = self.nodes.find(node_id);
-  if (it == self.nodes.end() || it->second.state == NodeState::down) return;
-  self.mark_down(it->second, now, "etcd lease expired");
+  if (it == self.nodes.end()) return;
+  it->second.lease = LeaseState::absent;
+  if (it->second.state != NodeState::down) self.mark_down(it->second, now, kLeaseLost);
+}
+
+void Coordinator::node_lease_present(const std::string& node_id, const std::string& name,
+                                     std::int64_t create_revision) {
+  Impl& self = *impl_;
+  std::lock_guard lock(self.mutex);
+  if (!self.self.id.empty() && node_id == self.self.id) return;  // its own host is its own name already
+  self.etcd_keys[node_id] = Impl::EtcdKey{name, create_revision};
+  const auto it = self.nodes.find(node_id);
+  if (it == self.nodes.end()) return;
+  if (it->second.lease == LeaseState::absent) {
+    spdlog::info("node {} ({}) is back in etcd; its next report makes it alive", it->second.name, node_id);
+  }
+  it->second.lease = LeaseState::present;
 }
 
 void Coordinator::note_seed_message(const std::string& host, steady_clock::time_point received) {
@@ -555,6 +603,7 @@ NodeView Coordinator::Impl::view(const NodeRecord& node, steady_clock::time_poin
   if (const auto error = node.offset.error()) out.clock_offset_error_seconds = seconds(*error);
   out.agent_version = node.agent_version;
   out.down_reason = node.down_reason;
+  if (options.etcd) out.lease = node.lease;
   out.reports = node.reports;
   out.samples = node.samples;
   out.duplicates = node.duplicates;
@@ -734,6 +783,7 @@ nlohmann::json to_json(const NodeView& node) {
               {"clock_offset_error_seconds", optional(node.clock_offset_error_seconds)},
               {"agent_version", node.agent_version.empty() ? json(nullptr) : json(node.agent_version)},
               {"down_reason", node.down_reason.empty() ? json(nullptr) : json(node.down_reason)},
+              {"lease", node.lease ? json(to_string(*node.lease)) : json(nullptr)},
               {"reports", node.reports},
               {"samples", node.samples},
               {"duplicates", node.duplicates},

@@ -9,11 +9,17 @@
 // per-second telemetry goes through etcd: reports go to the coordinators.
 //
 // While etcd cannot be reached nothing is marked down for it (liveness falls
-// back to the reports), and the watches re-list when they come back, after a
-// compaction or when a stream breaks.
+// back to the reports). The watches list again (a re-list) when a stream
+// breaks or closes, on an error or a compaction cancel, and every
+// relist_every (30 s) in case a stream died silently; a node present before a
+// re-list and absent from it lost its lease. An agent reports to the
+// coordinators only once its own key is in etcd, so a coordinator usually
+// knows a node's key (and its create_revision) before its first report.
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -27,6 +33,8 @@ struct EtcdRegistryOptions {
   std::chrono::seconds ttl{10};  // at least 2 s (etcd's minimum)
   std::string url;               // where this node's API is reached (the coordinators' report URL)
   bool coordinator = false;      // also register under coordinators/ and watch nodes/
+  // The safety re-list (internal: the hidden --etcd-relist-every shortens it in tests).
+  std::chrono::milliseconds relist_every{std::chrono::seconds{30}};
 };
 
 // Throws InputError naming --etcd, --etcd-prefix or --etcd-ttl.
@@ -35,9 +43,27 @@ void validate_etcd_registry_options(const EtcdRegistryOptions& options);
 struct EtcdRegistryHooks {
   // nodes/<id> was deleted (a coordinator's watch): that node is down.
   std::function<void(const std::string& node_id)> node_lease_lost;
+  // nodes/<id> is there (a PUT, or found by a list), with the name its value
+  // gives ("" if none) and the key's create_revision (a coordinator's watch).
+  std::function<void(const std::string& node_id, const std::string& name, std::int64_t create_revision)>
+      node_lease_present;
   // The coordinators' URLs now in etcd, this node's own left out (every node).
   std::function<void(const std::vector<std::string>& urls)> coordinators;
 };
+
+struct EtcdRange;
+
+// One nodes/ key as a list or a PUT shows it.
+struct EtcdNodeKey {
+  std::string id;
+  std::string name;  // from the value's "name"; "" when the value is not the registry's JSON
+  std::int64_t create_revision = 0;
+};
+// The nodes/ keys of a list of nodes/ (keys without an id are skipped).
+std::vector<EtcdNodeKey> etcd_node_keys(const EtcdRange& range);
+// The ids in `before` that `now` no longer has: they lost their lease while
+// the watch was not looking.
+std::vector<std::string> etcd_ids_gone(const std::set<std::string>& before, const std::vector<EtcdNodeKey>& now);
 
 class EtcdRegistry {
  public:

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "cluster/membership.hpp"
 
@@ -318,6 +319,69 @@ TEST_F(CoordinatorTest, ASecondNodeWithTheSameNameGetsADistinctHost) {
   EXPECT_EQ(device_ids(), (std::vector<std::string>{"gpu-a/cuda:0", "gpu-a/cuda:1", "gpu-a~9d0e1f2a/cuda:0"}));
   // And a node named like the coordinator's own host.
   EXPECT_EQ(ingest(report("11111111-2222-4333-8444-555555555555", 1, {"cuda:0"}, 1, "coord")).host, "coord~11111111");
+}
+
+TEST_F(CoordinatorTest, WithEtcdTheOlderKeyOfANameGetsThePlainNameWhoeverReportsFirst) {
+  CoordinatorOptions options;
+  options.etcd = true;
+  // Two coordinators that hear the twins in opposite orders choose alike.
+  for (const bool a_first : {true, false}) {
+    rebuild(options);
+    coordinator->node_lease_present(kNodeB, "gpu-a", 5);  // B's key is older
+    coordinator->node_lease_present(kNodeA, "gpu-a", 9);
+    const char* first = a_first ? kNodeA : kNodeB;
+    const char* second = a_first ? kNodeB : kNodeA;
+    ingest(report(first, 1));
+    ingest(report(second, 1));
+    EXPECT_EQ(view(kNodeB).host, "gpu-a") << "A first: " << a_first;
+    EXPECT_EQ(view(kNodeA).host, "gpu-a~3f1c2a9b") << "A first: " << a_first;
+    coordinator->forget(kNodeA);
+    coordinator->forget(kNodeB);
+  }
+  // A node whose key is not seen yet counts as the younger.
+  rebuild(options);
+  coordinator->node_lease_present(kNodeB, "gpu-a", 5);
+  EXPECT_EQ(ingest(report(kNodeA, 1)).host, "gpu-a~3f1c2a9b");
+}
+
+TEST_F(CoordinatorTest, LeaseStatesAndAReportDoesNotReviveANodeWhoseKeyIsGone) {
+  ingest(report(kNodeA, 1));
+  EXPECT_EQ(view(kNodeA).lease, std::nullopt);  // no etcd: not applicable
+  coordinator->forget(kNodeA);
+
+  CoordinatorOptions options;
+  options.etcd = true;
+  rebuild(options);
+  ingest(report(kNodeA, 1));
+  EXPECT_EQ(view(kNodeA).lease, LeaseState::unknown);           // never seen in etcd (a --join-only node)
+  EXPECT_EQ(coordinator->nodes().front().lease, std::nullopt);  // self
+  EXPECT_EQ(to_json(view(kNodeA))["lease"], "unknown");
+  coordinator->node_lease_present(kNodeA, "gpu-a", 3);
+  EXPECT_EQ(view(kNodeA).lease, LeaseState::present);
+
+  coordinator->node_lease_lost(kNodeA);
+  EXPECT_EQ(view(kNodeA).state, NodeState::down);
+  EXPECT_EQ(view(kNodeA).down_reason, "etcd lease expired");
+  EXPECT_EQ(view(kNodeA).lease, LeaseState::absent);
+  EXPECT_FALSE(manager->device(DeviceKey{"gpu-a", "cuda:0"}).available);
+  now += milliseconds{200};
+  EXPECT_EQ(ingest(report(kNodeA, 2, {})).state, "down");  // its key is still gone
+  EXPECT_EQ(view(kNodeA).state, NodeState::down);
+
+  coordinator->node_lease_present(kNodeA, "gpu-a", 7);  // registered again
+  EXPECT_EQ(view(kNodeA).state, NodeState::down);       // until its next report
+  now += milliseconds{200};
+  EXPECT_EQ(ingest(report(kNodeA, 3, {})).state, "alive");
+  EXPECT_TRUE(manager->device(DeviceKey{"gpu-a", "cuda:0"}).available);
+
+  // A restart (new incarnation) without its key: reports alone decide again.
+  coordinator->node_lease_lost(kNodeA);
+  EXPECT_EQ(ingest(report(kNodeA, 1, {"cuda:0"}, 2)).state, "alive");
+  EXPECT_EQ(view(kNodeA).lease, LeaseState::unknown);
+  // A key that goes before the node ever reported: its first report is still taken.
+  coordinator->node_lease_present(kNodeB, "gpu-b", 8);
+  coordinator->node_lease_lost(kNodeB);
+  EXPECT_EQ(ingest(report(kNodeB, 1, {"cuda:0"}, 1, "gpu-b")).state, "alive");
 }
 
 TEST_F(CoordinatorTest, ANodeAnHourAheadIsStoredOnTheCoordinatorsTime) {

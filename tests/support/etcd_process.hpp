@@ -2,12 +2,15 @@
 // A private etcd for integration tests: Debian's /usr/bin/etcd (package
 // etcd-server) as a one-member cluster on free loopback ports, with a
 // temporary data dir. Never the system etcd on 2379/2380: always this process
-// on its own ports. kill_hard() and restart() keep the data dir and the ports.
+// on its own ports. kill_hard(), resume() and restart() keep the data dir and
+// the ports; wipe_data() (while stopped) starts the next one empty, as an etcd
+// that lost its data.
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -71,11 +74,23 @@ class EtcdProcess {
   // Starts it again on the same data dir and ports; blocks until healthy.
   void restart(std::chrono::seconds patience = std::chrono::seconds{60}) {
     kill_hard();
+    resume(patience);
+  }
+
+  // After kill_hard(): starts it again on the same data dir and ports; blocks until healthy.
+  void resume(std::chrono::seconds patience = std::chrono::seconds{60}) {
+    if (running()) throw std::logic_error("etcd is still running: kill_hard() first");
     start();
     if (!wait_ready(std::chrono::steady_clock::now() + patience)) {
       throw std::runtime_error("etcd did not become healthy again on " + endpoint() + "; its log:\n" +
                                tail_of(log_text()));
     }
+  }
+
+  // After kill_hard(): the next start has an empty data dir (every key and lease gone).
+  void wipe_data() {
+    if (running()) throw std::logic_error("etcd is still running: kill_hard() first");
+    std::filesystem::remove_all(dir_.path() / "data");
   }
 
   // POST to the gateway with httplib (independent of the client under test).

@@ -41,6 +41,7 @@ struct CoordinatorOptions {
   std::chrono::milliseconds report_interval{1000};  // asked of every node in the ack
   std::size_t max_nodes = 10'000;                   // nodes that report (down ones included until forgotten)
   std::size_t max_devices_per_node = 256;
+  bool etcd = false;  // nodes also hold an etcd lease (--etcd): NodeView::lease is set
 };
 
 // Throws InputError naming the flag (validate_liveness, and limits of 0).
@@ -71,6 +72,15 @@ struct Receipt {
   std::string peer;                                // the sender's address (no port)
 };
 
+// A node's key in etcd (nodes/<id>) as this coordinator last saw it
+// (docs/cluster.md "etcd").
+enum class LeaseState : std::uint8_t {
+  unknown,  // never seen in etcd (a --join-only node): liveness by its reports alone
+  present,  // the key is there
+  absent,   // the key was deleted (the lease expired or was revoked): down until the key is back
+};
+const char* to_string(LeaseState state) noexcept;
+
 // One node as the views show it (GET /v1/nodes).
 struct NodeView {
   std::string id;  // empty: the coordinator itself without a persisted id
@@ -87,6 +97,9 @@ struct NodeView {
   std::optional<double> clock_offset_error_seconds;
   std::string agent_version;
   std::string down_reason;
+  // None (null in JSON) for self, seed hosts and every node of a coordinator
+  // without --etcd: a coordinator does not judge its own lease.
+  std::optional<LeaseState> lease;
   std::uint64_t reports = 0, samples = 0, duplicates = 0, rejected_samples = 0, dropped_by_agent = 0;
   std::vector<DeviceKey> device_keys;  // sorted
 };
@@ -154,9 +167,15 @@ class Coordinator {
   // after forget_after, which frees its slot under the host limit.
   void note_seed_message(const std::string& host, std::chrono::steady_clock::time_point received);
   // The node's etcd lease is gone (its key was deleted: the process is gone or
-  // frozen): it is down at once, whatever its last report. A report makes it
-  // alive again (docs/cluster.md "etcd").
+  // frozen; or a re-list no longer finds it): it is down at once, whatever its
+  // last report, and its reports do not make it alive again until its key is
+  // back (docs/cluster.md "etcd").
   void node_lease_lost(const std::string& node_id);
+  // nodes/<id> is in etcd (a PUT, or found by a list). name and
+  // create_revision decide name collisions: of the nodes/ keys with one name,
+  // the lowest create_revision gets the plain name as its host, so every
+  // coordinator chooses alike.
+  void node_lease_present(const std::string& node_id, const std::string& name, std::int64_t create_revision);
 
   std::uint64_t reports_accepted() const;
   // Refused reports by code ("stale_sequence", …), sorted by code.
