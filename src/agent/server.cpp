@@ -5,9 +5,11 @@
 #include <charconv>
 #include <cmath>
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <new>
+#include <string_view>
 #include <tuple>
 #include <unordered_map>
 #include <unordered_set>
@@ -373,7 +375,7 @@ struct Agent::Impl {
   void handle_devices(HttpResponse& res) const;
   void handle_device(std::string_view id, HttpResponse& res) const;
   void handle_history(std::string_view id, const HttpRequest& req, HttpResponse& res) const;
-  void handle_cluster(HttpResponse& res) const;
+  void handle_cluster(const HttpRequest& req, HttpResponse& res) const;
   void handle_select(const HttpRequest& req, HttpResponse& res) const;
   void handle_plan(const HttpRequest& req, HttpResponse& res) const;
   void handle_telemetry(const HttpRequest& req, HttpResponse& res);
@@ -567,7 +569,7 @@ void Agent::Impl::route(const HttpRequest& req, HttpResponse& res) {
       return answer("/v1/sd/prometheus", Access::open, req, res, [&] { handle_service_discovery(res); });
     }
     if (path == "/v1/devices") return answer("/v1/devices", Access::open, req, res, [&] { handle_devices(res); });
-    if (path == "/v1/cluster") return answer("/v1/cluster", Access::open, req, res, [&] { handle_cluster(res); });
+    if (path == "/v1/cluster") return answer("/v1/cluster", Access::open, req, res, [&] { handle_cluster(req, res); });
     if (path == "/v1/nodes") return answer("/v1/nodes", Access::open, req, res, [&] { handle_nodes(res); });
     constexpr std::string_view kNodes = "/v1/nodes/";
     if (path.size() > kNodes.size() && path.substr(0, kNodes.size()) == kNodes) {
@@ -670,45 +672,48 @@ void Agent::Impl::handle_history(std::string_view id, const HttpRequest& req, Ht
   write_json(res, 200, json{{"device", key.str()}, {"samples", std::move(samples)}});
 }
 
-void Agent::Impl::handle_cluster(HttpResponse& res) const {
+void Agent::Impl::handle_cluster(const HttpRequest& req, HttpResponse& res) const {
+  // per_node lists every node: asked for, not sent with every poll of the
+  // totals (at 1,000 nodes it is ~90 KB, and answering it ten times a second
+  // took the coordinator from 11 % to 18 % of a core; docs/benchmarks.md).
+  bool per_node_asked = false;
+  if (const std::string* text = req.query_value("per_node")) {
+    if (*text != "true" && *text != "false") throw bad_request("per_node", *text, "must be true or false");
+    per_node_asked = *text == "true";
+  }
   // One snapshot of the node table joined with the devices in one pass over
   // them in place: the per-node and per-state counts, and the hosts of down
   // nodes, whose devices are listed but left out of the totals.
   struct Tally {
-    NodeLabel node;
+    const NodeLabel* node;
     std::size_t devices = 0, with_samples = 0;
   };
   const DeviceNodes nodes(coordinator);
-  Tally self{nodes.self, 0, 0};
-  std::unordered_map<std::string, Tally> remote;  // key host →
+  std::deque<NodeLabel> unlisted;  // remote hosts the node table does not list (yet): named by their host, alive
+  Tally self{&nodes.self, 0, 0};
+  std::unordered_map<std::string_view, Tally> remote;  // key host →
   remote.reserve(nodes.by_host.size());
-  for (const auto& [host, node] : nodes.by_host) remote.emplace(host, Tally{node, 0, 0});
+  for (const auto& [host, node] : nodes.by_host) remote.emplace(host, Tally{&node, 0, 0});
   // A host's devices mostly come one after another: each run is looked up once.
-  const std::string* last_host = nullptr;
+  std::string_view last_host;
   Tally* last = nullptr;
   manager.visit_devices([&](const DeviceStateRef& device) {
     Tally* tally = &self;
     if (device.info.backend == "remote") {
       const std::string& host = device.info.key.host;
-      if (last_host == nullptr || *last_host != host) {
-        const auto [it, added] = remote.try_emplace(host, Tally{NodeLabel{host, {}, NodeState::alive}, 0, 0});
-        last_host = &it->first;
+      if (last == nullptr || last_host != host) {
+        auto it = remote.find(host);
+        if (it == remote.end()) {
+          const NodeLabel& label = unlisted.emplace_back(NodeLabel{host, {}, NodeState::alive});
+          it = remote.emplace(label.name, Tally{&label, 0, 0}).first;
+        }
+        last_host = it->first;
         last = &it->second;
       }
       tally = last;
     }
     ++tally->devices;
     if (device.latest != nullptr) ++tally->with_samples;
-  });
-  std::vector<const Tally*> sorted{&self};
-  sorted.reserve(remote.size() + 1);
-  std::unordered_set<std::string> down;
-  for (const auto& [host, tally] : remote) {
-    sorted.push_back(&tally);
-    if (tally.node.state == NodeState::down) down.insert(host);
-  }
-  std::sort(sorted.begin(), sorted.end(), [](const Tally* a, const Tally* b) {
-    return std::tie(a->node.name, a->node.id) < std::tie(b->node.name, b->node.id);
   });
   const auto add = [](NodeCounts& to, NodeState state, std::size_t count) {
     switch (state) {
@@ -719,15 +724,15 @@ void Agent::Impl::handle_cluster(HttpResponse& res) const {
   };
   NodeCounts counts;
   NodeCounts devices_by_state;
-  json per_node = json::array();
-  for (const Tally* tally : sorted) {
-    add(counts, tally->node.state, 1);
-    add(devices_by_state, tally->node.state, tally->devices);
-    per_node.push_back(json{{"node", tally->node.name},
-                            {"id", tally->node.id.empty() ? json(nullptr) : json(tally->node.id)},
-                            {"state", to_string(tally->node.state)},
-                            {"devices", tally->devices},
-                            {"devices_with_samples", tally->with_samples}});
+  std::unordered_set<std::string> down;
+  std::vector<const Tally*> sorted{&self};
+  add(counts, self.node->state, 1);
+  add(devices_by_state, self.node->state, self.devices);
+  for (const auto& [host, tally] : remote) {
+    add(counts, tally.node->state, 1);
+    add(devices_by_state, tally.node->state, tally.devices);
+    if (tally.node->state == NodeState::down) down.emplace(host);
+    if (per_node_asked) sorted.push_back(&tally);
   }
   json body = to_json(down.empty() ? manager.aggregate()
                                    : manager.aggregate([&](const std::string& host) { return !down.contains(host); }));
@@ -737,7 +742,20 @@ void Agent::Impl::handle_cluster(HttpResponse& res) const {
                        {"total", counts.alive + counts.suspect + counts.down}};
   body["devices_by_state"] =
       json{{"alive", devices_by_state.alive}, {"suspect", devices_by_state.suspect}, {"down", devices_by_state.down}};
-  body["per_node"] = std::move(per_node);
+  if (per_node_asked) {
+    std::sort(sorted.begin(), sorted.end(), [](const Tally* a, const Tally* b) {
+      return std::tie(a->node->name, a->node->id) < std::tie(b->node->name, b->node->id);
+    });
+    json per_node = json::array();
+    for (const Tally* tally : sorted) {
+      per_node.push_back(json{{"node", tally->node->name},
+                              {"id", tally->node->id.empty() ? json(nullptr) : json(tally->node->id)},
+                              {"state", to_string(tally->node->state)},
+                              {"devices", tally->devices},
+                              {"devices_with_samples", tally->with_samples}});
+    }
+    body["per_node"] = std::move(per_node);
+  }
   body["backends"] = backends_to_json(manager.backend_reports());  // which local sources the aggregate lacks
   write_json(res, 200, body);
 }

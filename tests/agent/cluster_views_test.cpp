@@ -152,7 +152,15 @@ TEST_F(ClusterViews, ClusterCountsDevicesPerNodeAndByTheirNodesState) {
       json{{"node", "gpu-c"}, {"id", kNodeC}, {"state", "down"}, {"devices", 1}, {"devices_with_samples", 1}},
       json{{"node", "node-a"}, {"id", nullptr}, {"state", "down"}, {"devices", 1}, {"devices_with_samples", 0}},
   });
-  EXPECT_EQ(cluster["per_node"], per_node) << cluster["per_node"].dump(1);
+  EXPECT_FALSE(cluster.contains("per_node")) << "per_node is sent only when asked for";
+  const json asked = get("/v1/cluster?per_node=true");
+  EXPECT_EQ(asked["per_node"], per_node) << asked["per_node"].dump(1);
+  EXPECT_EQ(asked["devices_by_state"], cluster["devices_by_state"]);
+  EXPECT_FALSE(get("/v1/cluster?per_node=false").contains("per_node"));
+  const auto bad = client().Get("/v1/cluster?per_node=yes");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400);
+  EXPECT_EQ(json::parse(bad->body)["error"]["field"], "per_node") << bad->body;
   // The totals still leave the down nodes' devices out; device_count lists them all.
   EXPECT_EQ(cluster["device_count"], 7);
   EXPECT_EQ(cluster["devices_with_samples"], 4);
