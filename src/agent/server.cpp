@@ -376,6 +376,8 @@ struct Agent::Impl {
   void handle_device(std::string_view id, HttpResponse& res) const;
   void handle_history(std::string_view id, const HttpRequest& req, HttpResponse& res) const;
   void handle_cluster(const HttpRequest& req, HttpResponse& res) const;
+  void tally_nodes(NodeCounts& counts, NodeCounts& devices_by_state, std::unordered_set<std::string>& down,
+                   json& per_node) const;
   void handle_select(const HttpRequest& req, HttpResponse& res) const;
   void handle_plan(const HttpRequest& req, HttpResponse& res) const;
   void handle_telemetry(const HttpRequest& req, HttpResponse& res);
@@ -674,16 +676,48 @@ void Agent::Impl::handle_history(std::string_view id, const HttpRequest& req, Ht
 
 void Agent::Impl::handle_cluster(const HttpRequest& req, HttpResponse& res) const {
   // per_node lists every node: asked for, not sent with every poll of the
-  // totals (at 1,000 nodes it is ~90 KB, and answering it ten times a second
-  // took the coordinator from 11 % to 18 % of a core; docs/benchmarks.md).
+  // totals (at 1,000 nodes it is ~90 KB; docs/benchmarks.md "Cluster").
   bool per_node_asked = false;
   if (const std::string* text = req.query_value("per_node")) {
     if (*text != "true" && *text != "false") throw bad_request("per_node", *text, "must be true or false");
     per_node_asked = *text == "true";
   }
-  // One snapshot of the node table joined with the devices in one pass over
-  // them in place: the per-node and per-state counts, and the hosts of down
-  // nodes, whose devices are listed but left out of the totals.
+  NodeCounts counts;
+  NodeCounts devices_by_state;
+  std::unordered_set<std::string> down;  // key hosts of down nodes: listed, left out of the totals
+  json per_node = json::array();
+  if (per_node_asked) {
+    tally_nodes(counts, devices_by_state, down, per_node);
+  } else {
+    // From the node table alone, without a pass over the devices; the agent's
+    // own devices are what the aggregate counts beyond the remote ones.
+    counts = coordinator.counts();
+    devices_by_state = coordinator.remote_devices_by_state();
+    if (counts.down > 0) down = coordinator.down_hosts();
+  }
+  const ClusterAggregate aggregate =
+      down.empty() ? manager.aggregate()
+                   : manager.aggregate([&](const std::string& host) { return !down.contains(host); });
+  if (!per_node_asked) {
+    const std::size_t remote = devices_by_state.alive + devices_by_state.suspect + devices_by_state.down;
+    devices_by_state.alive += aggregate.device_count > remote ? aggregate.device_count - remote : 0;
+  }
+  json body = to_json(aggregate);
+  body["nodes"] = json{{"alive", counts.alive},
+                       {"suspect", counts.suspect},
+                       {"down", counts.down},
+                       {"total", counts.alive + counts.suspect + counts.down}};
+  body["devices_by_state"] =
+      json{{"alive", devices_by_state.alive}, {"suspect", devices_by_state.suspect}, {"down", devices_by_state.down}};
+  if (per_node_asked) body["per_node"] = std::move(per_node);
+  body["backends"] = backends_to_json(manager.backend_reports());  // which local sources the aggregate lacks
+  write_json(res, 200, body);
+}
+
+// GET /v1/cluster?per_node=true: one snapshot of the node table joined with
+// the devices in one pass over them in place.
+void Agent::Impl::tally_nodes(NodeCounts& counts, NodeCounts& devices_by_state, std::unordered_set<std::string>& down,
+                              json& per_node) const {
   struct Tally {
     const NodeLabel* node;
     std::size_t devices = 0, with_samples = 0;
@@ -722,42 +756,24 @@ void Agent::Impl::handle_cluster(const HttpRequest& req, HttpResponse& res) cons
       case NodeState::down: to.down += count; break;
     }
   };
-  NodeCounts counts;
-  NodeCounts devices_by_state;
-  std::unordered_set<std::string> down;
   std::vector<const Tally*> sorted{&self};
-  add(counts, self.node->state, 1);
-  add(devices_by_state, self.node->state, self.devices);
+  sorted.reserve(remote.size() + 1);
   for (const auto& [host, tally] : remote) {
-    add(counts, tally.node->state, 1);
-    add(devices_by_state, tally.node->state, tally.devices);
     if (tally.node->state == NodeState::down) down.emplace(host);
-    if (per_node_asked) sorted.push_back(&tally);
+    sorted.push_back(&tally);
   }
-  json body = to_json(down.empty() ? manager.aggregate()
-                                   : manager.aggregate([&](const std::string& host) { return !down.contains(host); }));
-  body["nodes"] = json{{"alive", counts.alive},
-                       {"suspect", counts.suspect},
-                       {"down", counts.down},
-                       {"total", counts.alive + counts.suspect + counts.down}};
-  body["devices_by_state"] =
-      json{{"alive", devices_by_state.alive}, {"suspect", devices_by_state.suspect}, {"down", devices_by_state.down}};
-  if (per_node_asked) {
-    std::sort(sorted.begin(), sorted.end(), [](const Tally* a, const Tally* b) {
-      return std::tie(a->node->name, a->node->id) < std::tie(b->node->name, b->node->id);
-    });
-    json per_node = json::array();
-    for (const Tally* tally : sorted) {
-      per_node.push_back(json{{"node", tally->node->name},
-                              {"id", tally->node->id.empty() ? json(nullptr) : json(tally->node->id)},
-                              {"state", to_string(tally->node->state)},
-                              {"devices", tally->devices},
-                              {"devices_with_samples", tally->with_samples}});
-    }
-    body["per_node"] = std::move(per_node);
+  std::sort(sorted.begin(), sorted.end(), [](const Tally* a, const Tally* b) {
+    return std::tie(a->node->name, a->node->id) < std::tie(b->node->name, b->node->id);
+  });
+  for (const Tally* tally : sorted) {
+    add(counts, tally->node->state, 1);
+    add(devices_by_state, tally->node->state, tally->devices);
+    per_node.push_back(json{{"node", tally->node->name},
+                            {"id", tally->node->id.empty() ? json(nullptr) : json(tally->node->id)},
+                            {"state", to_string(tally->node->state)},
+                            {"devices", tally->devices},
+                            {"devices_with_samples", tally->with_samples}});
   }
-  body["backends"] = backends_to_json(manager.backend_reports());  // which local sources the aggregate lacks
-  write_json(res, 200, body);
 }
 
 void Agent::Impl::handle_select(const HttpRequest& req, HttpResponse& res) const {

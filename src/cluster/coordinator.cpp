@@ -717,6 +717,21 @@ NodeCounts Coordinator::counts() const {
   return counts;
 }
 
+NodeCounts Coordinator::remote_devices_by_state() const {
+  std::lock_guard lock(impl_->mutex);
+  NodeCounts devices;
+  const auto add = [&](NodeState state, std::size_t count) {
+    switch (state) {
+      case NodeState::alive: devices.alive += count; break;
+      case NodeState::suspect: devices.suspect += count; break;
+      case NodeState::down: devices.down += count; break;
+    }
+  };
+  for (const auto& [id, node] : impl_->nodes) add(node.state, node.devices.size());
+  for (const auto& [host, seed] : impl_->seed_hosts) add(seed.state, impl_->membership.devices_of(host).size());
+  return devices;
+}
+
 std::unordered_set<std::string> Coordinator::down_hosts() const {
   std::lock_guard lock(impl_->mutex);
   std::unordered_set<std::string> hosts;

@@ -156,6 +156,7 @@ TEST_F(ClusterViews, ClusterCountsDevicesPerNodeAndByTheirNodesState) {
   const json asked = get("/v1/cluster?per_node=true");
   EXPECT_EQ(asked["per_node"], per_node) << asked["per_node"].dump(1);
   EXPECT_EQ(asked["devices_by_state"], cluster["devices_by_state"]);
+  EXPECT_EQ(asked["nodes"], cluster["nodes"]);
   EXPECT_FALSE(get("/v1/cluster?per_node=false").contains("per_node"));
   const auto bad = client().Get("/v1/cluster?per_node=yes");
   ASSERT_TRUE(bad);

@@ -152,6 +152,10 @@ class Coordinator {
   // Throws ReportRefused 404 unknown_node, 409 for self. Returns the view it had.
   NodeView forget(std::string_view id_or_name);
   NodeCounts counts() const;
+  // The devices of reporting nodes and seed hosts by their node's state, from
+  // the node table alone (no pass over the devices: GET /v1/cluster's
+  // devices_by_state at thousands of devices).
+  NodeCounts remote_devices_by_state() const;
   // The host parts of the devices of nodes that are down (for the totals).
   std::unordered_set<std::string> down_hosts() const;
   // Every reporting node and seed host by the host part of its devices' keys,
