@@ -23,7 +23,7 @@ class TelemetryStore::DeviceSlot {
   // (aggregate, select) then read one slot and never its history's storage.
   std::optional<Sample> newest;
   bool available = true;
-  bool removed = false;  // set on unregister; handles held elsewhere then fail
+  bool removed = false;                    // set on unregister; handles held elsewhere then fail
   std::shared_ptr<const DeviceInfo> info;  // replaced whole on update, so readers may keep a copy
   RingBuffer<Sample> history;
   std::string unavailable_reason;
