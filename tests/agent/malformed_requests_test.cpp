@@ -610,9 +610,12 @@ class AgentEnvironment : public ::testing::Environment {
     std::filesystem::permissions(token_path_, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
     // A short interval keeps the local devices fresh (plans need usable devices);
     // the simulated fleet's samples differ only in their timestamps, which the
-    // state comparison leaves out.
+    // state comparison leaves out. The seed host registered below must not go
+    // suspect while the table runs (its node_state is part of the state
+    // compared; a slow sanitizer run takes longer than the default 3 s).
     agent_ = std::make_unique<AgentProcess>(std::vector<std::string>{
-        "--fleet", source_path("examples/fleet-home.json"), "--token-file", token_path_.string(), "--interval", "1s"});
+        "--fleet", source_path("examples/fleet-home.json"), "--token-file", token_path_.string(), "--interval", "1s",
+        "--suspect-after", "1h", "--evict-after", "2h", "--forget-after", "3h"});
     auto client = agent_->client();
     const httplib::Headers auth{{"Authorization", std::string("Bearer ") + kToken}};
     for (const char* name : {"registration.json", "heartbeat.json"}) {
