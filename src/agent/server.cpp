@@ -749,13 +749,6 @@ void Agent::Impl::tally_nodes(NodeCounts& counts, NodeCounts& devices_by_state, 
     ++tally->devices;
     if (device.latest != nullptr) ++tally->with_samples;
   });
-  const auto add = [](NodeCounts& to, NodeState state, std::size_t count) {
-    switch (state) {
-      case NodeState::alive: to.alive += count; break;
-      case NodeState::suspect: to.suspect += count; break;
-      case NodeState::down: to.down += count; break;
-    }
-  };
   std::vector<const Tally*> sorted{&self};
   sorted.reserve(remote.size() + 1);
   for (const auto& [host, tally] : remote) {
@@ -766,8 +759,8 @@ void Agent::Impl::tally_nodes(NodeCounts& counts, NodeCounts& devices_by_state, 
     return std::tie(a->node->name, a->node->id) < std::tie(b->node->name, b->node->id);
   });
   for (const Tally* tally : sorted) {
-    add(counts, tally->node->state, 1);
-    add(devices_by_state, tally->node->state, tally->devices);
+    counts.add(tally->node->state);
+    devices_by_state.add(tally->node->state, tally->devices);
     per_node.push_back(json{{"node", tally->node->name},
                             {"id", tally->node->id.empty() ? json(nullptr) : json(tally->node->id)},
                             {"state", to_string(tally->node->state)},

@@ -705,30 +705,18 @@ NodeCounts Coordinator::counts() const {
   std::lock_guard lock(impl_->mutex);
   NodeCounts counts;
   counts.alive = 1;  // self
-  const auto count = [&](NodeState state) {
-    switch (state) {
-      case NodeState::alive: ++counts.alive; break;
-      case NodeState::suspect: ++counts.suspect; break;
-      case NodeState::down: ++counts.down; break;
-    }
-  };
-  for (const auto& [id, node] : impl_->nodes) count(node.state);
-  for (const auto& [host, seed] : impl_->seed_hosts) count(seed.state);
+  for (const auto& [id, node] : impl_->nodes) counts.add(node.state);
+  for (const auto& [host, seed] : impl_->seed_hosts) counts.add(seed.state);
   return counts;
 }
 
 NodeCounts Coordinator::remote_devices_by_state() const {
   std::lock_guard lock(impl_->mutex);
   NodeCounts devices;
-  const auto add = [&](NodeState state, std::size_t count) {
-    switch (state) {
-      case NodeState::alive: devices.alive += count; break;
-      case NodeState::suspect: devices.suspect += count; break;
-      case NodeState::down: devices.down += count; break;
-    }
-  };
-  for (const auto& [id, node] : impl_->nodes) add(node.state, node.devices.size());
-  for (const auto& [host, seed] : impl_->seed_hosts) add(seed.state, impl_->membership.devices_of(host).size());
+  for (const auto& [id, node] : impl_->nodes) devices.add(node.state, node.devices.size());
+  for (const auto& [host, seed] : impl_->seed_hosts) {
+    devices.add(seed.state, impl_->membership.devices_of(host).size());
+  }
   return devices;
 }
 

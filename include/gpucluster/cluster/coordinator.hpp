@@ -107,6 +107,14 @@ nlohmann::json to_json(const NodeView& node);
 
 struct NodeCounts {
   std::size_t alive = 0, suspect = 0, down = 0;
+  // Counts `count` more in `state`'s field.
+  void add(NodeState state, std::size_t count = 1) noexcept {
+    switch (state) {
+      case NodeState::alive: alive += count; break;
+      case NodeState::suspect: suspect += count; break;
+      case NodeState::down: down += count; break;
+    }
+  }
 };
 
 // Which node a device belongs to, as the device views name it.
