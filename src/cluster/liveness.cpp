@@ -56,4 +56,13 @@ LivenessStep next_state(const LivenessInput& input, const LivenessConfig& config
   return {NodeState::alive, false, {}};
 }
 
+std::chrono::steady_clock::time_point stable_until(const LivenessInput& input, const LivenessConfig& config) {
+  switch (input.state) {
+    case NodeState::alive: return input.last_report + config.suspect_after;
+    case NodeState::suspect: return input.last_report + config.evict_after;
+    case NodeState::down: return input.state_since + config.forget_after;
+  }
+  return input.now;
+}
+
 }  // namespace gpucluster

@@ -1,12 +1,10 @@
 #include "wire/decode_fields.hpp"
 
 #include <cmath>
-#include <type_traits>
 
 #include <fmt/format.h>
 
 #include "gpucluster/model/device.hpp"
-#include "gpucluster/model/fields.hpp"
 
 namespace gpucluster::agent::wire {
 
@@ -175,35 +173,6 @@ void check_identifier_key(const std::string& key, const FieldPath& key_path) {
   } catch (const InputError& e) {
     fail(Kind::invalid, key_path.str(), printable(e.value()), "keys must be device ids: " + e.rule());
   }
-}
-
-// ---------------------------------------------------------------------------
-// Samples
-
-Sample sample_at(const Fields& fields, FieldNames names, const std::optional<Timestamp>& default_timestamp) {
-  Sample sample;
-  const json* timestamp = default_timestamp ? fields.optional("timestamp") : &fields.required("timestamp");
-  sample.timestamp = timestamp != nullptr ? timestamp_at(*timestamp, fields.path_of("timestamp")) : *default_timestamp;
-  sample.memory_used_bytes =
-      integer_at(fields.required("memory_used_bytes"), fields.path_of("memory_used_bytes"), 0, kMaxInt64);
-  sample.memory_total_bytes =
-      integer_at(fields.required("memory_total_bytes"), fields.path_of("memory_total_bytes"), 0, kMaxInt64);
-  // Every optional quantity of the field table, by its name under `names`.
-  for_each_field([&](const auto& row) {
-    auto& member = sample.*row.member;
-    using Member = std::decay_t<decltype(member)>;
-    if constexpr (!std::is_integral_v<Member>) {
-      const std::string_view key = field_key(row, names);
-      const json* value = fields.optional(key);
-      if (value == nullptr) return;
-      if constexpr (std::is_same_v<Member, PackedOptional<float>>) {
-        member = gauge_at(*value, fields.path_of(key));
-      } else {
-        member = number_at(*value, fields.path_of(key));
-      }
-    }
-  });
-  return sample;
 }
 
 }  // namespace gpucluster::agent::wire

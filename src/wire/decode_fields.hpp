@@ -20,10 +20,12 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 
 #include <nlohmann/json.hpp>
 
+#include "gpucluster/model/fields.hpp"
 #include "gpucluster/model/sample.hpp"
 #include "gpucluster/wire/protocol.hpp"
 #include "model/text.hpp"
@@ -155,7 +157,52 @@ constexpr std::string_view field_key(const auto& row, FieldNames names) {
 // and every optional quantity of the field table (absent or null:
 // unavailable). timestamp falls back to default_timestamp (a heartbeat's)
 // when that is given and the field is left out. Other keys are ignored.
-Sample sample_at(const Fields& fields, FieldNames names, const std::optional<Timestamp>& default_timestamp);
+// present(key) gives the sample's value of a key, nullptr when it has none:
+// a document's object (sample_at) or the values a streaming decoder kept
+// (report_decode.cpp), so both are checked by these same rules, in the same
+// order.
+template <class Present>
+Sample sample_from(const Present& present, const FieldPath& path, FieldNames names,
+                   const std::optional<Timestamp>& default_timestamp) {
+  const auto optional = [&](std::string_view key) -> const nlohmann::json* {
+    const nlohmann::json* value = present(key);
+    return value == nullptr || value->is_null() ? nullptr : value;
+  };
+  const auto required = [&](std::string_view key) -> const nlohmann::json& {
+    const nlohmann::json* value = present(key);
+    if (value == nullptr) fail(Kind::malformed, FieldPath(path, key).str(), "missing", "required field");
+    return *value;
+  };
+  Sample sample;
+  const nlohmann::json* timestamp = default_timestamp ? optional("timestamp") : &required("timestamp");
+  sample.timestamp = timestamp != nullptr ? timestamp_at(*timestamp, FieldPath(path, "timestamp"))
+                                          : default_timestamp.value_or(Timestamp{});
+  sample.memory_used_bytes =
+      integer_at(required("memory_used_bytes"), FieldPath(path, "memory_used_bytes"), 0, kMaxInt64);
+  sample.memory_total_bytes =
+      integer_at(required("memory_total_bytes"), FieldPath(path, "memory_total_bytes"), 0, kMaxInt64);
+  // Every optional quantity of the field table, by its name under `names`.
+  for_each_field([&](const auto& row) {
+    auto& member = sample.*row.member;
+    using Member = std::decay_t<decltype(member)>;
+    if constexpr (!std::is_integral_v<Member>) {
+      const std::string_view key = field_key(row, names);
+      const nlohmann::json* value = optional(key);
+      if (value == nullptr) return;
+      if constexpr (std::is_same_v<Member, PackedOptional<float>>) {
+        member = gauge_at(*value, FieldPath(path, key));
+      } else {
+        member = number_at(*value, FieldPath(path, key));
+      }
+    }
+  });
+  return sample;
+}
+
+inline Sample sample_at(const Fields& fields, FieldNames names, const std::optional<Timestamp>& default_timestamp) {
+  return sample_from([&](std::string_view key) { return fields.present(key); }, fields.path(), names,
+                     default_timestamp);
+}
 
 // Runs decode() and returns its result; every refusal comes out as the
 // ProtocolError of subject, and nothing else escapes (an InputError or a JSON

@@ -50,30 +50,31 @@ constexpr std::size_t kMaxPathBytes = 256;  // of a JSON path quoted in an error
 // max_string_bytes and duplicate keys. RapidJSON's reader (iterative mode: no
 // input can exhaust the stack) feeds it; it is several times faster than
 // nlohmann's lexer, which matters on the heartbeat path. Numbers arrive as
-// their text and get nlohmann's typing (integer, unsigned, double).
+// their text and get nlohmann's typing (integer, unsigned, double). The value
+// of one top-level member may go to a JsonValueSink instead (json_reader.hpp).
 
 class BoundedBuilder {
  public:
-  BoundedBuilder(const ProtocolLimits& limits, std::string_view subject) : limits_(limits), subject_(subject) {}
+  BoundedBuilder(const ProtocolLimits& limits, std::string_view subject, const StreamedMember& streamed)
+      : limits_(limits), subject_(subject), streamed_(streamed) {}
 
-  bool null() { return add(json(nullptr)) != nullptr; }
-  bool boolean(bool value) { return add(json(value)) != nullptr; }
-  bool number_integer(json::number_integer_t value) { return add(json(value)) != nullptr; }
-  bool number_unsigned(json::number_unsigned_t value) { return add(json(value)) != nullptr; }
-  bool string(json::string_t& value) {
-    if (value.size() > limits_.max_string_bytes) return refuse_string(path_here(), value);
-    return add(json(std::move(value))) != nullptr;
+  bool null() { return scalar(json(nullptr)); }
+  bool boolean(bool value) { return scalar(json(value)); }
+  bool string(std::string_view text) {
+    if (text.size() > limits_.max_string_bytes) return refuse_string(path_here(), text);
+    return scalar(json(std::string(text)));
   }
-  bool start_object(std::size_t /*size*/) { return open(json::object()); }
+  bool start_object() { return open(true); }
   bool end_object() { return close(); }
-  bool start_array(std::size_t /*size*/) { return open(json::array()); }
+  bool start_array() { return open(false); }
   bool end_array() { return close(); }
 
-  bool key(json::string_t& name) {
+  bool key(std::string_view name) {
     Frame& frame = frames_.back();
-    const bool duplicate = frame.container->contains(name);
-    frame.key = std::move(name);
+    frame.key.assign(name.data(), name.size());  // keeps its buffer from key to key
     if (frame.key.size() > limits_.max_string_bytes) return refuse_string(path_here(), frame.key);
+    const bool duplicate =
+        frame.container != nullptr ? frame.container->contains(frame.key) : !streamed_.sink->key(frame.key);
     if (duplicate) {
       return refuse(make_error(Kind::malformed, path_here(), "(duplicate)", "keys must be unique in an object"));
     }
@@ -89,11 +90,11 @@ class BoundedBuilder {
       if (text.front() == '-') {
         std::int64_t value = 0;
         const auto [end, error] = std::from_chars(first, last, value);
-        if (error == std::errc{} && end == last) return number_integer(value);
+        if (error == std::errc{} && end == last) return scalar(json(value));
       } else {
         std::uint64_t value = 0;
         const auto [end, error] = std::from_chars(first, last, value);
-        if (error == std::errc{} && end == last) return number_unsigned(value);
+        if (error == std::errc{} && end == last) return scalar(json(value));
       }
     }
     double value = 0;
@@ -101,7 +102,7 @@ class BoundedBuilder {
       value = std::strtod(std::string(text).c_str(), nullptr);  // ±HUGE_VAL on overflow, ~0 on underflow
     }
     if (!std::isfinite(value)) return out_of_range(text);
-    return add(json(value)) != nullptr;
+    return scalar(json(value));
   }
 
   // A number beyond the range of a double, such as 1e400.
@@ -120,8 +121,12 @@ class BoundedBuilder {
 
  private:
   struct Frame {
-    json* container;
-    std::string key;  // an object's current key
+    Frame(json* built, bool object, bool for_sink = false) : container(built), is_object(object), to_sink(for_sink) {}
+    json* container;  // nullptr: a container streamed to the sink (not built)
+    bool is_object;
+    bool to_sink;           // built whole for the sink: handed to it when it closes
+    std::size_t count = 0;  // values in it so far
+    std::string key;        // an object's current key
   };
 
   // The JSON path of the value the parser is at: "payload.metrics.power_watts", "payload.list[2]".
@@ -130,12 +135,11 @@ class BoundedBuilder {
     for (std::size_t i = 0; i < frames_.size(); ++i) {
       const Frame& frame = frames_[i];
       const bool innermost = i + 1 == frames_.size();
-      if (frame.container->is_object()) {
+      if (frame.is_object) {
         if (!path.empty()) path += '.';
         path += printable(frame.key, 32);
       } else {
-        const std::size_t size = frame.container->size();
-        path += fmt::format("[{}]", innermost ? size : (size == 0 ? 0 : size - 1));
+        path += fmt::format("[{}]", innermost ? frame.count : (frame.count == 0 ? 0 : frame.count - 1));
       }
       if (path.size() > kMaxPathBytes) {
         path += "...";
@@ -149,18 +153,29 @@ class BoundedBuilder {
     if (!error_) error_.emplace(std::move(error));
     return false;
   }
-  bool refuse_string(const std::string& field, const std::string& text) {
+  bool refuse_string(const std::string& field, std::string_view text) {
     return refuse(make_error(Kind::malformed, field, fmt::format("\"{}\" ({} bytes)", printable(text, 32), text.size()),
                              fmt::format("strings and keys must be at most {} bytes", limits_.max_string_bytes)));
   }
 
-  json* add(json value) {
-    if (frames_.empty()) {
-      root_ = std::move(value);
-      return &root_;
-    }
+  // True where the next value goes to the sink: inside a streamed container,
+  // or as the value of the streamed top-level member (which the document
+  // keeps a null for).
+  bool value_goes_to_sink() {
     Frame& frame = frames_.back();
-    if (frame.container->is_object()) {
+    if (frame.container == nullptr) return true;
+    if (streamed_.sink == nullptr || frames_.size() != 1 || !frame.is_object || frame.key != streamed_.key) {
+      return false;
+    }
+    (*frame.container)[frame.key] = nullptr;
+    return true;
+  }
+
+  // Adds a value to the innermost container; returns it.
+  json* add(json value) {
+    Frame& frame = frames_.back();
+    ++frame.count;
+    if (frame.is_object) {
       json& slot = (*frame.container)[frame.key];
       slot = std::move(value);
       return &slot;
@@ -169,18 +184,48 @@ class BoundedBuilder {
     return &frame.container->back();
   }
 
-  bool open(json container) {
+  bool scalar(json value) {
+    if (frames_.empty()) {
+      root_ = std::move(value);
+    } else if (value_goes_to_sink()) {
+      ++frames_.back().count;
+      streamed_.sink->value(std::move(value));
+    } else {
+      add(std::move(value));
+    }
+    return true;
+  }
+
+  bool open(bool is_object) {
     if (frames_.size() + 1 > limits_.max_depth) {
       return refuse(make_error(Kind::malformed, path_here(), fmt::format("depth {}", frames_.size() + 1),
                                fmt::format("must nest at most {} levels", limits_.max_depth)));
     }
-    json* added = add(std::move(container));
-    frames_.push_back(Frame{added, {}});
+    json container = is_object ? json::object() : json::array();
+    if (frames_.empty()) {
+      root_ = std::move(container);
+      frames_.push_back(Frame{&root_, is_object});
+    } else if (value_goes_to_sink()) {
+      ++frames_.back().count;
+      if (streamed_.sink->stream_container(is_object)) {
+        frames_.push_back(Frame{nullptr, is_object});
+      } else {  // built here (nothing is streamed inside it), then handed over whole
+        sink_value_ = std::move(container);
+        frames_.push_back(Frame{&sink_value_, is_object, true});
+      }
+    } else {
+      json* added = add(std::move(container));
+      frames_.push_back(Frame{added, is_object});
+    }
     return true;
   }
 
   bool close() {
+    const bool streamed = frames_.back().container == nullptr;
+    const bool to_sink = frames_.back().to_sink;
     frames_.pop_back();
+    if (streamed) streamed_.sink->end_container();
+    if (to_sink) streamed_.sink->value(std::move(sink_value_));
     return true;
   }
 
@@ -191,7 +236,9 @@ class BoundedBuilder {
 
   const ProtocolLimits& limits_;
   std::string_view subject_;
+  const StreamedMember& streamed_;
   json root_;
+  json sink_value_;  // a container the sink takes whole, while it is built
   std::vector<Frame> frames_;
   std::optional<ProtocolError> error_;
 };
@@ -205,28 +252,27 @@ struct ReaderEvents : rapidjson::BaseReaderHandler<rapidjson::UTF8<>, ReaderEven
     return builder.number(std::string_view(text, length));
   }
   bool String(const char* text, rapidjson::SizeType length, bool /*copy*/) {
-    std::string value(text, length);
-    return builder.string(value);
+    return builder.string(std::string_view(text, length));
   }
   bool Key(const char* text, rapidjson::SizeType length, bool /*copy*/) {
-    std::string name(text, length);
-    return builder.key(name);
+    return builder.key(std::string_view(text, length));
   }
-  bool StartObject() { return builder.start_object(0); }
+  bool StartObject() { return builder.start_object(); }
   bool EndObject(rapidjson::SizeType /*members*/) { return builder.end_object(); }
-  bool StartArray() { return builder.start_array(0); }
+  bool StartArray() { return builder.start_array(); }
   bool EndArray(rapidjson::SizeType /*elements*/) { return builder.end_array(); }
   BoundedBuilder& builder;
 };
 
 }  // namespace
 
-json read_bounded_json(std::string_view body, const ProtocolLimits& limits, std::string_view subject) {
+json read_bounded_json(std::string_view body, const ProtocolLimits& limits, std::string_view subject,
+                       const StreamedMember& streamed) {
   if (body.size() > limits.max_body_bytes) {
     throw json_error(Kind::malformed, subject, "body", fmt::format("{} bytes", body.size()),
                      fmt::format("must be at most {} bytes", limits.max_body_bytes));
   }
-  BoundedBuilder builder(limits, subject);
+  BoundedBuilder builder(limits, subject, streamed);
   // RapidJSON's streams read a NUL byte as the end of the text: refuse one
   // outright (JSON has no raw NUL, not even inside strings).
   if (const std::size_t nul = body.find('\0'); nul != std::string_view::npos) {

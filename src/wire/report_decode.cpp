@@ -7,10 +7,14 @@
 // envelope: a typo there must not pass silently); ignored inside inventory
 // entries and samples (forward compatible: a newer agent may report more) and
 // in the ack (a newer coordinator may answer more).
+#include <array>
 #include <cctype>
 #include <cstdint>
+#include <functional>
 #include <limits>
+#include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -230,41 +234,187 @@ std::vector<DeviceInfo> inventory_at(const json& value, const FieldPath& field, 
   return inventory;
 }
 
+// The keys of an object keyed by device ids (checked in key order); at most max_devices keys.
+template <class Map>
+void check_device_keys(const Map& devices, const FieldPath& field, const ReportLimits& report_limits) {
+  if (devices.size() > report_limits.max_devices) {
+    over_limit(field, devices.size(), report_limits.max_devices, "devices", "max_devices");
+  }
+  for (const auto& [key, value] : devices) check_identifier_key(key, FieldPath(field, key));
+}
+
 // An object keyed by device ids, each key checked; at most max_devices keys.
 const json& device_map_at(const json& value, const FieldPath& field, const ReportLimits& report_limits) {
   if (!value.is_object()) wrong_type(field, value, "an object keyed by device id");
-  if (value.size() > report_limits.max_devices) {
-    over_limit(field, value.size(), report_limits.max_devices, "devices", "max_devices");
-  }
-  for (const auto& item : value.items()) check_identifier_key(item.key(), FieldPath(field, item.key()));
+  check_device_keys(value.get_ref<const json::object_t&>(), field, report_limits);
   return value;
 }
 
-void samples_at(const json& value, const FieldPath& field, const ReportLimits& report_limits, Report& report) {
-  const json& devices = device_map_at(value, field, report_limits);
-  std::size_t total = 0;
-  for (const auto& item : devices.items()) {
-    const FieldPath device_path(field, item.key());
-    const json::array_t& list = array_at(item.value(), device_path);
-    if (list.size() > report_limits.max_samples_per_device) {
-      over_limit(device_path, list.size(), report_limits.max_samples_per_device, "samples", "max_samples_per_device");
-    }
-    total += list.size();
-    if (total > report_limits.max_samples) {
-      over_limit(field, total, report_limits.max_samples, "samples", "max_samples");
-    }
-    std::vector<Sample> samples;
-    samples.reserve(list.size());
-    for (std::size_t i = 0; i < list.size(); ++i) {
-      const FieldPath sample_path(device_path, i);
-      samples.push_back(sample_at(object_at(list[i], sample_path), FieldNames::canonical, std::nullopt));
-    }
-    report.samples.emplace_hint(report.samples.end(), item.key(), std::move(samples));
+// ---------------------------------------------------------------------------
+// "samples", decoded as the reader goes (json_reader.hpp's JsonValueSink): it
+// is the bulk of every report, and building a document for it cost the
+// coordinator an allocation or three per key. Each sample's values are kept
+// in one slot per key it can have and checked by sample_from, the rules the
+// document path uses. What it refuses is kept and raised by samples_into in
+// the order the checks of a document would find it: the map's type, its size
+// and keys, then per device (in key order) its type, its count, the total,
+// and its first refused sample.
+
+// The keys a sample can carry ("timestamp" and the field table's names); any
+// other key of a sample is ignored.
+constexpr auto kSampleKeys = [] {
+  std::array<std::string_view, kQuantityCount + 1> keys{"timestamp"};
+  std::size_t i = 1;
+  for_each_field([&](const auto& row) { keys[i++] = field_key(row, FieldNames::canonical); });
+  return keys;
+}();
+constexpr std::size_t kNoSlot = kSampleKeys.size();
+
+std::size_t sample_slot(std::string_view key) {
+  for (std::size_t i = 0; i < kSampleKeys.size(); ++i) {
+    if (kSampleKeys[i] == key) return i;
   }
+  return kNoSlot;
 }
 
+class SamplesSink final : public JsonValueSink {
+ public:
+  struct Device {
+    std::vector<Sample> samples;
+    std::size_t count = 0;              // elements of its array
+    std::optional<json> not_an_array;   // its value, when that is not an array
+    std::optional<FieldError> refused;  // its first refused sample
+  };
+
+  explicit SamplesSink(const ReportLimits& report_limits) : limits_(report_limits) {}
+
+  bool stream_container(bool is_object) override {
+    switch (level_) {
+      case Level::value:  // the map
+        if (!is_object) return false;
+        level_ = Level::devices;
+        return true;
+      case Level::devices:  // a device's list
+        if (is_object) return false;
+        level_ = Level::list;
+        return true;
+      case Level::list:  // a sample
+        if (!is_object) return false;
+        level_ = Level::sample;
+        present_.fill(false);
+        unknown_keys_.clear();
+        return true;
+      case Level::sample: return false;  // a field's value: taken whole
+    }
+    return false;
+  }
+
+  bool key(std::string_view name) override {
+    if (level_ == Level::devices) {
+      const auto [it, inserted] = devices_.try_emplace(std::string(name));
+      device_ = &*it;
+      return inserted;
+    }
+    slot_ = sample_slot(name);
+    if (slot_ == kNoSlot) return unknown_keys_.emplace(name).second;
+    if (present_[slot_]) return false;
+    present_[slot_] = true;
+    return true;
+  }
+
+  void value(json&& value) override {
+    switch (level_) {
+      case Level::value: not_an_object_ = std::move(value); return;
+      case Level::devices: device_->second.not_an_array = std::move(value); return;
+      case Level::list: {
+        Device& device = device_->second;
+        if (!device.refused) {
+          try {
+            const FieldPath samples_path("samples");
+            const FieldPath device_path(samples_path, device_->first);
+            wrong_type(FieldPath(device_path, device.count), value, "an object");  // object_at's refusal
+          } catch (FieldError& e) {
+            device.refused = std::move(e);
+          }
+        }
+        ++device.count;
+        return;
+      }
+      case Level::sample:
+        if (slot_ != kNoSlot) slots_[slot_] = std::move(value);
+        return;
+    }
+  }
+
+  void end_container() override {
+    switch (level_) {
+      case Level::value: return;
+      case Level::devices: level_ = Level::value; return;
+      case Level::list: level_ = Level::devices; return;
+      case Level::sample: {
+        level_ = Level::list;
+        Device& device = device_->second;
+        // Past its device's limit the report is refused before any of that
+        // device's samples would be looked at: the rest is only counted. (Not
+        // so for the total: a device earlier in key order may have a sample
+        // to refuse first.)
+        if (!device.refused && device.count < limits_.max_samples_per_device) {
+          try {
+            const FieldPath samples_path("samples");
+            const FieldPath device_path(samples_path, device_->first);
+            const FieldPath path(device_path, device.count);
+            device.samples.push_back(sample_from(
+                [&](std::string_view key) -> const json* {
+                  const std::size_t slot = sample_slot(key);
+                  return slot != kNoSlot && present_[slot] ? &slots_[slot] : nullptr;
+                },
+                path, FieldNames::canonical, std::nullopt));
+          } catch (FieldError& e) {
+            device.refused = std::move(e);
+          }
+        }
+        ++device.count;
+        return;
+      }
+    }
+  }
+
+  // The samples into report, or the first refusal (see above).
+  void samples_into(Report& report) {
+    const FieldPath field("samples");
+    if (not_an_object_) wrong_type(field, *not_an_object_, "an object keyed by device id");
+    check_device_keys(devices_, field, limits_);
+    std::size_t total = 0;
+    for (auto& [key, device] : devices_) {
+      const FieldPath device_path(field, key);
+      if (device.not_an_array) wrong_type(device_path, *device.not_an_array, "an array");
+      if (device.count > limits_.max_samples_per_device) {
+        over_limit(device_path, device.count, limits_.max_samples_per_device, "samples", "max_samples_per_device");
+      }
+      total += device.count;
+      if (total > limits_.max_samples) over_limit(field, total, limits_.max_samples, "samples", "max_samples");
+      if (device.refused) throw *device.refused;
+      report.samples.emplace_hint(report.samples.end(), key, std::move(device.samples));
+    }
+  }
+
+ private:
+  enum class Level : std::uint8_t { value, devices, list, sample };
+
+  const ReportLimits& limits_;
+  Level level_ = Level::value;
+  std::optional<json> not_an_object_;
+  std::map<std::string, Device> devices_;  // in key order, as a document's object
+  std::pair<const std::string, Device>* device_ = nullptr;
+  std::array<json, kSampleKeys.size()> slots_;
+  std::array<bool, kSampleKeys.size()> present_{};
+  std::size_t slot_ = kNoSlot;
+  std::set<std::string, std::less<>> unknown_keys_;  // of the current sample (rare)
+};
+
 Report parse_report_document(std::string_view body, const ProtocolLimits& limits, const ReportLimits& report_limits) {
-  const json document = read_bounded_json(body, limits, kReportSubject);
+  SamplesSink samples(report_limits);
+  const json document = read_bounded_json(body, limits, kReportSubject, StreamedMember{"samples", &samples});
   if (!document.is_object()) wrong_type("body", document, "an object (the report)");
   const FieldPath root;
   const Fields top(document, root);
@@ -297,7 +447,8 @@ Report parse_report_document(std::string_view body, const ProtocolLimits& limits
       report.unavailable.emplace_hint(report.unavailable.end(), item.key(), reason);
     }
   }
-  samples_at(top.required("samples"), "samples", report_limits, report);
+  (void)top.required("samples");  // the document keeps its place; the sink has its value
+  samples.samples_into(report);
   if (const json* dropped = top.optional("dropped")) {
     const FieldPath path("dropped");
     for (const auto& item : device_map_at(*dropped, path, report_limits).items()) {

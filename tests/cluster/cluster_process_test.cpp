@@ -277,10 +277,15 @@ TEST(ClusterProcess, ARestartedAgentIsANewIncarnationWithItsDevicesReplacedNotDo
 TEST(ClusterProcess, ACoordinatorRestartIsRejoinedByEveryAgentWithNothingLostOrDoubled) {
   Cluster cluster(3);
   ASSERT_TRUE(cluster.converged(seconds{5} + kSlack));
+  const auto wall_seconds = [] {
+    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  };
+  const double killed_at = wall_seconds();
   cluster.kill_coordinator();
   std::this_thread::sleep_for(milliseconds{1500});  // the agents back off meanwhile
-  cluster.start_coordinator();                      // same port, same state directory
-  const auto restarted = Clock::now();              // it has said "ready:" (AgentProcess waits for it)
+  const double restarting_at = wall_seconds();
+  cluster.start_coordinator();          // same port, same state directory
+  const auto restarted = Clock::now();  // it has said "ready:" (AgentProcess waits for it)
   ASSERT_TRUE(cluster.converged(seconds{5} + kSlack)) << get_json(cluster.port(), "/v1/nodes").dump(1);
   const double took = std::chrono::duration<double>(Clock::now() - restarted).count();
   std::printf("coordinator ready -> all 3 agents re-registered: %.3f s\n", took);
@@ -288,10 +293,22 @@ TEST(ClusterProcess, ACoordinatorRestartIsRejoinedByEveryAgentWithNothingLostOrD
   EXPECT_LE(took, std::chrono::duration<double>(3 * kInterval + seconds{1} + kSlack).count());
   const auto devices = devices_per_host(cluster.port());
   for (int i = 0; i < 3; ++i) EXPECT_EQ(devices.at(fmt::format("n{}", i)), 8);
-  // The samples the agents kept while the coordinator was away arrived: histories reach back before the restart.
+  // The samples the agents kept while the coordinator was away arrived (the
+  // history holds samples taken while no coordinator ran), each once. By their
+  // times, not their count: how many fit in the gap depends on how fast the
+  // coordinator starts.
   const json history = get_json(cluster.port(), "/v1/devices/n0/cuda:0/history");
-  ASSERT_TRUE(history.is_object()) << history.dump();
-  EXPECT_GE(history["samples"].size(), 8U) << history.dump();
+  ASSERT_TRUE(history.is_object() && history["samples"].is_array()) << history.dump();
+  std::size_t taken_while_away = 0;
+  double previous = 0;
+  for (const json& sample : history["samples"]) {
+    const double taken = sample["timestamp"].get<double>();
+    EXPECT_GT(taken, previous) << "doubled or out of order: " << history.dump();
+    previous = taken;
+    if (taken > killed_at + 0.5 && taken < restarting_at) ++taken_while_away;
+  }
+  // 1.5 s away at one sample per 200 ms: about 7, of which at least the 4 well inside the gap.
+  EXPECT_GE(taken_while_away, 4U) << history.dump();
 }
 
 TEST(ClusterProcess, AgentsStartedBeforeTheCoordinatorConverge) {

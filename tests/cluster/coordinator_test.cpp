@@ -244,6 +244,39 @@ TEST_F(CoordinatorTest, SilentNodeIsSuspectThenDownThenForgotten) {
   EXPECT_EQ(device_ids(), std::vector<std::string>{});
 }
 
+// The liveness pass skips its walk until some node may change state; every
+// change that brings such a time closer (a down node reporting again, a new
+// node) must still be seen on time.
+TEST_F(CoordinatorTest, ANodeBackFromDownIsSuspectOnTimeThoughThePassWasQuiet) {
+  CoordinatorOptions options;
+  options.liveness = {seconds{3}, seconds{10}, seconds{600}};
+  rebuild(options);
+  ingest(report(kNodeA, 1));
+  const auto start = now;
+  coordinator->tick(start + seconds{10} + std::chrono::nanoseconds{1});
+  ASSERT_EQ(view(kNodeA).state, NodeState::down);  // the next change it knows of: forgotten, 600 s on
+  now = start + seconds{20};
+  ingest(report(kNodeA, 2, {}));
+  EXPECT_EQ(view(kNodeA).state, NodeState::alive);
+  coordinator->tick(now + seconds{1});
+  EXPECT_EQ(view(kNodeA).state, NodeState::alive);
+  coordinator->tick(now + seconds{3} + std::chrono::nanoseconds{1});
+  EXPECT_EQ(view(kNodeA).state, NodeState::suspect);
+  // A node that joins after the last pass is judged by its own first report.
+  now += seconds{4};
+  ingest(report(kNodeB, 1, {"cuda:0"}, 1, "gpu-b"));
+  coordinator->tick(now + seconds{3});
+  EXPECT_EQ(view(kNodeB).state, NodeState::alive);
+  EXPECT_EQ(view(kNodeA).state, NodeState::suspect);
+  coordinator->tick(now + seconds{3} + std::chrono::nanoseconds{1});
+  EXPECT_EQ(view(kNodeB).state, NodeState::suspect);
+  EXPECT_EQ(view(kNodeA).state, NodeState::suspect);
+  coordinator->tick(start + seconds{30});  // A's last report + evict_after: not yet
+  EXPECT_EQ(view(kNodeA).state, NodeState::suspect);
+  coordinator->tick(start + seconds{30} + std::chrono::nanoseconds{1});
+  EXPECT_EQ(view(kNodeA).state, NodeState::down);
+}
+
 // The views' join table: every reporting node and seed host by its key host, in its state.
 TEST_F(CoordinatorTest, LabelsByHostNameEveryNodeAndSeedHostInItsState) {
   ingest(report(kNodeA, 1));                       // gpu-a: down below
@@ -483,6 +516,24 @@ TEST(Liveness, SettingsAreCheckedAgainstTheInterval) {
   } catch (const InputError& e) {
     EXPECT_EQ(std::string(e.field()), "--forget-after");
   }
+}
+
+TEST(Liveness, StableUntilIsTheLastInstantOfTheState) {
+  const LivenessConfig config;
+  const steady_clock::time_point t0 = steady_clock::time_point{} + std::chrono::hours{1};
+  for (const NodeState state : {NodeState::alive, NodeState::suspect, NodeState::down}) {
+    LivenessInput input{t0, t0, t0 + seconds{1}, state};
+    input.now = stable_until(input, config);
+    const LivenessStep at = next_state(input, config);
+    EXPECT_EQ(at.state, state) << to_string(state);
+    EXPECT_FALSE(at.forget) << to_string(state);
+    input.now += std::chrono::nanoseconds{1};
+    const LivenessStep after = next_state(input, config);
+    EXPECT_TRUE(after.state != state || after.forget) << to_string(state);
+  }
+  EXPECT_EQ(stable_until({t0, t0, t0, NodeState::alive}, config), t0 + config.suspect_after);
+  EXPECT_EQ(stable_until({t0, t0, t0, NodeState::suspect}, config), t0 + config.evict_after);
+  EXPECT_EQ(stable_until({t0, t0, t0 + seconds{1}, NodeState::down}, config), t0 + seconds{1} + config.forget_after);
 }
 
 TEST(Liveness, DownIsKeptUntilForgotten) {

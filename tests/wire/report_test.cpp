@@ -209,6 +209,10 @@ TEST(ReportRoundTrip, Ack) {
   ReportAck plain;
   plain.ack = 1;
   EXPECT_EQ(parse_report_ack(encode_report_ack(plain)), plain);
+  // A stray byte (never in an ack that was read) is written readable, not as invalid UTF-8.
+  ReportAck stray = plain;
+  stray.rejections = {"\xff bad"};
+  EXPECT_EQ(parse_report_ack(encode_report_ack(stray)).rejections, std::vector<std::string>{"\\xFF bad"});
 }
 
 TEST(ReportRoundTrip, TimestampsToTheNanosecondAndGaugesAsFloats) {
@@ -585,6 +589,124 @@ TEST(ReportLimitsTest, DefaultLimitsAtTheBoundary) {
   EXPECT_NO_THROW(parse_report(full.dump()));
   full["samples"]["gpu1"].push_back(full["samples"]["gpu1"][0]);
   expect_limit(full.dump(), limits, "samples", "max_samples");
+}
+
+// ---------------------------------------------------------------------------
+// "samples" is decoded as the reader goes (no document is built for it): the
+// rules, paths and the order in which refusals are found are a document's.
+
+// minimal_report's JSON with "samples" written as raw text (so duplicate keys
+// and document order can be tested), first or last in the report.
+std::string with_raw_samples(const std::string& raw, bool first = false) {
+  json j = json::parse(encode_report(minimal_report()));
+  j.erase("samples");
+  const std::string rest = j.dump();
+  if (first) return "{\"samples\":" + raw + "," + rest.substr(1);
+  return rest.substr(0, rest.size() - 1) + ",\"samples\":" + raw + "}";
+}
+
+// A sample's required fields, its object left open.
+constexpr const char* kOpenSample = R"({"timestamp":1717171720.5,"memory_used_bytes":1,"memory_total_bytes":2)";
+
+std::string sample_with(const std::string& members) {
+  return std::string(kOpenSample) + members + "}";
+}
+
+TEST(ReportStreamedSamples, UnknownKeysAreSkippedAndNullIsUnavailable) {
+  const Report r = parse_report(with_raw_samples(
+      R"({"b:0":[)" + sample_with(R"(,"future":{"a":[1,{"b":null}],"c":"x"},"power_watts":null)") + R"(],"a:0":[)" +
+          sample_with(R"(,"power_watts":300,"extra":[[]])") + "," + sample_with("") + R"(],"c:0":[]})",
+      true));
+  ASSERT_EQ(r.samples.size(), 3U);
+  ASSERT_EQ(r.samples.at("a:0").size(), 2U);
+  ASSERT_TRUE(r.samples.at("a:0")[0].power_watts);
+  EXPECT_EQ(*r.samples.at("a:0")[0].power_watts, 300.0f);
+  EXPECT_FALSE(r.samples.at("a:0")[1].power_watts);
+  EXPECT_EQ(r.samples.at("a:0")[1].memory_total_bytes, 2);
+  ASSERT_EQ(r.samples.at("b:0").size(), 1U);
+  EXPECT_FALSE(r.samples.at("b:0")[0].power_watts);
+  EXPECT_TRUE(r.samples.at("c:0").empty());
+  // The same report with its samples last reads the same.
+  EXPECT_EQ(parse_report(with_raw_samples(R"({"a:0":[)" + sample_with(R"(,"power_watts":300,"extra":[[]])") + "," +
+                                          sample_with("") + "]}"))
+                .samples.at("a:0"),
+            r.samples.at("a:0"));
+}
+
+TEST(ReportStreamedSamples, RefusalsNameTheirPath) {
+  using C = ReportErrorCode;
+  const auto one = [](const std::string& members) {
+    return with_raw_samples(R"({"cuda:0":[)" + sample_with(members) + "]}");
+  };
+  // Duplicate keys, wherever they are (the reader's rule for every object).
+  expect_error(one(R"(,"power_watts":1,"power_watts":2)"), "samples.cuda:0[0].power_watts", Kind::malformed,
+               C::malformed, "a known key twice");
+  expect_error(one(R"(,"future":1,"future":2)"), "samples.cuda:0[0].future", Kind::malformed, C::malformed,
+               "an unknown key twice");
+  expect_error(one(R"(,"future":{"a":1,"a":2})"), "samples.cuda:0[0].future.a", Kind::malformed, C::malformed,
+               "a key twice inside a skipped value");
+  expect_error(with_raw_samples(R"({"cuda:0":[],"cuda:0":[]})"), "samples.cuda:0", Kind::malformed, C::malformed,
+               "a device twice");
+  const std::string twice = with_raw_samples("{}", true);
+  expect_error(twice.substr(0, twice.size() - 1) + R"(,"samples":{}})", "samples", Kind::malformed, C::malformed,
+               "samples twice");
+  // Wrong types at each level.
+  expect_error(one(R"(,"power_watts":{"a":1})"), "samples.cuda:0[0].power_watts", Kind::malformed, C::malformed,
+               "an object for a gauge");
+  expect_error(one(R"(,"clock_mhz":[1])"), "samples.cuda:0[0].clock_mhz", Kind::malformed, C::malformed,
+               "an array for a gauge");
+  expect_error(with_raw_samples(R"({"cuda:0":[)" + sample_with("") + ",[1]]}"), "samples.cuda:0[1]", Kind::malformed,
+               C::malformed, "an array for a sample");
+  expect_error(with_raw_samples(R"({"cuda:0":[)" + sample_with("") + ",null]}"), "samples.cuda:0[1]", Kind::malformed,
+               C::malformed, "null for a sample");
+  expect_error(with_raw_samples(R"({"cuda:0":null})"), "samples.cuda:0", Kind::malformed, C::malformed,
+               "null for a device's list");
+  expect_error(with_raw_samples("null"), "samples", Kind::malformed, C::malformed, "null for samples");
+  expect_error(with_raw_samples(R"("x")"), "samples", Kind::malformed, C::malformed, "a string for samples");
+  expect_error(with_raw_samples(R"({"cuda:0":[{"memory_used_bytes":1,"memory_total_bytes":2}]})"),
+               "samples.cuda:0[0].timestamp", Kind::malformed, C::malformed, "no timestamp");
+  // The reader's limits hold inside samples too.
+  const ProtocolError long_key = report_error(one(",\"" + std::string(300, 'k') + "\":1"));
+  EXPECT_EQ(long_key.field().rfind("samples.cuda:0[0].kkk", 0), 0U) << long_key.what();
+  EXPECT_EQ(report_error_code(long_key), C::malformed);
+  const ProtocolError deep = report_error(one(R"(,"future":)" + std::string(20, '[') + std::string(20, ']')));
+  EXPECT_EQ(deep.field().rfind("samples.cuda:0[0].future[0]", 0), 0U) << deep.what();
+  EXPECT_EQ(report_error_code(deep), C::malformed);
+}
+
+TEST(ReportStreamedSamples, RefusalsAreFoundInTheDocumentsOrder) {
+  using C = ReportErrorCode;
+  const std::string bad_gauge = sample_with(R"(,"utilization_percent":1e39)");  // beyond a float
+  // Devices in key order, as an object's members, whatever the document's order.
+  expect_error(with_raw_samples(R"({"b:0":[)" + bad_gauge + R"(],"a:0":[)" + bad_gauge + "]}", true),
+               "samples.a:0[0].utilization_percent", Kind::invalid, C::invalid_value, "the first device by key");
+  // A device's first refused sample.
+  expect_error(with_raw_samples(R"({"a:0":[)" + sample_with("") + "," + bad_gauge + R"(,"x"]})"),
+               "samples.a:0[1].utilization_percent", Kind::invalid, C::invalid_value, "the first refused sample");
+  // Every key before any device's samples.
+  expect_error(with_raw_samples(R"({"a:0":[)" + bad_gauge + R"(],"b/c":[]})"), "samples.b/c", Kind::invalid,
+               C::invalid_value, "a bad key after a bad sample");
+  // The fields the report checks before samples, though samples come first in the text.
+  std::string report = with_raw_samples(R"({"a:0":[)" + bad_gauge + "]}", true);
+  std::string seq_zero = report;
+  seq_zero.replace(seq_zero.find(R"("seq":1)"), 7, R"("seq":0)");
+  expect_error(seq_zero, "seq", Kind::invalid, C::invalid_value, "seq before samples");
+  std::string format_three = report;
+  format_three.replace(format_three.find(R"("report":2)"), 10, R"("report":3)");
+  expect_error(format_three, "report", Kind::malformed, C::unsupported_version, "the format first");
+  // A bound of ReportLimits before the samples it counts.
+  const ReportLimits limits{.max_devices = 2, .max_samples_per_device = 2, .max_samples = 3};
+  expect_limit(with_raw_samples(R"({"a:0":[)" + bad_gauge + "," + sample_with("") + "," + sample_with("") + "]}"),
+               limits, "samples.a:0", "max_samples_per_device");
+  expect_limit(with_raw_samples(R"({"a:0":[)" + sample_with("") + "," + sample_with("") + R"(],"b:0":[)" +
+                                sample_with("") + "," + bad_gauge + "]}"),
+               limits, "samples", "max_samples");
+  // Past the total only in key order: a device before it that has a refused sample is named.
+  const ProtocolError first =
+      report_error(with_raw_samples(R"({"b:0":[)" + sample_with("") + "," + sample_with("") + R"(],"c:0":[)" +
+                                    sample_with("") + R"(],"a:0":[)" + bad_gauge + "]}"),
+                   ReportLimits{.max_devices = 4, .max_samples_per_device = 2, .max_samples = 3});
+  EXPECT_EQ(first.field(), "samples.a:0[0].utilization_percent") << first.what();
 }
 
 // ---------------------------------------------------------------------------

@@ -48,4 +48,11 @@ struct LivenessStep {
 // function), and is forgotten once it has been down for longer than forget_after.
 LivenessStep next_state(const LivenessInput& input, const LivenessConfig& config);
 
+// The last time at which next_state still answers the node's current state
+// (no report arriving meanwhile): last_report + suspect_after for an alive
+// node, + evict_after for a suspect one, state_since + forget_after for a
+// down one. The coordinator's liveness pass skips its walk over the nodes
+// until the earliest of these has passed.
+std::chrono::steady_clock::time_point stable_until(const LivenessInput& input, const LivenessConfig& config);
+
 }  // namespace gpucluster
