@@ -4,10 +4,12 @@
 // parse_report_ack(encode_report_ack(a)) == a. Optional fields that are
 // unknown (and empty maps, leaving = false) are left out: the parser reads
 // absent as unknown, so the report stays small.
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -124,35 +126,36 @@ std::string encode_report_ack(const ReportAck& ack) {
       writer.String(shown.data(), static_cast<rapidjson::SizeType>(shown.size()));
     }
   };
+  const auto member = [&](std::string_view name, const auto& value) {
+    key(name);
+    using Value = std::decay_t<decltype(value)>;
+    if constexpr (std::is_same_v<Value, std::string>) {
+      string(value);
+    } else if constexpr (std::is_same_v<Value, bool>) {
+      writer.Bool(value);
+    } else if constexpr (std::is_same_v<Value, Timestamp>) {
+      writer.Double(to_seconds(value));
+    } else {
+      writer.Uint64(value);
+    }
+  };
   writer.StartObject();
-  key("ack");
-  writer.Uint64(ack.ack);
-  key("coordinator");
-  string(ack.coordinator);
-  key("epoch");
-  string(ack.epoch);
-  key("interval_ms");
-  writer.Uint(ack.interval_ms);
-  key("inventory_required");
-  writer.Bool(ack.inventory_required);
-  key("host");
-  string(ack.host);
-  key("state");
-  string(ack.state);
-  key("accepted");
-  writer.Uint64(ack.accepted);
-  key("duplicates");
-  writer.Uint64(ack.duplicates);
-  key("rejected");
-  writer.Uint64(ack.rejected);
+  member("ack", ack.ack);
+  member("coordinator", ack.coordinator);
+  member("epoch", ack.epoch);
+  member("interval_ms", std::uint64_t{ack.interval_ms});
+  member("inventory_required", ack.inventory_required);
+  member("host", ack.host);
+  member("state", ack.state);
+  member("accepted", ack.accepted);
+  member("duplicates", ack.duplicates);
+  member("rejected", ack.rejected);
   key("rejections");
   writer.StartArray();
   for (const std::string& rejection : ack.rejections) string(rejection);
   writer.EndArray();
-  key("received_at");
-  writer.Double(to_seconds(ack.received_at));
-  key("replied_at");
-  writer.Double(to_seconds(ack.replied_at));
+  member("received_at", ack.received_at);
+  member("replied_at", ack.replied_at);
   writer.EndObject();
   return {text.GetString(), text.GetSize()};
 }
