@@ -62,6 +62,7 @@ class BoundedBuilder {
   bool boolean(bool value) { return scalar(json(value)); }
   bool string(std::string_view text) {
     if (text.size() > limits_.max_string_bytes) return refuse_string(path_here(), text);
+    if (!text::is_valid_utf8(text)) return refuse_encoding(path_here(), text);
     return scalar(json(std::string(text)));
   }
   bool start_object() { return open(true); }
@@ -73,6 +74,7 @@ class BoundedBuilder {
     Frame& frame = frames_.back();
     frame.key.assign(name.data(), name.size());  // keeps its buffer from key to key
     if (frame.key.size() > limits_.max_string_bytes) return refuse_string(path_here(), frame.key);
+    if (!text::is_valid_utf8(frame.key)) return refuse_encoding(path_here(), frame.key);
     const bool duplicate =
         frame.container != nullptr ? frame.container->contains(frame.key) : !streamed_.sink->key(frame.key);
     if (duplicate) {
@@ -152,6 +154,14 @@ class BoundedBuilder {
   bool refuse(ProtocolError error) {
     if (!error_) error_.emplace(std::move(error));
     return false;
+  }
+  // RapidJSON 1.1.0 checks the bytes of the text, but decodes a JSON escape
+  // of a lone low surrogate (U+DC00 to U+DFFF) into bytes that are not UTF-8:
+  // every string and key is checked once decoded (a stored string must be
+  // writable as JSON again).
+  bool refuse_encoding(const std::string& field, std::string_view text) {
+    return refuse(make_error(Kind::malformed, field, fmt::format("\"{}\"", printable(text, 32)),
+                             "strings and keys must be valid UTF-8 (a \\u escape of a lone surrogate is not)"));
   }
   bool refuse_string(const std::string& field, std::string_view text) {
     return refuse(make_error(Kind::malformed, field, fmt::format("\"{}\" ({} bytes)", printable(text, 32), text.size()),

@@ -551,6 +551,22 @@ TEST(Protocol, InvalidUtf8NeverLeaksIntoErrorTexts) {
   }
 }
 
+// A JSON escape of a lone low surrogate decodes to bytes that are not UTF-8
+// (RapidJSON 1.1.0 lets it through): refused, in a value or a key, so no stored
+// string fails to be written again (the protocol fuzzer found it in a device id).
+TEST(Protocol, EscapedLoneSurrogatesAreRefused) {
+  for (const std::string body : {R"({"a":"x\udeee"})", R"({"x\udc00":1})", R"(["\udfff"])"}) {
+    const auto error = refusal(body);
+    ASSERT_TRUE(error.has_value()) << body;
+    EXPECT_EQ(error->kind(), ProtocolError::Kind::malformed) << error->what();
+    EXPECT_NE(error->rule().find("valid UTF-8"), std::string::npos) << error->what();
+    EXPECT_TRUE(dumps_as_json(error->what()) && dumps_as_json(error->value())) << error->what();
+  }
+  // A pair is a character.
+  EXPECT_FALSE(refusal(R"({"a":"\ud83d\ude00"})").has_value() &&
+               refusal(R"({"a":"\ud83d\ude00"})")->rule().find("valid UTF-8") != std::string::npos);
+}
+
 // ---------------------------------------------------------------------------
 // Writing and round trips.
 
